@@ -1,0 +1,122 @@
+"""Tiny staged models for the io tests: two layouts (a conv net and an MLP), random weights."""
+
+from __future__ import annotations
+
+import hashlib
+
+import icechunk
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from weightzoo.core.layout import WeightLayout
+from weightzoo.io.staging import stage_model
+
+# The local-filesystem "not safe for concurrent commits" warning is expected: publishers
+# serialise on .publish.lock. Keep it out of test output.
+icechunk.set_logs_filter("warn,icechunk::storage::object_store=error")
+
+
+def conv_net() -> nn.Module:
+    """A 1×6×6-input CNN with 3 classes."""
+    return nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.Flatten(), nn.Linear(2 * 4 * 4, 3))
+
+
+def mlp() -> nn.Module:
+    """A 4-input MLP with 2 outputs."""
+    return nn.Sequential(nn.Linear(4, 5), nn.Tanh(), nn.Linear(5, 2))
+
+
+ARCHITECTURES = {"conv": conv_net, "mlp": mlp}
+
+
+def build_from_config(config) -> nn.Module:
+    """The builder that load_model gets in these tests."""
+    return ARCHITECTURES[config["architecture"]]()
+
+
+def model_id_of(architecture: str, index: int) -> str:
+    """The model_id staged for (architecture, index)."""
+    return f"{architecture}-{index:03d}"
+
+
+def fingerprint_of(architecture: str, index: int, n_snapshots: int) -> str:
+    """A fake fingerprint: stable for the same staged content."""
+    key = f"{architecture}:{index}:{n_snapshots}"
+    return "fp" + hashlib.sha256(key.encode()).hexdigest()[:16]
+
+
+def staged_inputs(architecture: str, index: int, n_snapshots: int = 3, status: str = "ok") -> dict:
+    """Keyword arguments for stage_model: seeded random weights and metrics."""
+    layout = WeightLayout.from_module(ARCHITECTURES[architecture]())
+    rng = np.random.default_rng([index, len(architecture), n_snapshots])
+    weights = rng.standard_normal((n_snapshots, layout.n_params)).astype(np.float32)
+    model_id = model_id_of(architecture, index)
+    fingerprint = fingerprint_of(architecture, index, n_snapshots)
+    hyperparameters = {"lr": float(rng.uniform(1e-3, 1e-1)), "batch_size": int(rng.choice([16, 32])),
+                       "augment": bool(index % 2), "optimizer": ["sgd", "adam"][index % 2],
+                       "dataset": "digits" if architecture == "mlp" else "mnist"}
+    if architecture == "mlp":
+        hyperparameters["width"] = 5  # absent for conv models: a null column for them
+    snapshots = [_snapshot(k, rng, diverged=status == "diverged" and k == n_snapshots - 1)
+                 for k in range(n_snapshots)]
+    config = {"architecture": architecture, **hyperparameters}
+    record = {"model_id": model_id, "fingerprint": fingerprint, "status": status, "message": "",
+              "hyperparameters": hyperparameters, "config": config,
+              "training": {"epochs": n_snapshots - 1}, "spec_name": "tiny",
+              "layout_id": layout.layout_id, "n_params": layout.n_params}
+    return {"fingerprint": fingerprint, "weights": weights, "snapshots": snapshots,
+            "record": record, "layout": layout}
+
+
+def _snapshot(k: int, rng, diverged: bool) -> dict:
+    train_acc, test_acc = float(rng.uniform()), float(rng.uniform())
+    return {"k": k, "epoch": k, "step": 10 * k, "train_loss": float("nan") if diverged else float(rng.uniform()),
+            "train_acc": train_acc, "test_loss": None if diverged else float(rng.uniform()),
+            "test_acc": float("nan") if diverged else test_acc, "gap": train_acc - test_acc}
+
+
+@pytest.fixture
+def zoo_root(tmp_path):
+    """An empty zoo directory."""
+    return tmp_path / "zoo"
+
+
+@pytest.fixture
+def stage(zoo_root):
+    """stage(architecture, indices, **kw) → fingerprints of freshly staged models."""
+    def _stage(architecture: str, indices, **kwargs) -> list[str]:
+        receipts = [stage_model(zoo_root, **staged_inputs(architecture, i, **kwargs)) for i in indices]
+        return [receipt["fingerprint"] for receipt in receipts]
+    return _stage
+
+
+@pytest.fixture(autouse=True)
+def no_crash_env(monkeypatch):
+    """Never inherit a fault-injection setting from the environment."""
+    monkeypatch.delenv("WEIGHTZOO_CRASH_AT", raising=False)
+
+
+@pytest.fixture(autouse=True)
+def seeded_torch():
+    """Deterministic torch initialisation for module builders."""
+    torch.manual_seed(0)
+
+
+@pytest.fixture
+def make_inputs():
+    """The staged_inputs helper, for tests that stage or compare by hand."""
+    return staged_inputs
+
+
+@pytest.fixture
+def builder():
+    """A load_model builder for the test architectures."""
+    return build_from_config
+
+
+@pytest.fixture
+def ids():
+    """model_id_of(architecture, index)."""
+    return model_id_of

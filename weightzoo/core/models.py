@@ -1,0 +1,243 @@
+"""Model builders: a config (hyperparameter dict) → a torch module, deterministically.
+
+Every architecture is an ``nn.Sequential`` of standard layers plus two small
+modules of our own, :class:`Activation` and :class:`Dropout`, whose choice / rate
+live in non-persistent buffers. That keeps them out of the state dict (and so out
+of the :class:`~weightzoo.core.layout.WeightLayout`) while letting the fleet trainer
+give every model of a vectorised group its own activation and dropout rate.
+"""
+
+from __future__ import annotations
+
+from typing import Mapping
+
+import torch
+from torch import nn
+import torch.nn.functional as F
+
+ACTIVATIONS = ("relu", "tanh", "sigmoid", "gelu", "leaky_relu", "elu")
+INITS = ("default", "kaiming_uniform", "kaiming_normal", "xavier_uniform", "xavier_normal",
+         "orthogonal", "uniform", "normal")
+ARCHITECTURES = ("nws-cnn", "small-cnn", "large-cnn", "mlp")
+
+# input shape and output size per dataset, so models can be built without loading data
+DATASET_SIGNATURES = {
+    "mnist5k": ((1, 28, 28), 10),
+    "mnist-idx": ((1, 28, 28), 10),
+    "digits": ((1, 8, 8), 10),
+    "cifar10": ((3, 32, 32), 10),
+    "sinusoid": ((2,), 1),
+}
+
+DEFAULTS = {
+    "architecture": "nws-cnn", "activation": "relu", "init": "default", "dropout": 0.0,
+    "batch_norm": False, "conv_layers": 2, "conv_width": 8, "filter_size": 3, "fc_layers": 1,
+    "fc_width": 32, "hidden_layers": 1, "hidden_width": 32, "seed": 0,
+}
+
+
+class ConfigError(ValueError):
+    """A config that cannot be turned into a model; names the offending key."""
+
+
+class Activation(nn.Module):
+    """An activation chosen by a one-hot buffer, so vmapped fleets can mix activations.
+
+    With a one-hot choice the output equals the chosen function exactly (the other
+    terms are multiplied by 0.0 and added).
+    """
+
+    def __init__(self, name: str):
+        super().__init__()
+        if name not in ACTIVATIONS:
+            raise ConfigError(f"activation: unknown {name!r}; expected one of {ACTIVATIONS}")
+        self.register_buffer("choice", activation_one_hot(name), persistent=False)
+        self.name = name
+
+    def forward(self, x):
+        if not isinstance(self.choice, torch.Tensor) or self.choice.dim() != 1:
+            raise RuntimeError("Activation.choice must be a 1-D one-hot tensor")
+        if _is_plain(self.choice):
+            return _apply_activation(self.name, x)
+        return sum(self.choice[i] * _apply_activation(a, x) for i, a in enumerate(ACTIVATIONS))
+
+    def extra_repr(self):
+        return self.name
+
+
+class Dropout(nn.Module):
+    """Inverted dropout whose rate is a buffer (per-model under vmap)."""
+
+    def __init__(self, p: float):
+        super().__init__()
+        if not 0.0 <= p < 1.0:
+            raise ConfigError(f"dropout: expected 0 <= p < 1, got {p}")
+        self.register_buffer("p", torch.tensor(float(p)), persistent=False)
+
+    def forward(self, x):
+        if not self.training:
+            return x
+        keep = (torch.rand_like(x) >= self.p).to(x.dtype)
+        return x * keep / (1.0 - self.p)
+
+
+def activation_one_hot(name: str) -> torch.Tensor:
+    """One-hot vector over :data:`ACTIVATIONS`."""
+    return F.one_hot(torch.tensor(ACTIVATIONS.index(name)), len(ACTIVATIONS)).float()
+
+
+def _is_plain(t: torch.Tensor) -> bool:
+    # under torch.func transforms buffers are wrapped; plain tensors take the fast path
+    return type(t) is torch.Tensor and not torch._C._functorch.is_functorch_wrapped_tensor(t)
+
+
+def _apply_activation(name: str, x):
+    if name == "relu":
+        return F.relu(x)
+    if name == "tanh":
+        return torch.tanh(x)
+    if name == "sigmoid":
+        return torch.sigmoid(x)
+    if name == "gelu":
+        return F.gelu(x)
+    if name == "leaky_relu":
+        return F.leaky_relu(x, 0.01)
+    return F.elu(x)
+
+
+def model_signature(config: Mapping) -> tuple[tuple[int, ...], int]:
+    """(input shape, output size) of the model for ``config['dataset']``."""
+    dataset = config.get("dataset")
+    if dataset not in DATASET_SIGNATURES:
+        raise ConfigError(f"dataset: unknown {dataset!r}; expected one of {tuple(DATASET_SIGNATURES)}")
+    return DATASET_SIGNATURES[dataset]
+
+
+def build_model(config: Mapping, input_shape=None, output_size=None) -> nn.Module:
+    """Build and initialise the model of ``config`` deterministically from its seed."""
+    cfg = {**DEFAULTS, **{k: v for k, v in config.items() if v is not None}}
+    if input_shape is None or output_size is None:
+        input_shape, output_size = model_signature(cfg)
+    builders = {"nws-cnn": _nws_cnn, "small-cnn": _small_cnn, "large-cnn": _large_cnn, "mlp": _mlp}
+    if cfg["architecture"] not in builders:
+        raise ConfigError(f"architecture: unknown {cfg['architecture']!r}; expected one of {ARCHITECTURES}")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(int(cfg["seed"]))
+        model = builders[cfg["architecture"]](cfg, tuple(input_shape), int(output_size))
+        initialise(model, cfg["init"])
+    return model
+
+
+def initialise(model: nn.Module, init: str) -> None:
+    """Re-initialise conv and linear weights in place (biases to zero) unless ``default``."""
+    if init not in INITS:
+        raise ConfigError(f"init: unknown {init!r}; expected one of {INITS}")
+    if init == "default":
+        return
+    fns = {
+        "kaiming_uniform": lambda w: nn.init.kaiming_uniform_(w, nonlinearity="relu"),
+        "kaiming_normal": lambda w: nn.init.kaiming_normal_(w, nonlinearity="relu"),
+        "xavier_uniform": nn.init.xavier_uniform_, "xavier_normal": nn.init.xavier_normal_,
+        "orthogonal": nn.init.orthogonal_,
+        "uniform": lambda w: nn.init.uniform_(w, -0.1, 0.1),
+        "normal": lambda w: nn.init.normal_(w, 0.0, 0.05),
+    }
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, (nn.Conv2d, nn.Linear)):
+                fns[init](module.weight)
+                if module.bias is not None:
+                    module.bias.zero_()
+
+
+def _block(cfg, layers):
+    layers.append(Activation(cfg["activation"]))
+    if cfg["dropout"] > 0:
+        layers.append(Dropout(cfg["dropout"]))
+
+
+def _require_image(cfg, input_shape, min_side):
+    if len(input_shape) != 3 or min(input_shape[1:]) < min_side:
+        raise ConfigError(
+            f"architecture: {cfg['architecture']} needs image input of at least {min_side}x{min_side}, "
+            f"dataset {cfg.get('dataset')!r} gives {input_shape}")
+
+
+def _nws_cnn(cfg, input_shape, output_size):
+    """Eilertsen et al.'s conv family: conv(+BN)+act(+pool) blocks, then an fc part."""
+    _require_image(cfg, input_shape, 4)
+    channels, side = input_shape[0], input_shape[1]
+    k, width = int(cfg["filter_size"]), int(cfg["conv_width"])
+    layers: list[nn.Module] = []
+    for _ in range(int(cfg["conv_layers"])):
+        layers.append(nn.Conv2d(channels, width, k, padding=k // 2))
+        if cfg["batch_norm"]:
+            layers.append(nn.BatchNorm2d(width))
+        _block(cfg, layers)
+        if side >= 4:  # pool while the map is large enough that pooling keeps information
+            layers.append(nn.MaxPool2d(2))
+            side //= 2
+        channels = width
+    layers.append(nn.Flatten())
+    features = channels * side * side
+    for _ in range(int(cfg["fc_layers"])):
+        layers.append(nn.Linear(features, int(cfg["fc_width"])))
+        if cfg["batch_norm"]:
+            layers.append(nn.BatchNorm1d(int(cfg["fc_width"])))
+        _block(cfg, layers)
+        features = int(cfg["fc_width"])
+    layers.append(nn.Linear(features, output_size))
+    return nn.Sequential(*layers)
+
+
+def _small_cnn(cfg, input_shape, output_size):
+    """Schürholt et al.'s model-zoo CNN: 2,464 parameters on 28x28x1 with 10 classes."""
+    _require_image(cfg, input_shape, 28)
+    act = cfg["activation"]
+    drop = [Dropout(cfg["dropout"])] if cfg["dropout"] > 0 else []
+    side = ((input_shape[1] - 4) // 2 - 4) // 2 - 1
+    return nn.Sequential(
+        nn.Conv2d(input_shape[0], 8, 5), nn.MaxPool2d(2), Activation(act), *drop,
+        nn.Conv2d(8, 6, 5), nn.MaxPool2d(2), Activation(act), *_copy(drop),
+        nn.Conv2d(6, 4, 2), Activation(act), *_copy(drop),
+        nn.Flatten(), nn.Linear(4 * side * side, 20), Activation(act), *_copy(drop),
+        nn.Linear(20, output_size),
+    )
+
+
+def _large_cnn(cfg, input_shape, output_size):
+    """A wider three-block CNN with global average pooling (size-independent head)."""
+    _require_image(cfg, input_shape, 8)
+    layers: list[nn.Module] = []
+    channels = input_shape[0]
+    for width in (16, 32, 32):
+        layers.append(nn.Conv2d(channels, width, 3, padding=1))
+        if cfg["batch_norm"]:
+            layers.append(nn.BatchNorm2d(width))
+        _block(cfg, layers)
+        layers.append(nn.MaxPool2d(2))
+        channels = width
+    layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(channels, 64)]
+    _block(cfg, layers)
+    layers.append(nn.Linear(64, output_size))
+    return nn.Sequential(*layers)
+
+
+def _mlp(cfg, input_shape, output_size):
+    """A fully connected network over the flattened input."""
+    features = 1
+    for s in input_shape:
+        features *= int(s)
+    layers: list[nn.Module] = [nn.Flatten()]
+    for _ in range(int(cfg["hidden_layers"])):
+        layers.append(nn.Linear(features, int(cfg["hidden_width"])))
+        if cfg["batch_norm"]:
+            layers.append(nn.BatchNorm1d(int(cfg["hidden_width"])))
+        _block(cfg, layers)
+        features = int(cfg["hidden_width"])
+    layers.append(nn.Linear(features, output_size))
+    return nn.Sequential(*layers)
+
+
+def _copy(modules):
+    return [Dropout(float(m.p)) for m in modules]

@@ -1,0 +1,189 @@
+"""Reading published versions: tables as pandas DataFrames, weights from the tagged snapshot.
+
+Only tagged versions exist for readers: a ``versions/vNNNN/`` directory without an Icechunk
+tag is a crashed publish and is ignored. Weights are read from
+``readonly_session(tag=version)``, so an old version never sees rows appended later.
+"""
+
+from __future__ import annotations
+
+import json
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import zarr
+
+from weightzoo.core.layout import WeightLayout
+from weightzoo.io import store
+from weightzoo.io.errors import CorruptChunkError, VersionNotFound
+
+
+def list_versions(zoo_root) -> list[dict]:
+    """Published (tagged) versions, oldest first: {version, parent, created_at, n_models, snapshot_id}."""
+    repo = store.open_repository(zoo_root)
+    result = []
+    for tag in store.version_tags(repo):
+        manifest = _read_manifest(Path(zoo_root), tag)
+        result.append({"version": tag, "parent": manifest["parent"], "created_at": manifest["created_at"],
+                       "n_models": manifest["counts"]["models"], "snapshot_id": repo.lookup_tag(tag)})
+    return result
+
+
+def open_zoo(zoo_root, version: str | None = None) -> "Zoo":
+    """Open the latest tagged version (or the named one) of the zoo at ``zoo_root``.
+
+    Raises NotAZooError for a path without a repository and VersionNotFound (listing the
+    available versions) for a version that was never published.
+    """
+    repo = store.open_repository(zoo_root)
+    tags = store.version_tags(repo)
+    if version is None:
+        if not tags:
+            raise VersionNotFound(f"{zoo_root} has no published versions yet")
+        version = tags[-1]
+    elif version not in tags:
+        raise VersionNotFound(f"version {version!r} is not published in {zoo_root}; "
+                              f"available: {', '.join(tags) or 'none'}")
+    return Zoo(Path(zoo_root), version, repo)
+
+
+class Zoo:
+    """One published version of a zoo: its manifest, tables, layouts and weights."""
+
+    def __init__(self, root: Path, version: str, repo) -> None:
+        self.root = Path(root)
+        self.version = version
+        self._repo = repo
+        self._layouts: dict[str, WeightLayout] = {}
+        self.manifest = _read_manifest(self.root, version)
+        tagged = repo.lookup_tag(version)
+        if self.manifest["icechunk_snapshot_id"] != tagged:
+            raise ValueError(f"{self.folder / 'manifest.json'} names snapshot "
+                             f"{self.manifest['icechunk_snapshot_id']} but tag {version} is {tagged}")
+
+    def __repr__(self) -> str:
+        return f"Zoo({str(self.root)!r}, version={self.version!r}, models={self.manifest['counts']['models']})"
+
+    @property
+    def folder(self) -> Path:
+        """The version's directory of tables."""
+        return self.root / "versions" / self.version
+
+    @cached_property
+    def models(self) -> pd.DataFrame:
+        """models.parquet: one row per model."""
+        return pd.read_parquet(self.folder / "models.parquet")
+
+    @cached_property
+    def snapshots(self) -> pd.DataFrame:
+        """snapshots.parquet: one row per (model_id, k)."""
+        return pd.read_parquet(self.folder / "snapshots.parquet")
+
+    @cached_property
+    def layouts(self) -> pd.DataFrame:
+        """layouts.parquet: one row per (layout_id, tensor)."""
+        return pd.read_parquet(self.folder / "layouts.parquet")
+
+    def layout(self, layout_id: str) -> WeightLayout:
+        """The WeightLayout of ``layout_id``; KeyError lists the version's layouts."""
+        if layout_id not in self._layouts:
+            rows = self.layouts[self.layouts["layout_id"] == layout_id]
+            if rows.empty:
+                raise KeyError(f"no layout {layout_id!r} in {self.version}; "
+                               f"known: {sorted(self.layouts['layout_id'].unique())}")
+            self._layouts[layout_id] = WeightLayout.from_records(rows.to_dict("records"))
+        return self._layouts[layout_id]
+
+    def weights_array(self, layout_id: str) -> zarr.Array:
+        """The read-only ``weights/<layout_id>`` array as of this version's tag."""
+        array = store.open_weights_array(self._session.store, layout_id)
+        if array is None:
+            raise KeyError(f"no weights array for layout {layout_id!r} in {self.version}")
+        return array
+
+    def weights(self, model_id: str, k: int | None = None) -> np.ndarray:
+        """A model's weights: [n_snapshots, n_params], or [n_params] for snapshot ``k``."""
+        row = self._model(model_id)
+        n_snapshots = int(row["n_snapshots"])
+        if k is not None and not 0 <= k < n_snapshots:
+            raise IndexError(f"model {model_id!r} has snapshots 0..{n_snapshots - 1}; asked for k={k}")
+        array = self.weights_array(row["layout_id"])
+        try:
+            # Reading the whole row is one chunk either way; slicing happens in memory.
+            values = array[int(row["row"])]
+        except Exception as error:  # codec errors surface as ValueError/RuntimeError/IcechunkError
+            raise CorruptChunkError(f"cannot read weights of model {model_id!r} (row {int(row['row'])} of "
+                                    f"weights/{row['layout_id']}, version {self.version}): {error}") from error
+        return values[:n_snapshots] if k is None else values[k]
+
+    def load_model(self, model_id: str, k: int, builder=None):
+        """A torch module with snapshot ``k`` of ``model_id`` loaded, in eval mode.
+
+        ``builder(config) -> nn.Module`` defaults to ``weightzoo.core.models.build_model``.
+        """
+        row = self._model(model_id)
+        if builder is None:
+            from weightzoo.core.models import build_model as builder
+        module = builder(json.loads(row["config_json"]))
+        state = self.layout(row["layout_id"]).unflatten(self.weights(model_id, k))
+        mismatch = f"model {model_id!r} built from its config does not match layout {row['layout_id']}"
+        try:
+            result = module.load_state_dict(state, strict=False)
+        except RuntimeError as error:  # shape mismatches raise even when strict=False
+            raise ValueError(f"{mismatch}: {error}") from error
+        # strict=False only tolerates the counters a layout leaves out on purpose.
+        missing = [key for key in result.missing_keys if not key.endswith("num_batches_tracked")]
+        if missing or result.unexpected_keys:
+            raise ValueError(f"{mismatch}: missing {missing}, unexpected {result.unexpected_keys}")
+        return module.eval()
+
+    def summary(self) -> dict:
+        """Counts by status/layout/dataset, last-snapshot test accuracy, sizes."""
+        models = self.models
+        result = {
+            "version": self.version,
+            "n_models": len(models),
+            "n_snapshots": len(self.snapshots),
+            "by_status": _counts(models["status"]),
+            "layouts": _counts(models["layout_id"]),
+            "test_acc_last": self._last_test_accuracy(),
+            "repo_bytes": sum(p.stat().st_size for p in store.repo_path(self.root).rglob("*") if p.is_file()),
+        }
+        if "dataset" in models.columns:
+            result["datasets"] = _counts(models["dataset"])
+        return result
+
+    @cached_property
+    def _session(self):
+        return self._repo.readonly_session(tag=self.version)
+
+    @cached_property
+    def _positions(self) -> dict[str, int]:
+        return {model_id: i for i, model_id in enumerate(self.models["model_id"])}
+
+    def _model(self, model_id: str) -> pd.Series:
+        if model_id not in self._positions:
+            raise KeyError(f"no model {model_id!r} in {self.root} version {self.version}")
+        return self.models.iloc[self._positions[model_id]]
+
+    def _last_test_accuracy(self) -> dict:
+        snapshots = self.snapshots.sort_values(["model_id", "k"])
+        # The last snapshot's value, not the last non-null one: a diverged model has no accuracy.
+        last = snapshots.drop_duplicates("model_id", keep="last")["test_acc"].dropna()
+        if last.empty:
+            return {"count": 0, "mean": None, "min": None, "max": None, "median": None}
+        return {"count": int(last.size), "mean": float(last.mean()), "min": float(last.min()),
+                "max": float(last.max()), "median": float(last.median())}
+
+
+def _counts(column: pd.Series) -> dict:
+    return {str(key): int(value) for key, value in column.value_counts(dropna=False).sort_index().items()}
+
+
+def _read_manifest(root: Path, version: str) -> dict:
+    path = root / "versions" / version / "manifest.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"version {version} is tagged but {path} is missing")
+    return json.loads(path.read_text())
