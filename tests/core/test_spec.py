@@ -66,7 +66,7 @@ def test_every_preset_loads_and_round_trips(name):
 
 def test_preset_sizes():
     assert load_spec("smoke").models == 4
-    assert load_spec("demo").models == 32
+    assert load_spec("demo").models == 48
     assert load_spec("nws").models == 1000
     modelzoo = load_spec("modelzoo-mnist")
     assert modelzoo.sampling == {"method": "grid", "seed": 0, "seeds": 3}

@@ -59,7 +59,8 @@ class Activation(nn.Module):
             raise RuntimeError("Activation.choice must be a 1-D one-hot tensor")
         if _is_plain(self.choice):
             return _apply_activation(self.name, x)
-        return sum(self.choice[i] * _apply_activation(a, x) for i, a in enumerate(ACTIVATIONS))
+        names = getattr(self, "active", ACTIVATIONS)
+        return sum(self.choice[ACTIVATIONS.index(a)] * _apply_activation(a, x) for a in names)
 
     def extra_repr(self):
         return self.name

@@ -1,0 +1,37 @@
+"""What training returns: snapshots as a flat-weight matrix plus per-snapshot metrics."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from weightzoo.core.layout import WeightLayout
+
+STATUS_OK, STATUS_DIVERGED, STATUS_FAILED = "ok", "diverged", "failed"
+
+
+@dataclass
+class TrainResult:
+    """One trained model: ``weights`` is float32 [n_snapshots, n_params]; row k is snapshot k."""
+
+    layout: WeightLayout
+    weights: np.ndarray
+    snapshots: list[dict] = field(default_factory=list)
+    status: str = STATUS_OK
+    message: str = ""
+    seconds: float = 0.0
+
+
+def snapshot_row(k: int, epoch: int, step: int, train: tuple[float, float], test: tuple[float, float],
+                 task: str) -> dict:
+    """Metrics of snapshot k. ``gap`` is train − test accuracy (classification) or
+    test − train loss (regression, where accuracy is undefined and stored as NaN)."""
+    (train_loss, train_acc), (test_loss, test_acc) = train, test
+    if task == "classification":
+        gap = train_acc - test_acc
+    else:
+        gap = test_loss - train_loss
+    return {"k": k, "epoch": epoch, "step": step, "train_loss": train_loss, "train_acc": train_acc,
+            "test_loss": test_loss, "test_acc": test_acc, "gap": gap if math.isfinite(gap) else float("nan")}

@@ -1,0 +1,42 @@
+"""From a model's hyperparameters to the task data it trains on, and its random streams."""
+
+from __future__ import annotations
+
+from typing import Mapping
+
+import torch
+
+from weightzoo.data import TaskData, prepare_task
+
+# offsets that give each model independent random streams for its data order,
+# augmentation and dropout, all derived from the model's own seed
+ORDER_STREAM, AUGMENT_STREAM, DROPOUT_STREAM = 1, 2, 3
+
+
+def model_task(params: Mapping, training, dataset_options: Mapping | None = None) -> TaskData:
+    """The (possibly corrupted) task of one model, loaded from the in-process cache."""
+    options = dict(dataset_options or {})
+    if params.get("frequency") is not None:
+        options["frequency"] = params["frequency"]
+    return prepare_task(
+        params["dataset"], split_seed=training.split_seed, test_fraction=training.test_fraction,
+        options=options or None, label_noise=float(params.get("label_noise") or 0.0),
+        classes=int(params.get("classes") or 0), pixel_shuffle=bool(params.get("pixel_shuffle") or False),
+        seed=int(params.get("seed", 0)),
+    )
+
+
+def generator(seed: int, stream: int) -> torch.Generator:
+    """A CPU generator for one of a model's random streams."""
+    return torch.Generator().manual_seed(int(seed) * 7919 + stream)
+
+
+def snapshot_plan(training) -> dict[int, int]:
+    """Epoch → snapshot index k for the scheduled snapshots (k = 0 is the initialisation)."""
+    return {epoch: k for k, epoch in enumerate(training.snapshot_epochs, start=1)}
+
+
+def set_threads(threads: int | None) -> None:
+    """Limit torch's intra-op threads (one Dask worker per core must not oversubscribe)."""
+    if threads:
+        torch.set_num_threads(max(1, int(threads)))
