@@ -14,6 +14,7 @@ commit.
 from __future__ import annotations
 
 import fcntl
+import os
 import re
 from contextlib import contextmanager
 from pathlib import Path
@@ -23,6 +24,11 @@ import icechunk
 import numpy as np
 import zarr
 from zarr.codecs import Crc32cCodec, ZstdCodec
+
+if "ICECHUNK_LOG" not in os.environ:
+    # Icechunk warns that local storage is unsafe for concurrent commits; every commit of
+    # ours holds the publish lock, so that warning would only be noise for users.
+    icechunk.set_logs_filter("icechunk=error")
 
 from weightzoo.io.errors import NotAZooError
 

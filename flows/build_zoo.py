@@ -1,0 +1,112 @@
+"""The build flow: sample → group → train groups on Dask → publish. Reads like the recipe.
+
+Every task body is one call into ``weightzoo.build``; caching and retries live here.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+
+from prefect import flow, get_run_logger, task
+from prefect.futures import as_completed
+from prefect.logging.handlers import APILogHandler
+from prefect_dask import DaskTaskRunner
+
+from weightzoo import build
+from weightzoo.core.models import ConfigError
+from weightzoo.core.spec import SpecError, load_spec
+from weightzoo.train.fleet import FleetError
+
+# errors of the input, not of the machine: retrying cannot help
+PERMANENT_ERRORS = (SpecError, ConfigError, FleetError, build.BuildError, ValueError, TypeError)
+
+
+def _group_cache_key(context, parameters) -> str | None:
+    """Cache hit only when every member is staged: the staging area is the source of truth,
+    so a deleted zoo is retrained rather than 'remembered' by Prefect."""
+    root, group = parameters["zoo_root"], parameters["group"]
+    if build.staged_receipts(root, group) is None:
+        return None
+    return f"train-group-{os.path.abspath(root)}-{group.key}"
+
+
+def _retry_transient(task, task_run, state) -> bool:
+    try:
+        state.result()
+    except PERMANENT_ERRORS:
+        return False
+    except Exception:  # worker lost, out of memory, I/O hiccup
+        return True
+    return False
+
+
+@task(name="train-group", retries=2, retry_delay_seconds=2, retry_condition_fn=_retry_transient,
+      cache_key_fn=_group_cache_key, persist_result=True, task_run_name="train {group.key:.12}")
+def train_group(zoo_root: str, group: build.TrainGroup, threads: int | None = None) -> list[dict]:
+    """Train and stage one group of compatible models; returns small receipts."""
+    return build.train_and_stage(zoo_root, group, threads=threads)
+
+
+@task(name="publish", retries=1, retry_condition_fn=_retry_transient)
+def publish(zoo_root: str, fingerprints: list[str], spec_dict: dict, extend: bool) -> str:
+    """Publish staged models as the next version (atomic; see DESIGN.md)."""
+    return build.publish(zoo_root, fingerprints, load_spec(spec_dict), extend=True,
+                         message="extend" if extend else "build")
+
+
+@flow(name="build-zoo", log_prints=True)
+def build_zoo(spec: str | dict = "demo", out: str = "zoo", models: int | None = None, extend: bool = False,
+              workers: int = 2, max_group: int = build.DEFAULT_GROUP_SIZE) -> str:
+    """Build (or extend) a zoo from a preset name, spec file or spec dict; returns the version."""
+    logger = get_run_logger()
+    spec_obj = load_spec(spec)
+    groups = build.plan_build(spec_obj, models, max_group=max_group, min_groups=workers)
+    build.check_extend(out, groups, extend)
+    n_models = sum(len(g.configs) for g in groups)
+    logger.info("spec %s: %d models in %d groups (plan %s)", spec_obj.name, n_models, len(groups),
+                build.group_digest(groups))
+    threads = max(1, (os.cpu_count() or 1) // max(workers, 1))
+    futures = [train_group.submit(out, g, threads) for g in groups]
+    fingerprints, done, started = [], 0, time.monotonic()
+    for future in as_completed(futures):
+        receipts = future.result()
+        fingerprints += [r["fingerprint"] for r in receipts]
+        done += len(receipts)
+        logger.info("trained %d/%d models (%s)", done, n_models, _eta(started, done, n_models))
+    version = publish(out, fingerprints, spec_obj.to_dict(), extend)
+    logger.info("published %s of %s", version, out)
+    return version
+
+
+def _eta(started: float, done: int, total: int) -> str:
+    elapsed = time.monotonic() - started
+    left = elapsed / done * (total - done) if done else float("nan")
+    return f"{elapsed:.0f}s elapsed, ~{left:.0f}s left"
+
+
+def dask_runner(workers: int = 2, address: str | None = None) -> DaskTaskRunner:
+    """A Dask task runner: an existing cluster by address, or a LocalCluster of processes."""
+    if address:
+        return DaskTaskRunner(address=address)
+    return DaskTaskRunner(cluster_kwargs={"n_workers": workers, "threads_per_worker": 1, "processes": True,
+                                          "dashboard_address": ":0"})
+
+
+def run_build(spec="demo", out="zoo", models=None, extend=False, workers=2, dask_address=None,
+              max_group=build.DEFAULT_GROUP_SIZE) -> str:
+    """Run :func:`build_zoo` on a Dask runner (the CLI's entry point)."""
+    runner = dask_runner(workers, dask_address)
+    try:
+        return build_zoo.with_options(task_runner=runner)(
+            spec=spec, out=str(out), models=models, extend=extend, workers=workers, max_group=max_group)
+    finally:
+        flush_logs()
+
+
+def flush_logs() -> None:
+    """Send buffered run logs now, while the server that should receive them is still up."""
+    for handler in logging.getLogger("prefect").handlers + logging.getLogger("prefect.flow_runs").handlers:
+        if isinstance(handler, APILogHandler):
+            handler.flush()
