@@ -105,18 +105,25 @@ def _flip_batch(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     return torch.where(flip.to(x.device)[..., None, None, None], x.flip(-1), x)
 
 
+def max_shift(height: int, width: int) -> int:
+    """Largest translation of "shift": 2 px on 28×28 or 32×32 images, 1 px on 8×8 digits
+    (2 px would move a quarter of an 8×8 image out of the frame)."""
+    return max(1, min(_MAX_SHIFT, round(min(height, width) / 14)))
+
+
 def _shift_batch(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     """Translate each image by its own integer offset via one gather from a padded copy."""
     channels, height, width = x.shape[-3:]
+    shift = max_shift(height, width)
     images = x.reshape(-1, channels, height, width)
     n_images = images.shape[0]
     offsets = torch.randint(
-        -_MAX_SHIFT, _MAX_SHIFT + 1, (n_images, 2), generator=generator, device=generator.device
+        -shift, shift + 1, (n_images, 2), generator=generator, device=generator.device
     ).to(x.device)
-    padded = F.pad(images, (_MAX_SHIFT,) * 4)
+    padded = F.pad(images, (shift,) * 4)
     # Output pixel (i, j) reads padded (i + pad - dy, j + pad - dx): a shift by (dy, dx).
-    rows = torch.arange(height, device=x.device)[None, :] + _MAX_SHIFT - offsets[:, :1]
-    cols = torch.arange(width, device=x.device)[None, :] + _MAX_SHIFT - offsets[:, 1:]
+    rows = torch.arange(height, device=x.device)[None, :] + shift - offsets[:, :1]
+    cols = torch.arange(width, device=x.device)[None, :] + shift - offsets[:, 1:]
     shifted = padded[
         torch.arange(n_images, device=x.device)[:, None, None, None],
         torch.arange(channels, device=x.device)[None, :, None, None],

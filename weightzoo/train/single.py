@@ -64,8 +64,9 @@ def _epoch(model, optimizer, data, task, params, order, augment, step):
         index = permutation[start:start + batch_size]
         x = augment_batch(x_train[index], kind, augment)
         loss = per_sample_loss(model(x), y_train[index], task).mean()
-        if not math.isfinite(float(loss)):
-            return step, f"loss became {float(loss)}"
+        value = float(loss.detach())
+        if not math.isfinite(value):
+            return step, f"loss became {value}"
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
