@@ -46,7 +46,9 @@ def _retry_transient(task, task_run, state) -> bool:
       cache_key_fn=_group_cache_key, persist_result=True, task_run_name="train {group.key:.12}")
 def train_group(zoo_root: str, group: build.TrainGroup, threads: int | None = None) -> list[dict]:
     """Train and stage one group of compatible models; returns small receipts."""
-    return build.train_and_stage(zoo_root, group, threads=threads)
+    logger = get_run_logger()
+    return build.train_and_stage(zoo_root, group, threads=threads,
+                                 progress=lambda line: logger.info("group %.12s: %s", group.key, line))
 
 
 @task(name="publish", retries=1, retry_condition_fn=_retry_transient)

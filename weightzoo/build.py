@@ -11,6 +11,7 @@ import math
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 from weightzoo import __version__
 from weightzoo.core.fingerprint import CODE_VERSION, fingerprint
@@ -100,20 +101,29 @@ def staged_receipts(zoo_root, group: TrainGroup) -> list[dict] | None:
     return receipts if all(receipts) else None
 
 
-def train_and_stage(zoo_root, group: TrainGroup, *, threads: int | None = None,
-                    fleet: bool = True) -> list[dict]:
+def train_and_stage(zoo_root, group: TrainGroup, *, threads: int | None = None, fleet: bool = True,
+                    progress: Callable[[str], None] | None = None) -> list[dict]:
     """Train the group's unstaged members (as one fleet) and stage them; return receipts.
 
-    Members staged by an earlier, interrupted run are not trained again.
+    Members staged by an earlier, interrupted run are not trained again. ``progress``
+    receives one line per epoch.
     """
     set_threads(threads)
     pending = [c for c in group.configs if find_staged(zoo_root, c.fingerprint(CODE_VERSION)) is None]
     if pending:
         training, options = pending[0].training, pending[0].dataset_kwargs
         if fleet and len(pending) > 1:
-            results = train_fleet([c.params for c in pending], training, options)
+            report = None
+            if progress:
+                def report(epoch, epochs):
+                    progress(f"{len(pending)} models: epoch {epoch}/{epochs}")
+            results = train_fleet([c.params for c in pending], training, options, progress=report)
         else:
-            results = [train_model(c.params, training, options) for c in pending]
+            results = []
+            for i, config in enumerate(pending, start=1):
+                results.append(train_model(config.params, training, options))
+                if progress:
+                    progress(f"model {i}/{len(pending)} trained")
         for config, result in zip(pending, results):
             _stage(zoo_root, config, result)
     return [find_staged(zoo_root, fp) for fp in group.fingerprints]
