@@ -67,7 +67,10 @@ def _compatibility_key(config: ModelConfig) -> str:
     shape, out = model_signature(params)
     model = build_model(params, shape, out)
     structure = ",".join(type(m).__name__ for m in model.modules())
+    # activation is part of the key although a fleet can mix activations: a mixed fleet
+    # evaluates every activation for every model, which costs more than it saves
     return json.dumps([WeightLayout.from_module(model).layout_id, structure, params.get("batch_size", 32),
+                       params.get("activation", "relu"),
                        params["dataset"], params.get("classes"), params.get("pixel_shuffle"),
                        params.get("frequency"), config.training.to_dict(), config.dataset_kwargs],
                       sort_keys=True, default=str)
