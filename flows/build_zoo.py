@@ -23,13 +23,10 @@ from weightzoo.train.fleet import FleetError
 PERMANENT_ERRORS = (SpecError, ConfigError, FleetError, build.BuildError, ValueError, TypeError)
 
 
-def _group_cache_key(context, parameters) -> str | None:
-    """Cache hit only when every member is staged: the staging area is the source of truth,
-    so a deleted zoo is retrained rather than 'remembered' by Prefect."""
-    root, group = parameters["zoo_root"], parameters["group"]
-    if build.staged_receipts(root, group) is None:
-        return None
-    return f"train-group-{os.path.abspath(root)}-{group.key}"
+def _group_cache_key(context, parameters) -> str:
+    """The group's fingerprint within this zoo (a zoo deleted and built again gets a new
+    identity, so Prefect never 'remembers' models that are no longer on disk)."""
+    return f"train-group-{build.zoo_identity(parameters['zoo_root'])}-{parameters['group'].key}"
 
 
 def _retry_transient(task, task_run, state) -> bool:
@@ -70,10 +67,13 @@ def build_zoo(spec: str | dict = "demo", out: str = "zoo", models: int | None = 
     logger.info("spec %s: %d models in %d groups (plan %s)", spec_obj.name, n_models, len(groups),
                 build.group_digest(groups))
     threads = max(1, (os.cpu_count() or 1) // max(workers, 1))
-    futures = [train_group.submit(out, g, threads) for g in groups]
+    futures = {train_group.submit(out, g, threads): g for g in groups}
     fingerprints, done, started = [], 0, time.monotonic()
-    for future in as_completed(futures):
+    for future in as_completed(list(futures)):
         receipts = future.result()
+        if build.staged_receipts(out, futures[future]) is None:  # a cached result whose files are gone
+            logger.warning("group %.12s: cached but not staged; training again", futures[future].key)
+            receipts = train_group.with_options(refresh_cache=True).submit(out, futures[future], threads).result()
         fingerprints += [r["fingerprint"] for r in receipts]
         done += len(receipts)
         logger.info("trained %d/%d models (%s)", done, n_models, _eta(started, done, n_models))

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import hashlib
 import math
+import os
+import uuid
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -96,6 +98,23 @@ def _spread(chunks: list[list], min_groups: int) -> list[list]:
 def _cost(chunk: list[ModelConfig]) -> int:
     shape, _ = model_signature(chunk[0].params)
     return len(chunk) * math.prod(shape)
+
+
+def zoo_identity(zoo_root) -> str:
+    """A random id created with the zoo directory (``.zoo-id``); stable for its lifetime."""
+    root = Path(zoo_root)
+    path = root / ".zoo-id"
+    if not path.exists():
+        root.mkdir(parents=True, exist_ok=True)
+        tmp = root / f".zoo-id.{uuid.uuid4().hex}"
+        tmp.write_text(uuid.uuid4().hex)
+        try:
+            os.link(tmp, path)  # atomic and exclusive: of two racing builds, one id wins
+        except FileExistsError:
+            pass
+        finally:
+            tmp.unlink()
+    return path.read_text().strip()
 
 
 def staged_receipts(zoo_root, group: TrainGroup) -> list[dict] | None:

@@ -56,7 +56,7 @@ def test_incomplete_directories_are_not_found(zoo_root, make_inputs, monkeypatch
     def fail(path):
         raise OSError("disk full")
 
-    monkeypatch.setattr(staging, "_fsync_dir", fail)
+    monkeypatch.setattr(staging, "fsync_dir", fail)
     with pytest.raises(OSError, match="disk full"):
         stage_model(zoo_root, **inputs)
     assert find_staged(zoo_root, inputs["fingerprint"]) is None

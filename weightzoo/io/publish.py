@@ -49,7 +49,7 @@ import pyarrow.parquet as pq
 
 from weightzoo.io import store, tables
 from weightzoo.io.errors import SimulatedCrash, StagingError
-from weightzoo.io.staging import find_staged, load_staged, to_jsonable
+from weightzoo.io.staging import find_staged, fsync_dir, load_staged, to_jsonable
 
 CRASH_POINTS = ("after_commit", "before_rename", "before_tag")
 WRITE_BLOCK_MODELS = 64
@@ -256,7 +256,7 @@ def _write_version_dir(root: Path, version: str, version_tables: dict, manifest:
         # No tag names it (the version name is new), so it is a crashed attempt's leftover.
         shutil.rmtree(final)
     os.rename(incomplete, final)
-    _fsync_path(versions)
+    fsync_dir(versions)
 
 
 def _fsync_and_hash(path: Path) -> str:
@@ -267,10 +267,3 @@ def _fsync_and_hash(path: Path) -> str:
         os.fsync(handle.fileno())
     return digest.hexdigest()
 
-
-def _fsync_path(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -68,7 +68,7 @@ def stage_model(zoo_root, *, fingerprint: str, weights: np.ndarray, snapshots: l
     tmp.mkdir()
     try:
         receipt = _write_files(tmp, final, fingerprint, weights, snapshots, record, layout)
-        _fsync_dir(tmp)
+        fsync_dir(tmp)
         _replace_dir(tmp, final)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -181,7 +181,8 @@ def _flush(handle) -> None:
     os.fsync(handle.fileno())
 
 
-def _fsync_dir(path: Path) -> None:
+def fsync_dir(path: Path) -> None:
+    """Make a directory's entries (renames, new files) durable."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -197,7 +198,7 @@ def _replace_dir(tmp: Path, final: Path) -> None:
         old = final.parent / f"{final.name}.old-{secrets.token_hex(6)}"
         os.rename(final, old)
     os.rename(tmp, final)
-    _fsync_dir(final.parent)
+    fsync_dir(final.parent)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
 

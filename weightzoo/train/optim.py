@@ -41,9 +41,10 @@ class StackedOptimizer:
             raise ValueError(f"optimizer: unknown {unknown}; expected one of {OPTIMIZERS}")
         self.params = params
         self.n_models = len(kinds)
-        self.lr = torch.tensor(lrs, dtype=torch.float32)
-        self.weight_decay = torch.tensor(weight_decays, dtype=torch.float32)
-        self.masks = {k: torch.tensor([kind == k for kind in kinds]) for k in OPTIMIZERS if k in kinds}
+        device = next(iter(params.values())).device  # settings live where the parameters do (cpu or cuda)
+        self.lr = torch.tensor(lrs, dtype=torch.float32, device=device)
+        self.weight_decay = torch.tensor(weight_decays, dtype=torch.float32, device=device)
+        self.masks = {k: torch.tensor([kind == k for kind in kinds], device=device) for k in OPTIMIZERS if k in kinds}
         self.first = {n: torch.zeros_like(p) for n, p in params.items()}   # momentum buffer / Adam m
         self.second = {n: torch.zeros_like(p) for n, p in params.items()}  # Adam v / RMSprop square avg
         self.steps = 0
