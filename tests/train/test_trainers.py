@@ -124,3 +124,26 @@ def test_optimizers_match_torch_optim_on_a_quadratic():
             opt.step()
     torch.testing.assert_close(stacked["w"].detach(), torch.stack([w.detach() for w in singles]),
                                rtol=1e-5, atol=1e-6)
+
+
+def test_single_activation_fleets_take_the_hand_vectorised_path_and_mixed_ones_vmap():
+    from weightzoo.train.fleet import _Fleet
+
+    cnn = {"dataset": "digits", "architecture": "nws-cnn", "conv_layers": 1, "conv_width": 3, "fc_layers": 1,
+           "fc_width": 8, "batch_norm": True, "dropout": 0.1, "batch_size": 64}
+    assert _Fleet(_jobs(cnn), TRAINING, None).hand_vectorised
+    assert not _Fleet(_jobs(cnn, activations=("relu", "tanh")), TRAINING, None).hand_vectorised
+
+
+def test_hand_vectorised_and_vmap_paths_agree():
+    from weightzoo.train.fleet import _Fleet
+
+    cnn = {"dataset": "digits", "architecture": "nws-cnn", "conv_layers": 2, "conv_width": 3, "fc_layers": 1,
+           "fc_width": 8, "batch_norm": True, "batch_size": 64}
+    hand, mapped = _Fleet(_jobs(cnn), TRAINING, None), _Fleet(_jobs(cnn), TRAINING, None)
+    mapped.hand_vectorised = False
+    x = hand.x_train[:64].unsqueeze(0).expand(4, -1, -1, -1, -1)
+    torch.testing.assert_close(hand.run(x), mapped.run(x), rtol=1e-5, atol=1e-5)
+    hand.train_epoch(1)
+    mapped.train_epoch(1)
+    np.testing.assert_allclose(hand._flat_weights()[:2], mapped._flat_weights()[:2], atol=1e-4)

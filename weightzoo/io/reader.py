@@ -139,6 +139,19 @@ class Zoo:
             raise ValueError(f"{mismatch}: missing {missing}, unexpected {result.unexpected_keys}")
         return module.eval()
 
+    def select(self, where: str | None = None, *, snapshots=None, part: str | None = None,
+               layers: list[int] | None = None, tensors: list[str] | None = None,
+               split: str | list[str] | None = None, status: str | None = "ok", **equals):
+        """Samples (model, snapshot) chosen by table filters, snapshot range and network part.
+
+        ``where`` is a ``DataFrame.query`` over models.parquet; ``**equals`` are column=value(s)
+        filters; ``status=None`` keeps diverged runs. Returns a
+        :class:`weightzoo.io.selection.Selection` (Dask/NumPy arrays, labels, torch batches).
+        """
+        from weightzoo.io.selection import select
+        return select(self, where, snapshots=snapshots, part=part, layers=layers, tensors=tensors,
+                      split=split, status=status, **equals)
+
     def summary(self) -> dict:
         """Counts by status/layout/dataset, last-snapshot test accuracy, sizes."""
         models = self.models

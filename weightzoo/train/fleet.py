@@ -27,6 +27,7 @@ from weightzoo.core.models import Activation, build_model
 from weightzoo.data import augment_batch
 from weightzoo.train.evaluate import EVAL_CHUNK, correct, per_sample_loss
 from weightzoo.train.optim import StackedOptimizer
+from weightzoo.train.stacked import stacked_forward, supports
 from weightzoo.train.result import STATUS_DIVERGED, TrainResult, snapshot_row
 from weightzoo.train.tasks import AUGMENT_STREAM, ORDER_STREAM, generator, model_task, snapshot_plan
 
@@ -71,7 +72,10 @@ class _Fleet:
         _set_active_activations(self.base, models)
         params, buffers = stack_module_state(models)
         self.params = {n: p.detach().to(self.device).requires_grad_(True) for n, p in params.items()}
-        self.buffers, self.shared = _split_buffers(buffers, self.device)
+        self.stacked_buffers = {n: b.to(self.device) for n, b in buffers.items()}
+        self.buffers, self.shared = _split_buffers(self.stacked_buffers)
+        activations = {m.name for model in models for m in model.modules() if isinstance(m, Activation)}
+        self.hand_vectorised = supports(models[0], activations or {"relu"})
         self.x_train = self.task.x_train.to(self.device)
         self.y_train = torch.stack([t.y_train for t in self.tasks]).to(self.device)
         self.x_test, self.y_test = self.task.x_test.to(self.device), self.task.y_test.to(self.device)
@@ -92,6 +96,14 @@ class _Fleet:
     def _forward(self, params, buffers, shared, x):
         return functional_call(self.base, (params, buffers, shared), (x,))
 
+    def run(self, x: torch.Tensor, shared_input: bool = False) -> torch.Tensor:
+        """Outputs [n_models, batch, out] for per-model batches (or one shared batch)."""
+        if self.hand_vectorised:
+            return stacked_forward(self.base, {**self.params, **self.stacked_buffers}, x, len(self.jobs),
+                                   training=self.base.training, shared_input=shared_input)
+        forward = self._eval_forward if shared_input else self._train_forward
+        return forward(self.params, self.buffers, self.shared, x)
+
     def train_epoch(self, epoch: int) -> None:
         self.base.train()
         n = len(self.x_train)
@@ -100,8 +112,7 @@ class _Fleet:
             index = order[:, start:start + self.batch_size]
             x = self._augment(self.x_train[index])
             y = torch.gather(self.y_train, 1, index)
-            losses = per_sample_loss(self._train_forward(self.params, self.buffers, self.shared, x), y,
-                                     self.task.task).mean(dim=1)
+            losses = per_sample_loss(self.run(x), y, self.task.task).mean(dim=1)
             self._mark_diverged(losses, epoch)
             total = torch.where(self.alive, losses, torch.zeros_like(losses)).sum()
             grads = torch.autograd.grad(total, list(self.params.values()))
@@ -133,7 +144,7 @@ class _Fleet:
             result.snapshots.append(snapshot_row(k, epoch, step, train[m], test[m], self.task.task))
 
     def _flat_weights(self) -> np.ndarray:
-        stacked = {**self.params, **self.buffers}
+        stacked = {**self.params, **self.stacked_buffers}
         n = len(self.jobs)
         flat = np.empty((n, self.layout.n_params), dtype=np.float32)
         for t in self.layout.tensors:
@@ -144,7 +155,7 @@ class _Fleet:
         self.base.eval()
         losses, hits = [], []
         for start in range(0, len(x), EVAL_CHUNK):
-            out = self._eval_forward(self.params, self.buffers, self.shared, x[start:start + EVAL_CHUNK])
+            out = self.run(x[start:start + EVAL_CHUNK], shared_input=True)
             target = y[..., start:start + EVAL_CHUNK].expand(out.shape[:2])
             losses.append(per_sample_loss(out, target, self.task.task))
             hits.append(correct(out, target, self.task.task))
@@ -191,14 +202,16 @@ def _set_active_activations(base: torch.nn.Module, models) -> None:
         module.active = tuple(sorted({acts[i].name for acts in per_model}))
 
 
-def _split_buffers(buffers: dict, device) -> tuple[dict, dict]:
-    """Buffers equal across models are passed once (unbatched) so layers keep their fast path."""
+def _split_buffers(buffers: dict) -> tuple[dict, dict]:
+    """For vmap: buffers equal across models are passed once (unbatched) so layers keep their
+    fast path; the batched ones are the very tensors of ``buffers`` (running statistics are
+    updated in place and read back for snapshots)."""
     batched, shared = {}, {}
     for name, value in buffers.items():
         if value.dtype.is_floating_point and bool((value == value[0]).all()) and not _is_running_stat(name):
-            shared[name] = value[0].to(device)
+            shared[name] = value[0]
         else:
-            batched[name] = value.to(device)
+            batched[name] = value
     return batched, shared
 
 
