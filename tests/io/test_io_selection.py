@@ -199,10 +199,21 @@ def test_stopping_early_releases_the_prefetch_thread(zoo):
 
 def test_dataloader_with_two_workers_yields_every_sample_once(zoo):
     chosen = zoo.select(dataset="mnist", snapshots=range(2, 4), part="fc")
-    dataset = chosen.torch_dataset(3, slice_length=8, label="optimizer")
-    loader = torch.utils.data.DataLoader(dataset, batch_size=None, num_workers=2)
-    seen = [index for batch in loader for index in batch["index"].tolist()]
-    assert sorted(seen) == list(range(len(chosen)))
+    loader = chosen.torch_loader(3, num_workers=2, slice_length=8, label="optimizer")
+    epochs = []
+    for _ in range(2):
+        batches = list(loader)
+        seen = [index for batch in batches for index in batch["index"].tolist()]
+        assert sorted(seen) == list(range(len(chosen)))
+        epochs.append({i: o for b in batches for i, o in zip(b["index"].tolist(), b["offset"].tolist())})
+    assert epochs[0] != epochs[1], "persistent workers advance their epoch"
+
+
+def test_forked_workers_fail_fast_instead_of_hanging(zoo):
+    dataset = zoo.select(dataset="mnist").torch_dataset(4)
+    loader = torch.utils.data.DataLoader(dataset, batch_size=None, num_workers=1, multiprocessing_context="fork")
+    with pytest.raises(RuntimeError, match=r"fork.*spawn"):
+        next(iter(loader))
 
 
 def test_smoke_zoo_selection_matches_direct_reads(smoke_zoo):

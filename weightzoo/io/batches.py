@@ -19,6 +19,7 @@ codes into ``selection.classes(label)`` for categorical/bool columns, else float
 from __future__ import annotations
 
 import math
+import os
 import queue
 import threading
 
@@ -27,7 +28,8 @@ import torch
 
 from weightzoo.io.selection import read_rows
 
-CACHE_BYTES = 256 * 2**20  # default bound on the rows held per group
+CACHE_BYTES = 128 * 2**20  # default bound on the rows held per group
+_IMPORTED_IN = os.getpid()  # a forked child inherits this; a spawned one re-imports the module
 
 
 class TorchBatches:
@@ -154,10 +156,29 @@ class WeightBatchDataset(torch.utils.data.IterableDataset):
 
     def __iter__(self):
         info = torch.utils.data.get_worker_info()
+        if info is not None and _IMPORTED_IN != os.getpid():
+            # Icechunk's tokio runtime does not survive fork(): a forked worker would hang.
+            raise RuntimeError("weightzoo readers cannot run in fork()ed DataLoader workers (Icechunk's "
+                               "runtime does not survive fork); pass multiprocessing_context='spawn' or "
+                               "'forkserver', or use selection.torch_loader(...)")
         shard = (info.id, info.num_workers) if info is not None else (0, 1)
         batches = TorchBatches(self.selection, self.batch_size, epoch=self.epoch, shard=shard, **self.options)
         self.epoch += 1
         return iter(batches)
+
+
+def torch_loader(selection, batch_size: int, *, num_workers: int = 2, context: str = "forkserver",
+                 **options) -> torch.utils.data.DataLoader:
+    """A DataLoader over :class:`WeightBatchDataset` with fork-safe, persistent workers.
+
+    Workers are started with ``context`` (not fork, see WeightBatchDataset) and persist, so
+    each keeps its Icechunk session and advances its epoch (fresh shuffle and offsets) per pass.
+    """
+    dataset = WeightBatchDataset(selection, batch_size, **options)
+    if num_workers == 0:
+        return torch.utils.data.DataLoader(dataset, batch_size=None)
+    return torch.utils.data.DataLoader(dataset, batch_size=None, num_workers=num_workers,
+                                       multiprocessing_context=context, persistent_workers=True)
 
 
 def _prefetched(batches, depth: int):
@@ -169,20 +190,24 @@ def _prefetched(batches, depth: int):
     stop = threading.Event()
     done = object()
 
+    def offer(item) -> bool:
+        # A bounded put that gives up once the consumer has gone, so the thread always ends.
+        while not stop.is_set():
+            try:
+                slots.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
     def produce() -> None:
         try:
             for batch in batches:
-                while not stop.is_set():
-                    try:
-                        slots.put(batch, timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-                if stop.is_set():
+                if not offer(batch):
                     return
-            slots.put(done)
+            offer(done)
         except BaseException as error:  # handed to the consumer, which re-raises it
-            slots.put(error)
+            offer(error)
 
     thread = threading.Thread(target=produce, name="weightzoo-prefetch", daemon=True)
     thread.start()

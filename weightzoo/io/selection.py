@@ -195,8 +195,8 @@ class Selection:
                 raise ValueError(f"label {column!r} is null for {int(values.isna().sum())} samples; "
                                  f"filter them out (e.g. where='{column}.notna()')")
             codes = {value: code for code, value in enumerate(self.classes(column))}
-            return values.map(codes).to_numpy(np.int64)
-        return values.to_numpy(np.float32, na_value=np.nan)
+            return np.array(values.map(codes), dtype=np.int64)  # a writable copy (pandas may return views)
+        return np.array(values.to_numpy(np.float32, na_value=np.nan))
 
     def torch_batches(self, batch_size: int, **options):
         """An iterable of torch batch dicts; every ``iter()`` is one epoch (see weightzoo.io.batches)."""
@@ -207,6 +207,11 @@ class Selection:
         """A torch IterableDataset of batch dicts, sharded across DataLoader workers (batch_size=None)."""
         from weightzoo.io.batches import WeightBatchDataset
         return WeightBatchDataset(self, batch_size, **options)
+
+    def torch_loader(self, batch_size: int, *, num_workers: int = 2, **options):
+        """A torch DataLoader of batch dicts with fork-safe persistent workers (see weightzoo.io.batches)."""
+        from weightzoo.io.batches import torch_loader
+        return torch_loader(self, batch_size, num_workers=num_workers, **options)
 
     def _block(self, positions: list[int]) -> tuple:
         layout_id = self.models.at[positions[0], "layout_id"]
