@@ -1,0 +1,175 @@
+"""Property prediction: planted signals are found, tiny zoos are reported, not crashed on."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from weightzoo.analysis.properties import (default_targets, feature_columns, feature_table,
+                                           predict_properties, run_property_study)
+from weightzoo.core.statistics import statistic_names, weight_statistics
+from weightzoo.io.reader import open_zoo
+
+FEATURES = [f"layer{i}.weight.{s}" for i in range(3) for s in ("mean", "var", "p50")]
+
+
+def synthetic_table(n_models: int = 90, n_snapshots: int = 3, seed: int = 0) -> pd.DataFrame:
+    """Features, a linear target, a categorical target planted in one feature, splits by model."""
+    rng = np.random.default_rng(seed)
+    n = n_models * n_snapshots
+    X = rng.normal(size=(n, len(FEATURES)))
+    table = pd.DataFrame(X, columns=FEATURES)
+    model = np.repeat(np.arange(n_models), n_snapshots)
+    table.insert(0, "model_id", [f"m{i:03d}" for i in model])
+    table.insert(1, "k", np.tile(np.arange(n_snapshots), n_models))
+    table.insert(2, "split", np.array(["train"] * 6 + ["val"] * 2 + ["test"] * 2)[model % 10])
+    table["test_acc"] = X @ rng.normal(size=len(FEATURES)) + 0.05 * rng.normal(size=n)
+    table["optimizer"] = np.where(X[:, 0] > 0, "adam", "sgd")
+    table["batch_size"] = np.where(X[:, 4] > 0.3, 64, 32)
+    table["seed"] = rng.integers(0, 2**31, size=n)
+    return table
+
+
+def result(results: pd.DataFrame, target: str, model: str) -> pd.Series:
+    row = results[(results["target"] == target) & (results["model"] == model)]
+    assert len(row) == 1, (target, model)
+    return row.iloc[0]
+
+
+def test_planted_signals_are_recovered():
+    table = synthetic_table()
+    assert feature_columns(table) == FEATURES
+    assert default_targets(table) == ["test_acc", "optimizer", "batch_size"]  # never the seed
+    results = predict_properties(table)
+    assert list(results["target"]) == ["test_acc", "test_acc", "optimizer", "optimizer",
+                                       "batch_size", "batch_size"]
+    ridge = result(results, "test_acc", "ridge")
+    assert ridge["status"] == "ok" and ridge["metric"] == "r2" and ridge["value"] > 0.9
+    assert ridge["param"] == "alpha" and ridge["param_value"] < 100
+    assert (ridge["n_train"], ridge["n_val"], ridge["n_test"]) == (162, 54, 54)
+    assert result(results, "test_acc", "gbm")["value"] > 0.3
+    for target in ("optimizer", "batch_size"):
+        for model in ("linear", "gbm"):
+            row = result(results, target, model)
+            assert row["task"] == "classification" and row["metric"] == "accuracy"
+            assert row["status"] == "ok", row["note"]
+            assert row["value"] > row["chance"] + 0.1, (target, model, row["value"], row["chance"])
+            assert 0.5 <= row["chance"] < 1
+
+
+def test_empty_val_split_is_reported_not_crashed():
+    table = synthetic_table()
+    table.loc[table["split"] == "val", "split"] = "train"
+    results = predict_properties(table, ["test_acc", "optimizer"])
+    for target, linear in (("test_acc", "ridge"), ("optimizer", "linear")):
+        row = result(results, target, linear)
+        assert row["status"] == "skipped" and np.isnan(row["value"]) and "val split is empty" in row["note"]
+        assert result(results, target, "gbm")["status"] == "ok"
+
+
+def test_empty_test_split_single_class_and_nan_rows():
+    table = synthetic_table(n_models=20)
+    table["constant"] = "x"
+    table.loc[:5, FEATURES] = np.nan  # two diverged models' snapshots
+    no_test = table[table["split"] != "test"]
+    results = predict_properties(no_test, ["test_acc", "constant"])
+    assert len(results) == 4 and (results["status"] == "skipped").all()
+    assert results["value"].isna().all()
+    assert result(results, "test_acc", "gbm")["note"].endswith("test split is empty")
+    assert "left out 6 rows" in result(results, "test_acc", "gbm")["note"]
+    assert "single value" in result(results, "constant", "linear")["note"]
+    with pytest.raises(KeyError, match="no column"):
+        predict_properties(table, ["nope"])
+
+
+def test_failed_fit_is_a_row_with_the_error(monkeypatch):
+    import weightzoo.analysis.properties as properties
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(properties, "_fit_score", broken)
+    results = predict_properties(synthetic_table(n_models=20), ["test_acc"])
+    assert (results["status"] == "failed").all() and results["note"].str.contains("boom").all()
+
+
+def test_smoke_zoo_end_to_end(smoke_zoo, tmp_path):
+    zoo = open_zoo(smoke_zoo)
+    table = feature_table(zoo)
+    models = zoo.models[zoo.models["status"] == "ok"]
+    assert len(table) == int(models["n_snapshots"].sum())
+    assert not table.duplicated(["model_id", "k"]).any()
+    layout = zoo.layout(models["layout_id"].iloc[0])
+    assert feature_columns(table) == statistic_names(layout)
+    first = table.iloc[0]
+    expected, _ = weight_statistics(zoo.weights(first["model_id"], int(first["k"])), layout)
+    np.testing.assert_allclose(first[feature_columns(table)].to_numpy(float), expected[0], rtol=1e-6)
+    assert {"split", "test_acc", "gap", "epoch", "optimizer", "lr"} <= set(table.columns)
+    last = feature_table(zoo, snapshots=-1)
+    assert len(last) == len(models) and (last["k"] == models["n_snapshots"].to_numpy() - 1).all()
+
+    report = run_property_study(zoo, tmp_path / "out")
+    results = pd.read_parquet(report["results"])
+    assert (tmp_path / "out" / "properties.png").stat().st_size > 1000
+    assert report["n_samples"] == len(table) and len(report["records"]) == len(results)
+    assert {"test_acc", "gap", "epoch", "optimizer"} <= set(results["target"])
+    assert set(results["status"]) <= {"ok", "skipped"}
+    ok = results[results["status"] == "ok"]
+    assert np.isfinite(ok["value"]).all()
+    skipped = results[results["status"] == "skipped"]
+    assert skipped["value"].isna().all() and (skipped["note"].str.len() > 0).all()
+    json.dumps(report["records"])  # JSON-safe: NaN became None
+
+
+class StubZoo:
+    """The reader surface feature_table uses, over two layouts and a diverged model."""
+
+    version = "v0001"
+
+    def __init__(self):
+        from torch import nn
+
+        from weightzoo.core.layout import WeightLayout
+
+        deep = nn.Sequential(nn.Linear(3, 4), nn.Linear(4, 2), nn.Linear(2, 2))
+        self.layouts_ = {"deep": WeightLayout.from_module(deep),
+                         "flat": WeightLayout.from_module(nn.Sequential(nn.Linear(3, 2)))}
+        ids = ["d0", "d1", "f0", "x0"]
+        self.models = pd.DataFrame({
+            "model_id": ids, "fingerprint": ids, "layout_id": ["deep", "deep", "flat", "flat"],
+            "row": [0, 1, 0, 1], "optimizer": ["sgd", "adam", "sgd", "adam"],
+            "split": ["train", "val", "test", "train"], "status": ["ok", "ok", "ok", "diverged"],
+            "n_snapshots": [2, 2, 3, 2]})
+        self.snapshots = pd.DataFrame([{"model_id": m, "k": k, "epoch": float(k), "test_acc": 0.5, "gap": 0.0}
+                                       for m, n in zip(ids, self.models["n_snapshots"]) for k in range(n)])
+        rng = np.random.default_rng(0)
+        self.flat = {m: rng.normal(size=(n, self.layout(lid).n_params)).astype(np.float32)
+                     for m, lid, n in zip(ids, self.models["layout_id"], self.models["n_snapshots"])}
+        self.flat["x0"][1] = np.nan
+
+    def layout(self, layout_id):
+        return self.layouts_[layout_id]
+
+    def weights(self, model_id, k=None):
+        return self.flat[model_id] if k is None else self.flat[model_id][k]
+
+
+def test_feature_table_over_two_layouts_and_statuses():
+    zoo = StubZoo()
+    table = feature_table(zoo)
+    assert list(table["model_id"]) == ["d0", "d0", "d1", "d1", "f0", "f0", "f0"]
+    deep, flat = statistic_names(zoo.layout("deep")), statistic_names(zoo.layout("flat"))
+    assert set(flat) < set(deep) and feature_columns(table) == deep  # union, layer-major
+    assert table.loc[table["layout_id"] == "flat", [c for c in deep if c not in flat]].isna().all().all()
+    assert table.loc[table["layout_id"] == "flat", flat].notna().all().all()
+    assert list(feature_table(zoo, layout_id="flat")["model_id"]) == ["f0"] * 3
+    assert feature_columns(feature_table(zoo, layout_id="flat")) == flat
+    everything = feature_table(zoo, status=None, snapshots=[1, 2])
+    assert list(zip(everything["model_id"], everything["k"])) == [("d0", 1), ("d1", 1), ("f0", 1), ("f0", 2), ("x0", 1)]
+    assert everything.loc[everything["model_id"] == "x0", flat].isna().all().all()
+    assert list(feature_table(zoo, snapshots=slice(0, 1))["k"]) == [0, 0, 0]
+    with pytest.raises(ValueError, match="no models"):
+        feature_table(zoo, status="missing")
