@@ -1,0 +1,185 @@
+"""The NWS meta-classifier (Eilertsen et al., ECAI 2020): hyperparameters from weights.
+
+A 1-D convolutional network reads a slice of a network's flat weight vector ("local"
+prediction); a "global" prediction per network snapshot averages the local predictions of
+the non-overlapping slices that cover its vector. Categorical hyperparameters are
+classified; continuous ones (learning rate) are regressed on a log scale.
+
+Training reads random slices with the selection's prefetching torch batches; splits are
+the zoo's per-model splits, so no network is on both sides.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+import torch.nn.functional as F
+
+LOG_SCALE = ("lr", "weight_decay")  # regressed as log10(value)
+
+
+class SliceNet(nn.Module):
+    """1-D CNN over a weight slice: conv blocks, global average pooling, two linear layers."""
+
+    def __init__(self, n_outputs: int, width: int = 32, depth: int = 4):
+        super().__init__()
+        blocks, channels = [], 1
+        for _ in range(depth):
+            # GroupNorm, not BatchNorm: weight slices are heavy-tailed, and running batch
+            # statistics made eval-mode predictions collapse to one class
+            blocks += [nn.Conv1d(channels, width, 7, padding=3), nn.GroupNorm(4, width), nn.ReLU(), nn.MaxPool1d(2)]
+            channels = width
+        self.features = nn.Sequential(*blocks, nn.AdaptiveAvgPool1d(1), nn.Flatten())
+        self.head = nn.Sequential(nn.Linear(width, 64), nn.ReLU(), nn.Linear(64, n_outputs))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x.unsqueeze(1)))
+
+
+@dataclass
+class MetaClassifier:
+    """A trained slice network with what it needs to predict: target kind, classes, scale."""
+
+    net: SliceNet
+    label: str
+    task: str  # "classification" | "regression"
+    classes: list
+    slice_length: int
+    scale: float  # weights are divided by this (the training samples' standard deviation)
+    history: list
+
+
+def target_kind(values: pd.Series) -> str:
+    """Classification for strings, bools and few-valued ints; regression for floats."""
+    if values.dtype == object or pd.api.types.is_string_dtype(values) or pd.api.types.is_bool_dtype(values):
+        return "classification"
+    if pd.api.types.is_integer_dtype(values) and values.nunique() <= 20:
+        return "classification"
+    return "regression"
+
+
+def train_meta_classifier(train, label: str, *, slice_length: int = 1000, epochs: int = 5, batch_size: int = 64,
+                          lr: float = 1e-3, seed: int = 0, progress=None) -> MetaClassifier:
+    """Train a SliceNet on random slices of the ``train`` selection to predict ``label``."""
+    task = target_kind(train.rows[label])
+    classes = train.classes(label) if task == "classification" else []
+    if task == "classification" and len(classes) < 2:
+        raise ValueError(f"{label}: the training selection has a single class {classes}; nothing to learn")
+    torch.manual_seed(seed)
+    net = SliceNet(len(classes) if classes else 1)
+    scale = _weight_scale(train, slice_length, seed)
+    optimizer = torch.optim.Adam(net.parameters(), lr=lr)
+    batches = train.torch_batches(batch_size, slice_length=slice_length, label=label, seed=seed)
+    history = []
+    for epoch in range(1, epochs + 1):
+        net.train()
+        losses = [_step(net, optimizer, batch, task, label, scale) for batch in batches]
+        history.append({"epoch": epoch, "loss": float(np.mean(losses))})
+        if progress:
+            progress(f"meta-classifier {label}: epoch {epoch}/{epochs} loss {history[-1]['loss']:.4f}")
+    return MetaClassifier(net.eval(), label, task, classes, slice_length, scale, history)
+
+
+def _weight_scale(train, slice_length: int, seed: int) -> float:
+    batch = next(iter(train.torch_batches(256, slice_length=slice_length, seed=seed + 1, prefetch=0)))
+    std = float(batch["weights"].std())
+    return std if math.isfinite(std) and std > 0 else 1.0
+
+
+def _target(batch, task: str, label: str) -> torch.Tensor:
+    y = batch["label"]
+    if task == "classification":
+        return y.long()
+    y = y.float()
+    return torch.log10(y.clamp_min(1e-12)) if label in LOG_SCALE else y
+
+
+def _step(net, optimizer, batch, task, label, scale) -> float:
+    out = net(batch["weights"] / scale)
+    y = _target(batch, task, label)
+    loss = F.cross_entropy(out, y) if task == "classification" else F.mse_loss(out.squeeze(1), y)
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+    return float(loss.detach())
+
+
+@torch.no_grad()
+def predict_global(model: MetaClassifier, vectors: np.ndarray, batch_size: int = 512) -> tuple[np.ndarray, np.ndarray]:
+    """Per vector: the average of the local predictions over non-overlapping slices.
+
+    Returns (predictions, mean local accuracy proxy inputs): for classification the
+    averaged class probabilities [n, classes], for regression the mean prediction [n, 1];
+    and the local predictions of every slice [n, n_slices, outputs].
+    """
+    n, length = vectors.shape
+    n_slices = max(1, length // model.slice_length)
+    cut = vectors[:, :n_slices * model.slice_length].reshape(n * n_slices, model.slice_length)
+    outputs = []
+    for start in range(0, len(cut), batch_size):
+        chunk = torch.as_tensor(cut[start:start + batch_size], dtype=torch.float32) / model.scale
+        out = model.net(chunk)
+        outputs.append(F.softmax(out, dim=1) if model.task == "classification" else out)
+    local = torch.cat(outputs).reshape(n, n_slices, -1).numpy()
+    return local.mean(axis=1), local
+
+
+def evaluate(model: MetaClassifier, test) -> tuple[pd.DataFrame, np.ndarray]:
+    """Results per snapshot k and over all k ("all"): local (single-slice) and global
+    (per network snapshot) accuracy — or RMSE for regression — next to chance (the
+    majority-class share, or the targets' standard deviation); and the global confusion
+    matrix [true, predicted] over every test sample."""
+    samples = pd.concat([_score_samples(model, part) for part in test.by_layout().values()], ignore_index=True)
+    records = [_metrics(model, group, str(k)) for k, group in samples.groupby("k")]
+    records.append(_metrics(model, samples, "all"))
+    confusion = _confusion(model, samples) if model.task == "classification" else np.zeros((0, 0), np.int64)
+    return pd.DataFrame(records), confusion
+
+
+def _score_samples(model: MetaClassifier, part) -> pd.DataFrame:
+    """One row per test sample: its k, true target, global prediction and local score."""
+    global_pred, local = predict_global(model, part.to_numpy())
+    rows = part.rows.reset_index(drop=True)
+    y = _encode(model, rows[model.label])
+    if model.task == "classification":
+        predicted = global_pred.argmax(1)
+        local_score = (local.argmax(2) == y[:, None]).mean(1)  # share of correct slices
+    else:
+        predicted = global_pred[:, 0]
+        local_score = ((local[:, :, 0] - y[:, None]) ** 2).mean(1)  # mean squared error of slices
+    return pd.DataFrame({"model_id": rows["model_id"].to_numpy(), "k": rows["k"].to_numpy(), "y": y,
+                         "predicted": predicted, "local_score": local_score})
+
+
+def _encode(model: MetaClassifier, values: pd.Series) -> np.ndarray:
+    if model.task == "classification":
+        index = {c: i for i, c in enumerate(model.classes)}
+        return np.array([index.get(v, -1) for v in values], dtype=np.int64)
+    y = values.to_numpy(np.float64)
+    return np.log10(np.clip(y, 1e-12, None)) if model.label in LOG_SCALE else y
+
+
+def _metrics(model: MetaClassifier, samples: pd.DataFrame, k: str) -> dict:
+    y = samples["y"].to_numpy()
+    row = {"label": model.label, "k": k, "n": len(samples), "n_models": samples["model_id"].nunique()}
+    if model.task == "classification":
+        known = y[y >= 0]
+        chance = np.bincount(known, minlength=len(model.classes)).max() / max(len(y), 1)
+        return {**row, "metric": "accuracy", "local": float(samples["local_score"].mean()),
+                "global": float((samples["predicted"].to_numpy() == y).mean()), "chance": float(chance)}
+    return {**row, "metric": "rmse", "local": float(np.sqrt(samples["local_score"].mean())),
+            "global": float(np.sqrt(((samples["predicted"].to_numpy() - y) ** 2).mean())),
+            "chance": float(np.std(y))}
+
+
+def _confusion(model: MetaClassifier, samples: pd.DataFrame) -> np.ndarray:
+    n = len(model.classes)
+    matrix = np.zeros((n, n), dtype=np.int64)
+    known = samples[samples["y"] >= 0]
+    np.add.at(matrix, (known["y"].to_numpy(), known["predicted"].to_numpy()), 1)
+    return matrix
