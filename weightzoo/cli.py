@@ -16,6 +16,10 @@ from pathlib import Path
 EXIT_FAILURE, EXIT_USAGE = 1, 2
 
 
+class UsageError(ValueError):
+    """An argument that parsed but means nothing (e.g. a malformed snapshot range)."""
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the process exit code."""
     parser = _parser()
@@ -38,7 +42,7 @@ def _is_input_error(error: Exception) -> bool:
     from weightzoo.core.spec import SpecError
     from weightzoo.io.errors import NotAZooError, VersionNotFound
     from weightzoo.build import BuildError
-    return isinstance(error, (SpecError, ConfigError, NotAZooError, VersionNotFound, BuildError))
+    return isinstance(error, (SpecError, ConfigError, NotAZooError, VersionNotFound, BuildError, UsageError))
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -64,6 +68,19 @@ def _parser() -> argparse.ArgumentParser:
     info.add_argument("zoo", help="DIR or DIR@VERSION")
     info.add_argument("--json", action="store_true")
     info.set_defaults(handler=_info)
+    meta = sub.add_parser("meta-classifier", help="NWS meta-classifier: predict hyperparameters from weights")
+    meta.add_argument("zoo", help="DIR or DIR@VERSION")
+    meta.add_argument("--label", action="append", required=True, help="column to predict (repeatable)")
+    meta.add_argument("--snapshots", help="snapshot range A:B (B exclusive), e.g. 1:5")
+    meta.add_argument("--part", choices=["all", "conv", "fc"], help="part of the network to read")
+    meta.add_argument("--slice-length", type=_positive, default=1000)
+    meta.add_argument("--epochs", type=_positive, default=10)
+    meta.add_argument("--json", action="store_true")
+    meta.set_defaults(handler=_meta_classifier)
+    properties = sub.add_parser("properties", help="weight statistics s(W) → accuracy, gap, epoch, hyperparameters")
+    properties.add_argument("zoo", help="DIR or DIR@VERSION")
+    properties.add_argument("--json", action="store_true")
+    properties.set_defaults(handler=_properties)
     presets = sub.add_parser("presets", help="list the shipped presets")
     presets.set_defaults(handler=_presets)
     return parser
@@ -146,6 +163,65 @@ def _info(args) -> int:
     else:
         for key, value in summary.items():
             print(f"{key:>18}: {value}")
+    return 0
+
+
+def _snapshot_range(text: str | None):
+    if not text:
+        return None
+    start, _, stop = text.partition(":")
+    try:
+        return range(int(start), int(stop))
+    except ValueError:
+        raise UsageError(f"--snapshots: expected A:B with integers, got {text!r}") from None
+
+
+def _run_analysis(flow_name: str, **kwargs):
+    from flows.server import prefect_server
+
+    with prefect_server():
+        import flows.analyses as analyses  # after the server URL is exported (see _run_build_flow)
+        from flows.build_zoo import flush_logs
+
+        try:
+            return getattr(analyses, flow_name)(**kwargs)
+        finally:
+            flush_logs()
+
+
+def _meta_classifier(args) -> int:
+    from weightzoo.io.reader import open_zoo
+
+    path, _, version = args.zoo.partition("@")
+    open_zoo(path, version or None)  # clear errors before a server starts
+    options = {"snapshots": _snapshot_range(args.snapshots), "part": args.part,
+               "slice_length": args.slice_length, "epochs": args.epochs}
+    results = _run_analysis("meta_classifier_flow", zoo_dir=path, labels=args.label, version=version or None,
+                            options=options)
+    if args.json:
+        print(json.dumps(results, indent=2, default=str))
+        return 0
+    for result in results:
+        print(f"{result['path']}{' (cached)' if result['cached'] else ''}")
+        for row in result["results"]:
+            print(f"  {row['label']:>14} k={row['k']:>4} n={row['n']:>5}  {row['metric']} "
+                  f"local {row['local']:.3f}  global {row['global']:.3f}  chance {row['chance']:.3f}")
+    return 0
+
+
+def _properties(args) -> int:
+    from weightzoo.io.reader import open_zoo
+
+    path, _, version = args.zoo.partition("@")
+    open_zoo(path, version or None)
+    result = _run_analysis("properties_flow", zoo_dir=path, version=version or None)
+    if args.json:
+        print(json.dumps(result, indent=2, default=str))
+        return 0
+    print(f"results: {result['results']}\nplot: {result['plot']}")
+    for row in result["records"]:
+        value = "n/a" if row["value"] is None else f"{row['value']:.3f}"
+        print(f"  {row['target']:>14} {row['model']:>6} {row['metric']:>8} {value:>7}  {row['status']} {row['note'] or ''}")
     return 0
 
 

@@ -73,7 +73,8 @@ def plot_confusion(matrix: np.ndarray, classes: list[str], label: str, path: Pat
     axes.set_xlabel(f"predicted {label}")
     axes.set_ylabel(f"true {label}")
     for (i, j), value in np.ndenumerate(matrix):
-        axes.text(j, i, str(value), ha="center", va="center", color="black")
+        dark = value > matrix.max() / 2
+        axes.text(j, i, str(value), ha="center", va="center", color="white" if dark else "black")
     figure.tight_layout()
     figure.savefig(path, dpi=100)
 

@@ -1,0 +1,42 @@
+"""Analysis flows over a published zoo version: each a cached, retryable task.
+
+The task body is one call into ``weightzoo.analysis``; the result itself is cached on
+disk under ``<zoo>/analyses/<version>/`` (keyed by version, parameters and code), so a
+re-run returns at once.
+"""
+
+from __future__ import annotations
+
+from prefect import flow, get_run_logger, task
+
+from weightzoo.analysis.properties import run_property_study
+from weightzoo.analysis.studies import result_dir, run_meta_classifier_study
+from weightzoo.io.reader import open_zoo
+
+
+@task(name="meta-classifier", retries=1, retry_delay_seconds=2)
+def meta_classifier_task(zoo_dir: str, version: str | None, label: str, options: dict) -> dict:
+    """Train and evaluate the NWS meta-classifier for one label."""
+    logger = get_run_logger()
+    return run_meta_classifier_study(open_zoo(zoo_dir, version), label, progress=logger.info, **options)
+
+
+@task(name="properties", retries=1, retry_delay_seconds=2)
+def properties_task(zoo_dir: str, version: str | None, out_dir: str | None) -> dict:
+    """Weight-statistics features and property prediction."""
+    zoo = open_zoo(zoo_dir, version)
+    target = out_dir or str(result_dir(zoo, "properties", {}))
+    return run_property_study(zoo, target)
+
+
+@flow(name="meta-classifier")
+def meta_classifier_flow(zoo_dir: str, labels: list[str], version: str | None = None, options: dict | None = None):
+    """One meta-classifier per label, in parallel on the task runner."""
+    futures = [meta_classifier_task.submit(zoo_dir, version, label, options or {}) for label in labels]
+    return [f.result() for f in futures]
+
+
+@flow(name="properties")
+def properties_flow(zoo_dir: str, version: str | None = None, out_dir: str | None = None) -> dict:
+    """The weight-statistics property-prediction study."""
+    return properties_task(zoo_dir, version, out_dir)
