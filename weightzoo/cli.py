@@ -68,17 +68,21 @@ def _parser() -> argparse.ArgumentParser:
     info.add_argument("zoo", help="DIR or DIR@VERSION")
     info.add_argument("--json", action="store_true")
     info.set_defaults(handler=_info)
-    meta = sub.add_parser("meta-classifier", help="NWS meta-classifier: predict hyperparameters from weights")
+    meta = sub.add_parser("meta-classify", help="NWS meta-classifier: predict hyperparameters from weight slices")
     meta.add_argument("zoo", help="DIR or DIR@VERSION")
-    meta.add_argument("--label", action="append", required=True, help="column to predict (repeatable)")
+    meta.add_argument("--target", "--label", dest="label", action="append", required=True,
+                      help="models.parquet column to predict (repeatable)")
     meta.add_argument("--snapshots", help="snapshot range A:B (B exclusive), e.g. 1:5")
     meta.add_argument("--part", choices=["all", "conv", "fc"], help="part of the network to read")
     meta.add_argument("--slice-length", type=_positive, default=1000)
     meta.add_argument("--epochs", type=_positive, default=10)
     meta.add_argument("--json", action="store_true")
     meta.set_defaults(handler=_meta_classifier)
-    properties = sub.add_parser("properties", help="weight statistics s(W) → accuracy, gap, epoch, hyperparameters")
+    properties = sub.add_parser("predict", help="weight statistics s(W) → accuracy, gap, epoch, hyperparameters")
     properties.add_argument("zoo", help="DIR or DIR@VERSION")
+    properties.add_argument("--target", action="append", help="column to predict (repeatable; default: all)")
+    properties.add_argument("--features", choices=["stats"], default="stats",
+                            help="features: per-layer weight statistics s(W)")
     properties.add_argument("--json", action="store_true")
     properties.set_defaults(handler=_properties)
     presets = sub.add_parser("presets", help="list the shipped presets")
@@ -180,11 +184,14 @@ def _run_analysis(flow_name: str, **kwargs):
     from flows.server import prefect_server
 
     with prefect_server():
-        import flows.analyses as analyses  # after the server URL is exported (see _run_build_flow)
+        # after the server URL is exported (see _run_build_flow)
         from flows.build_zoo import flush_logs
+        from flows.meta_classifier import meta_classifier_flow
+        from flows.properties import properties_flow
 
+        flows = {"meta_classifier_flow": meta_classifier_flow, "properties_flow": properties_flow}
         try:
-            return getattr(analyses, flow_name)(**kwargs)
+            return flows[flow_name](**kwargs)
         finally:
             flush_logs()
 
@@ -214,7 +221,7 @@ def _properties(args) -> int:
 
     path, _, version = args.zoo.partition("@")
     open_zoo(path, version or None)
-    result = _run_analysis("properties_flow", zoo_dir=path, version=version or None)
+    result = _run_analysis("properties_flow", zoo_dir=path, version=version or None, targets=args.target)
     if args.json:
         print(json.dumps(result, indent=2, default=str))
         return 0

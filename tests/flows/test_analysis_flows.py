@@ -12,7 +12,7 @@ pytestmark = pytest.mark.slow
 
 
 def test_meta_classifier_command_runs_and_caches(prefect_api, smoke_zoo, capsys):
-    argv = ["meta-classifier", str(smoke_zoo), "--label", "optimizer", "--slice-length", "200", "--epochs", "1",
+    argv = ["meta-classify", str(smoke_zoo), "--target", "optimizer", "--slice-length", "200", "--epochs", "1",
             "--json"]
     assert main(argv) == 0
     first = json.loads(capsys.readouterr().out)
@@ -23,7 +23,7 @@ def test_meta_classifier_command_runs_and_caches(prefect_api, smoke_zoo, capsys)
 
 
 def test_properties_command_reports_every_target(prefect_api, smoke_zoo, capsys):
-    assert main(["properties", str(smoke_zoo), "--json"]) == 0
+    assert main(["predict", str(smoke_zoo), "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
     targets = {row["target"] for row in result["records"]}
     assert {"test_acc", "gap", "epoch", "optimizer"} <= targets
@@ -31,5 +31,13 @@ def test_properties_command_reports_every_target(prefect_api, smoke_zoo, capsys)
 
 
 def test_bad_snapshot_range_is_a_clear_error(smoke_zoo, capsys):
-    assert main(["meta-classifier", str(smoke_zoo), "--label", "optimizer", "--snapshots", "x:y"]) == 2
+    assert main(["meta-classify", str(smoke_zoo), "--target", "optimizer", "--snapshots", "x:y"]) == 2
     assert "--snapshots" in capsys.readouterr().err
+
+
+def test_predict_one_target_and_an_unknown_target(prefect_api, smoke_zoo, capsys):
+    assert main(["predict", str(smoke_zoo), "--target", "test_acc", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert {row["target"] for row in result["records"]} == {"test_acc"}
+    assert main(["predict", str(smoke_zoo), "--target", "no_such_column"]) != 0
+    assert "no_such_column" in capsys.readouterr().err
