@@ -220,7 +220,11 @@ def _properties(args) -> int:
     from weightzoo.io.reader import open_zoo
 
     path, _, version = args.zoo.partition("@")
-    open_zoo(path, version or None)
+    zoo = open_zoo(path, version or None)
+    known = set(zoo.models.columns) | set(zoo.snapshots.columns)
+    unknown = sorted(set(args.target or ()) - known)
+    if unknown:
+        raise UsageError(f"--target: unknown column(s) {unknown}; known: {sorted(known)}")
     result = _run_analysis("properties_flow", zoo_dir=path, version=version or None, targets=args.target)
     if args.json:
         print(json.dumps(result, indent=2, default=str))

@@ -45,7 +45,7 @@ def test_predict_reports_every_target_or_the_one_asked_for(prefect_api, smoke_zo
     one = _weightzoo("predict", str(smoke_zoo), "--target", "test_acc", "--json")
     assert {row["target"] for row in json.loads(one.stdout)["records"]} == {"test_acc"}
     unknown = _weightzoo("predict", str(smoke_zoo), "--target", "no_such_column")
-    assert unknown.returncode != 0 and "no_such_column" in unknown.stderr
+    assert unknown.returncode == 2 and "no_such_column" in unknown.stderr
 
 
 def test_bad_snapshot_range_is_a_clear_error(smoke_zoo, capsys):

@@ -129,7 +129,7 @@ class _Fleet:
         bad = self.alive & ~torch.isfinite(losses.detach())
         for m in torch.nonzero(bad).flatten().tolist():
             self.results[m].status = STATUS_DIVERGED
-            self.results[m].message = f"loss became {float(losses[m])} at epoch {epoch}, step {self.step}"
+            self.results[m].message = f"loss became {float(losses[m].detach())} at epoch {epoch}, step {self.step}"
         self.alive &= ~bad
 
     @torch.no_grad()
