@@ -147,3 +147,12 @@ def test_hand_vectorised_and_vmap_paths_agree():
     hand.train_epoch(1)
     mapped.train_epoch(1)
     np.testing.assert_allclose(hand._flat_weights()[:2], mapped._flat_weights()[:2], atol=1e-4)
+
+
+def test_fleets_with_dropout_and_augmentation_are_reproducible():
+    base = {"dataset": "digits", "architecture": "mlp", "hidden_width": 16, "batch_size": 64, "dropout": 0.3,
+            "augmentation": "shift", "optimizer": "adam", "lr": 0.003}
+    jobs = [dict(base, seed=s) for s in range(3)]
+    first, second = train_fleet(jobs, TRAINING), train_fleet(jobs, TRAINING)
+    for a, b in zip(first, second):
+        np.testing.assert_array_equal(a.weights, b.weights)

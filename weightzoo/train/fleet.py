@@ -29,7 +29,8 @@ from weightzoo.train.evaluate import EVAL_CHUNK, correct, per_sample_loss
 from weightzoo.train.optim import StackedOptimizer
 from weightzoo.train.stacked import stacked_forward, supports
 from weightzoo.train.result import STATUS_DIVERGED, TrainResult, snapshot_row
-from weightzoo.train.tasks import AUGMENT_STREAM, ORDER_STREAM, generator, model_task, snapshot_plan
+from weightzoo.train.tasks import (AUGMENT_STREAM, DROPOUT_STREAM, ORDER_STREAM, generator, model_task,
+                                   snapshot_plan)
 
 
 class FleetError(ValueError):
@@ -42,13 +43,16 @@ def train_fleet(jobs: Sequence[Mapping], training, dataset_options: Mapping | No
     started = time.perf_counter()
     fleet = _Fleet(jobs, training, dataset_options)
     plan = snapshot_plan(training)
-    fleet.record(0, 0, 0)
-    for epoch in range(1, training.epochs + 1):
-        fleet.train_epoch(epoch)
-        if epoch in plan:
-            fleet.record(plan[epoch], epoch, fleet.step)
-        if progress:
-            progress(epoch, training.epochs)
+    with torch.random.fork_rng(devices=[]):
+        # dropout masks come from torch's global generator: seed it so a fleet is reproducible
+        torch.manual_seed(int(fleet.jobs[0].get("seed", 0)) * 7919 + DROPOUT_STREAM)
+        fleet.record(0, 0, 0)
+        for epoch in range(1, training.epochs + 1):
+            fleet.train_epoch(epoch)
+            if epoch in plan:
+                fleet.record(plan[epoch], epoch, fleet.step)
+            if progress:
+                progress(epoch, training.epochs)
     fleet.finish(plan)
     seconds = (time.perf_counter() - started) / len(jobs)
     for result in fleet.results:
