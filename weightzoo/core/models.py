@@ -180,14 +180,7 @@ def _nws_cnn(cfg, input_shape, output_size):
             side //= 2
         channels = width
     layers.append(nn.Flatten())
-    features = channels * side * side
-    for _ in range(int(cfg["fc_layers"])):
-        layers.append(nn.Linear(features, int(cfg["fc_width"])))
-        if cfg["batch_norm"]:
-            layers.append(nn.BatchNorm1d(int(cfg["fc_width"])))
-        _block(cfg, layers)
-        features = int(cfg["fc_width"])
-    layers.append(nn.Linear(features, output_size))
+    _dense_stack(cfg, layers, channels * side * side, int(cfg["fc_layers"]), int(cfg["fc_width"]), output_size)
     return nn.Sequential(*layers)
 
 
@@ -230,14 +223,19 @@ def _mlp(cfg, input_shape, output_size):
     for s in input_shape:
         features *= int(s)
     layers: list[nn.Module] = [nn.Flatten()]
-    for _ in range(int(cfg["hidden_layers"])):
-        layers.append(nn.Linear(features, int(cfg["hidden_width"])))
-        if cfg["batch_norm"]:
-            layers.append(nn.BatchNorm1d(int(cfg["hidden_width"])))
-        _block(cfg, layers)
-        features = int(cfg["hidden_width"])
-    layers.append(nn.Linear(features, output_size))
+    _dense_stack(cfg, layers, features, int(cfg["hidden_layers"]), int(cfg["hidden_width"]), output_size)
     return nn.Sequential(*layers)
+
+
+def _dense_stack(cfg, layers, features: int, depth: int, width: int, output_size: int) -> None:
+    """Append ``depth`` hidden linear blocks (+BN, activation, dropout) and the output layer."""
+    for _ in range(depth):
+        layers.append(nn.Linear(features, width))
+        if cfg["batch_norm"]:
+            layers.append(nn.BatchNorm1d(width))
+        _block(cfg, layers)
+        features = width
+    layers.append(nn.Linear(features, output_size))
 
 
 def _copy(modules):

@@ -28,7 +28,7 @@ from weightzoo.data import augment_batch
 from weightzoo.train.evaluate import EVAL_CHUNK, correct, per_sample_loss
 from weightzoo.train.optim import StackedOptimizer
 from weightzoo.train.stacked import stacked_forward, supports
-from weightzoo.train.result import STATUS_DIVERGED, TrainResult, snapshot_row
+from weightzoo.train.result import STATUS_DIVERGED, TrainResult, fill_missing_snapshots, snapshot_row
 from weightzoo.train.tasks import (AUGMENT_STREAM, DROPOUT_STREAM, ORDER_STREAM, generator, model_task,
                                    snapshot_plan)
 
@@ -88,7 +88,9 @@ class _Fleet:
             [float(j.get("lr", 0.01)) for j in self.jobs], [float(j.get("weight_decay") or 0.0) for j in self.jobs])
         self.orders = [generator(int(j.get("seed", 0)), ORDER_STREAM) for j in self.jobs]
         self.augment = generator(int(self.jobs[0].get("seed", 0)), AUGMENT_STREAM)
-        self.kinds = [j.get("augmentation") or "none" for j in self.jobs]
+        kinds = [j.get("augmentation") or "none" for j in self.jobs]
+        self.augment_masks = {kind: torch.tensor([k == kind for k in kinds], device=self.device)
+                              for kind in sorted(set(kinds) - {"none"})}
         self.alive = torch.ones(len(self.jobs), dtype=torch.bool, device=self.device)
         self.step = 0
         n = len(self.jobs)
@@ -124,8 +126,7 @@ class _Fleet:
             self.step += 1
 
     def _augment(self, x: torch.Tensor) -> torch.Tensor:
-        for kind in sorted(set(self.kinds) - {"none"}):  # x is a gathered copy: safe to write
-            mask = torch.tensor([k == kind for k in self.kinds], device=x.device)
+        for kind, mask in self.augment_masks.items():  # x is a gathered copy: safe to write
             x[mask] = augment_batch(x[mask], kind, self.augment)
         return x
 
@@ -168,13 +169,8 @@ class _Fleet:
         return [(float(a), float(b)) for a, b in zip(loss, acc)]
 
     def finish(self, plan: dict[int, int]) -> None:
-        nan = (float("nan"), float("nan"))
         for result in self.results:
-            done = {row["k"] for row in result.snapshots}
-            for epoch, k in plan.items():
-                if k not in done:
-                    result.snapshots.append(snapshot_row(k, epoch, None, nan, nan, self.task.task))
-            result.snapshots.sort(key=lambda row: row["k"])
+            fill_missing_snapshots(result, plan, self.task.task)
 
 
 def _common(jobs, key, default):

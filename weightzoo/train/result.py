@@ -35,3 +35,14 @@ def snapshot_row(k: int, epoch: int, step: int, train: tuple[float, float], test
         gap = test_loss - train_loss
     return {"k": k, "epoch": epoch, "step": step, "train_loss": train_loss, "train_acc": train_acc,
             "test_loss": test_loss, "test_acc": test_acc, "gap": gap if math.isfinite(gap) else float("nan")}
+
+
+def fill_missing_snapshots(result: TrainResult, plan: dict[int, int], task: str) -> None:
+    """Snapshots not reached (after a divergence) exist as rows with NaN metrics (their
+    weights stay NaN); rows end up ordered by k."""
+    done = {row["k"] for row in result.snapshots}
+    nan = (float("nan"), float("nan"))
+    for epoch, k in plan.items():
+        if k not in done:
+            result.snapshots.append(snapshot_row(k, epoch, None, nan, nan, task))
+    result.snapshots.sort(key=lambda row: row["k"])

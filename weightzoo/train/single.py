@@ -18,7 +18,7 @@ from weightzoo.core.models import build_model
 from weightzoo.data import augment_batch
 from weightzoo.train.evaluate import evaluate_model, per_sample_loss
 from weightzoo.train.optim import make_torch_optimizer
-from weightzoo.train.result import STATUS_DIVERGED, TrainResult, snapshot_row
+from weightzoo.train.result import STATUS_DIVERGED, TrainResult, fill_missing_snapshots, snapshot_row
 from weightzoo.train.tasks import (AUGMENT_STREAM, DROPOUT_STREAM, ORDER_STREAM, generator, model_task,
                                    snapshot_plan)
 
@@ -49,7 +49,7 @@ def train_model(params: Mapping, training, dataset_options: Mapping | None = Non
                 break
             if epoch in plan:
                 _record(result, model, plan[epoch], epoch, step, data, task.task)
-    _fill_missing(result, plan, task.task)
+    fill_missing_snapshots(result, plan, task.task)
     result.seconds = time.perf_counter() - started
     return result
 
@@ -81,12 +81,3 @@ def _record(result: TrainResult, model, k: int, epoch: int, step: int, data, tas
     test = evaluate_model(model, x_test, y_test, task)
     result.snapshots.append(snapshot_row(k, epoch, step, train, test, task))
 
-
-def _fill_missing(result: TrainResult, plan: dict[int, int], task: str) -> None:
-    """Snapshots after a divergence exist as rows with NaN weights and metrics."""
-    done = {row["k"] for row in result.snapshots}
-    nan = (float("nan"), float("nan"))
-    for epoch, k in plan.items():
-        if k not in done:
-            result.snapshots.append(snapshot_row(k, epoch, None, nan, nan, task))
-    result.snapshots.sort(key=lambda row: row["k"])

@@ -41,10 +41,13 @@ def stacked_forward(model: nn.Sequential, tensors: dict[str, torch.Tensor], x: t
     """Run all models at once. ``tensors`` maps state-dict names (and dropout ``p``) to
     stacked values ``[n_models, ...]``. ``x`` is ``[n_models, batch, ...]`` or, with
     ``shared_input``, ``[batch, ...]`` for every model. Returns ``[n_models, batch, out]``."""
+    by_layer: dict[str, dict[str, torch.Tensor]] = {}
+    for name, value in tensors.items():
+        layer_name, _, leaf = name.partition(".")
+        by_layer.setdefault(layer_name, {})[leaf] = value
     state = _State(x, n_models, shared_input)
     for index, layer in enumerate(model):
-        state.apply(layer, {k.split(".", 1)[1]: v for k, v in tensors.items() if k.split(".", 1)[0] == str(index)},
-                    training)
+        state.apply(layer, by_layer.get(str(index), {}), training)
     return state.as_flat()
 
 
