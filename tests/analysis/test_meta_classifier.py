@@ -49,26 +49,32 @@ def test_a_planted_label_is_learned_locally_and_globally(planted):
     test = planted.select(split="test")
     assert set(train.models["model_id"]).isdisjoint(test.models["model_id"])
     model = train_meta_classifier(train, "optimizer", slice_length=200, epochs=6, batch_size=16)
-    results, confusion = evaluate(model, test)
+    results, confusion, per_class = evaluate(model, test)
     overall = results.set_index("k").loc["all"]
     assert overall["global"] >= 0.95 and overall["local"] >= 0.8, results
     assert confusion.sum() == len(test) and np.trace(confusion) >= 0.95 * len(test)
     assert set(results["k"]) == {"0", "1", "2", "all"}
+    # per class: counts are the confusion matrix's rows, recall its diagonal over the rows
+    assert set(per_class["class"]) == set(OPTIMIZERS)
+    order = [model.classes.index(c) for c in per_class["class"]]
+    assert list(per_class["n"]) == [int(confusion[i].sum()) for i in order]
+    np.testing.assert_allclose(per_class["global"], [confusion[i, i] / confusion[i].sum() for i in order])
+    np.testing.assert_allclose(per_class["predicted_share"].sum(), 1.0)
 
 
 def test_continuous_labels_are_regressed_and_reported_as_rmse(planted):
     train = planted.select(split="train")
     model = train_meta_classifier(train, "lr", slice_length=200, epochs=1, batch_size=16)
     assert model.task == "regression"
-    results, confusion = evaluate(model, planted.select(split="test"))
-    assert set(results["metric"]) == {"rmse"} and confusion.size == 0
+    results, confusion, per_class = evaluate(model, planted.select(split="test"))
+    assert set(results["metric"]) == {"rmse"} and confusion.size == 0 and per_class.empty
     assert np.isfinite(results["global"]).all()
 
 
 def test_study_writes_its_outputs_once_and_loads_them_again(planted):
     first = run_meta_classifier_study(planted, "optimizer", slice_length=200, epochs=2, batch_size=16)
     assert not first["cached"]
-    assert {"results.parquet", "confusion.png", "meta_classifier.pt", "history.json"} <= set(first["files"])
+    assert {"results.parquet", "per_class.parquet", "confusion.png", "meta_classifier.pt", "history.json"} <= set(first["files"])
     assert "/analyses/v0001/meta-classifier/" in first["path"]
     again = run_meta_classifier_study(planted, "optimizer", slice_length=200, epochs=2, batch_size=16)
     assert again["cached"] and again["results"] == first["results"]

@@ -173,3 +173,23 @@ def test_feature_table_over_two_layouts_and_statuses():
     assert list(feature_table(zoo, snapshots=slice(0, 1))["k"]) == [0, 0, 0]
     with pytest.raises(ValueError, match="no models"):
         feature_table(zoo, status="missing")
+
+
+def test_raw_features_are_the_stored_vectors_and_are_fitted_per_layout(tmp_path):
+    zoo = StubZoo()
+    zoo.root, zoo.version = tmp_path / "stub", "v0001"
+    raw = feature_table(zoo, features="raw")
+    deep = zoo.layout("deep").n_params
+    assert feature_columns(raw) == [f"w{i}" for i in range(deep)]  # the longer layout's positions
+    first = raw.iloc[0]
+    np.testing.assert_array_equal(first[feature_columns(raw)].to_numpy(np.float32), zoo.weights("d0", 0))
+    assert raw.loc[raw["layout_id"] == "flat", f"w{deep - 1}"].isna().all()  # flat has fewer positions
+    assert list(feature_table(zoo, features="raw", model_ids=["f0"])["model_id"]) == ["f0"] * 3
+    with pytest.raises(ValueError, match="features must be one of"):
+        feature_table(zoo, features="pixels")
+    report = run_property_study(zoo, tmp_path / "raw", features="raw", targets=["test_acc", "optimizer"])
+    results = pd.read_parquet(report["results"])
+    assert set(results["layout_id"]) == {"deep", "flat"} and set(results["features"]) == {"raw"}
+    assert len(results) == 2 * 2 * 2  # layouts × targets × model kinds
+    stats = pd.read_parquet(run_property_study(zoo, tmp_path / "stats", targets=["test_acc"])["results"])
+    assert set(stats["layout_id"]) == {"all"} and set(stats["features"]) == {"stats"}

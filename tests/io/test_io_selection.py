@@ -133,6 +133,10 @@ def test_labels_and_classes(zoo):
     np.testing.assert_array_equal(np.array(chosen.classes("optimizer"))[codes], chosen.labels("optimizer"))
     assert chosen.label_values("lr").dtype == np.float32
     assert chosen.label_values("augment").dtype == np.int64  # bool → codes of [False, True]
+    # a few-valued integer is a category too: codes, never the raw values (a batch size of 32
+    # as a class index would be out of range for a 2-class classifier)
+    assert chosen.classes("batch_size") == [16, 32]
+    np.testing.assert_array_equal(np.array([16, 32])[chosen.label_values("batch_size")], chosen.labels("batch_size"))
     np.testing.assert_array_equal(chosen.labels("test_acc"), chosen.rows.test_acc)  # per-snapshot column
     width = chosen.label_values("width")  # numeric with nulls: NaN where a model lacks it
     assert np.isnan(width[chosen.rows.dataset == "mnist"]).all() and (width[chosen.rows.dataset == "digits"] == 5).all()

@@ -20,6 +20,8 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
+from weightzoo.core.labels import is_categorical
+
 LOG_SCALE = ("lr", "weight_decay")  # regressed as log10(value)
 
 
@@ -55,12 +57,8 @@ class MetaClassifier:
 
 
 def target_kind(values: pd.Series) -> str:
-    """Classification for strings, bools and few-valued ints; regression for floats."""
-    if values.dtype == object or pd.api.types.is_string_dtype(values) or pd.api.types.is_bool_dtype(values):
-        return "classification"
-    if pd.api.types.is_integer_dtype(values) and values.nunique() <= 20:
-        return "classification"
-    return "regression"
+    """Classification for strings, bools and few-valued ints; regression otherwise."""
+    return "classification" if is_categorical(values) else "regression"
 
 
 def train_meta_classifier(train, label: str, *, slice_length: int = 1000, epochs: int = 5, batch_size: int = 64,
@@ -129,16 +127,37 @@ def predict_global(model: MetaClassifier, vectors: np.ndarray, batch_size: int =
     return local.mean(axis=1), local
 
 
-def evaluate(model: MetaClassifier, test) -> tuple[pd.DataFrame, np.ndarray]:
+def evaluate(model: MetaClassifier, test) -> tuple[pd.DataFrame, np.ndarray, pd.DataFrame]:
     """Results per snapshot k and over all k ("all"): local (single-slice) and global
     (per network snapshot) accuracy — or RMSE for regression — next to chance (the
-    majority-class share, or the targets' standard deviation); and the global confusion
-    matrix [true, predicted] over every test sample."""
+    majority-class share, or the targets' standard deviation); the global confusion
+    matrix [true, predicted] over every test sample; and a per-class table (empty for
+    regression): per true class its sample count, local and global accuracy (recall),
+    global precision and share of the predictions."""
     samples = pd.concat([_score_samples(model, part) for part in test.by_layout().values()], ignore_index=True)
     records = [_metrics(model, group, str(k)) for k, group in samples.groupby("k")]
     records.append(_metrics(model, samples, "all"))
-    confusion = _confusion(model, samples) if model.task == "classification" else np.zeros((0, 0), np.int64)
-    return pd.DataFrame(records), confusion
+    if model.task != "classification":
+        return pd.DataFrame(records), np.zeros((0, 0), np.int64), pd.DataFrame(columns=list(PER_CLASS_COLUMNS))
+    return pd.DataFrame(records), _confusion(model, samples), _per_class(model, samples)
+
+
+PER_CLASS_COLUMNS = ("label", "class", "n", "local", "global", "precision", "predicted_share")
+
+
+def _per_class(model: MetaClassifier, samples: pd.DataFrame) -> pd.DataFrame:
+    predicted = samples["predicted"].to_numpy()
+    rows = []
+    for index, name in enumerate(model.classes):
+        mine = samples["y"].to_numpy() == index
+        chosen = predicted == index
+        rows.append({"label": model.label, "class": str(name), "n": int(mine.sum()),
+                     "local": float(samples.loc[mine, "local_score"].mean()) if mine.any() else float("nan"),
+                     "global": float((predicted[mine] == index).mean()) if mine.any() else float("nan"),
+                     "precision": float((samples["y"].to_numpy()[chosen] == index).mean()) if chosen.any()
+                     else float("nan"),
+                     "predicted_share": float(chosen.mean()) if len(chosen) else float("nan")})
+    return pd.DataFrame(rows, columns=list(PER_CLASS_COLUMNS))
 
 
 def _score_samples(model: MetaClassifier, part) -> pd.DataFrame:

@@ -29,6 +29,7 @@ from sklearn.metrics import accuracy_score, r2_score
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
+from weightzoo.core.labels import is_categorical  # noqa: F401 - part of this module's API
 from weightzoo.core.statistics import weight_statistics
 from weightzoo.io.tables import RESERVED
 
@@ -36,9 +37,10 @@ METRIC_TARGETS = ("test_acc", "gap", "epoch")
 SNAPSHOT_COLUMNS = ("epoch", "step", "train_loss", "train_acc", "test_loss", "test_acc", "gap")
 ID_COLUMNS = ("model_id", "layout_id", "k", "split", "status")
 FEATURE_PATTERN = re.compile(r"^layer\d+\.\w+\.(mean|var|p\d+)$")
+RAW_PATTERN = re.compile(r"^w\d+$")
+FEATURE_KINDS = ("stats", "raw")
 # A seed is drawn per model; predicting it from weights is meaningless.
 NOT_TARGETS = frozenset({"seed"})
-MAX_CLASSES = 10  # integer columns with at most this many values are treated as categories
 # Strongest regularisation first, so that ties on the val split pick the simpler model.
 RIDGE_ALPHAS = tuple(np.logspace(5, -3, 9))
 LOGISTIC_CS = tuple(np.logspace(-3, 3, 7))
@@ -47,8 +49,14 @@ RESULT_COLUMNS = ("target", "task", "model", "metric", "value", "chance", "param
 
 
 def feature_table(zoo, *, snapshots=None, status: str | None = "ok", layout_id: str | None = None,
-                  roles=("weight", "bias")) -> pd.DataFrame:
-    """One row per (model_id, k): ids, split, hyperparameters, snapshot metrics and s(W).
+                  roles=("weight", "bias"), model_ids=None, features: str = "stats") -> pd.DataFrame:
+    """One row per (model_id, k): ids, split, hyperparameters, snapshot metrics and features.
+
+    ``features="stats"`` gives s(W) (``layer{i}.{role}.{stat}``); ``features="raw"`` the flat
+    weight vector itself (``w{position}``), which only lines up within one layout — tables
+    over several layouts then hold NaN where a layout has no such position, and
+    :func:`run_property_study` fits one model per layout. ``model_ids`` restricts the table to
+    those models (a distributed run computes the table in chunks of models).
 
     ``snapshots``: None (all), an int (negative counts from each model's last snapshot), a
     slice, or an iterable of k (k beyond a model's snapshots are left out). ``status=None``
@@ -63,6 +71,10 @@ def feature_table(zoo, *, snapshots=None, status: str | None = "ok", layout_id: 
         models = models[models["status"] == status]
     if layout_id is not None:
         models = models[models["layout_id"] == layout_id]
+    if model_ids is not None:
+        models = models[models["model_id"].isin(list(model_ids))]
+    if features not in FEATURE_KINDS:
+        raise ValueError(f"features must be one of {list(FEATURE_KINDS)}; got {features!r}")
     if models.empty:
         raise ValueError(f"no models with status={status!r}, layout_id={layout_id!r} in {zoo.version}")
     parts, names = [], {}
@@ -72,7 +84,11 @@ def feature_table(zoo, *, snapshots=None, status: str | None = "ok", layout_id: 
             ks = _select_ks(snapshots, int(n_snapshots))
             if not ks.size:
                 continue
-            values, feature_names = weight_statistics(zoo.weights(model_id)[ks], layout, roles=roles)
+            if features == "raw":
+                values = zoo.weights(model_id)[ks]
+                feature_names = [f"w{i}" for i in range(values.shape[1])]
+            else:
+                values, feature_names = weight_statistics(zoo.weights(model_id)[ks], layout, roles=roles)
             names.update(dict.fromkeys(feature_names))
             frame = pd.DataFrame(values, columns=feature_names)
             frame.insert(0, "k", ks.astype(np.int64))
@@ -89,26 +105,25 @@ def feature_table(zoo, *, snapshots=None, status: str | None = "ok", layout_id: 
     table = (features.merge(models[["model_id", "split", "status", *hyper]], on="model_id", how="left")
              .merge(zoo.snapshots[["model_id", "k", *present]], on=["model_id", "k"], how="left"))
     # Layer-major order across layouts (a stable sort keeps role/statistic order within a layer).
-    ordered = sorted(names, key=lambda name: int(name.split(".", 1)[0].removeprefix("layer")))
+    ordered = sorted(names, key=_feature_order)
     return table[[*ID_COLUMNS, *hyper, *present, *ordered]]
 
 
 def feature_columns(table: pd.DataFrame) -> list[str]:
-    """The s(W) columns of a feature table (``layer{i}.{role}.{stat}``)."""
-    return [c for c in table.columns if FEATURE_PATTERN.match(str(c))]
+    """The feature columns of a table: s(W) (``layer{i}.{role}.{stat}``) or raw (``w{i}``)."""
+    return [c for c in table.columns if FEATURE_PATTERN.match(str(c)) or RAW_PATTERN.match(str(c))]
+
+
+def _feature_order(name: str) -> int:
+    if RAW_PATTERN.match(name):
+        return int(name[1:])
+    return int(name.split(".", 1)[0].removeprefix("layer"))
 
 
 def default_targets(table: pd.DataFrame) -> list[str]:
     """test_acc, gap, epoch (those present) and every hyperparameter column except the seed."""
     known = set(ID_COLUMNS) | set(SNAPSHOT_COLUMNS) | set(feature_columns(table)) | NOT_TARGETS
     return [c for c in METRIC_TARGETS if c in table.columns] + [c for c in table.columns if c not in known]
-
-
-def is_categorical(values: pd.Series) -> bool:
-    """Strings, booleans and integers with few distinct values are classification targets."""
-    if pd.api.types.is_bool_dtype(values) or not pd.api.types.is_numeric_dtype(values):
-        return True
-    return pd.api.types.is_integer_dtype(values) and values.nunique() <= MAX_CLASSES
 
 
 def predict_properties(table: pd.DataFrame, targets=None, *, seed: int = 0, features=None) -> pd.DataFrame:
@@ -126,7 +141,7 @@ def predict_properties(table: pd.DataFrame, targets=None, *, seed: int = 0, feat
     """
     features = list(features) if features is not None else feature_columns(table)
     if not features:
-        raise ValueError("the table has no s(W) feature columns (layer{i}.{role}.{stat})")
+        raise ValueError("the table has no feature columns (s(W): layer{i}.{role}.{stat}; raw: w{i})")
     targets = list(targets) if targets is not None else default_targets(table)
     missing = [t for t in targets if t not in table.columns]
     if missing:
@@ -141,8 +156,13 @@ def predict_properties(table: pd.DataFrame, targets=None, *, seed: int = 0, feat
     return pd.DataFrame(rows, columns=list(RESULT_COLUMNS))
 
 
-def run_property_study(zoo, out_dir, *, snapshots=None, targets=None, layout_id=None, seed: int = 0) -> dict:
+def run_property_study(zoo, out_dir, *, snapshots=None, targets=None, layout_id=None, seed: int = 0,
+                       features: str = "stats", table: pd.DataFrame | None = None) -> dict:
     """feature_table + predict_properties, written to ``out_dir``.
+
+    ``table`` is a precomputed :func:`feature_table` (a distributed run builds it in chunks);
+    otherwise it is computed here. Raw features are fitted per layout (a ``layout_id`` column
+    says which); s(W) features over all layouts at once (``layout_id`` "all").
 
     Writes ``properties.parquet`` (the results) and ``properties.png`` (the metric per target
     and model kind). Returns ``{"results", "plot"}`` paths, ``n_samples`` and the results as
@@ -150,11 +170,20 @@ def run_property_study(zoo, out_dir, *, snapshots=None, targets=None, layout_id=
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    table = feature_table(zoo, snapshots=snapshots, layout_id=layout_id)
-    results = predict_properties(table, targets, seed=seed)
+    if table is None:
+        table = feature_table(zoo, snapshots=snapshots, layout_id=layout_id, features=features)
+    if features == "raw":
+        parts = []
+        for lid, part in table.groupby("layout_id", sort=True):
+            part = part.dropna(axis=1, how="all")  # positions other layouts have
+            parts.append(predict_properties(part, targets, seed=seed).assign(layout_id=lid))
+        results = pd.concat(parts, ignore_index=True)
+    else:
+        results = predict_properties(table, targets, seed=seed).assign(layout_id="all")
+    results = results.assign(features=features)
     results_path, plot_path = out / "properties.parquet", out / "properties.png"
     results.to_parquet(results_path, index=False)
-    plot_results(results, plot_path, title=f"s(W) property prediction, {zoo.root.name} {zoo.version}")
+    plot_results(results, plot_path, title=f"{features} property prediction, {zoo.root.name} {zoo.version}")
     records = [{k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in r.items()}
                for r in results.to_dict("records")]
     return {"results": str(results_path), "plot": str(plot_path), "n_samples": len(table), "records": records}
@@ -170,6 +199,8 @@ def plot_results(results: pd.DataFrame, path, *, title: str = "") -> None:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
+    if "layout_id" in results.columns and set(results["layout_id"]) - {"all"}:  # one bar group per layout
+        results = results.assign(target=results["target"] + " · " + results["layout_id"].astype(str).str[:8])
     targets = list(dict.fromkeys(results["target"]))
     # ridge (regression) and logistic (classification) share the "linear" slot of a target.
     slot = results["model"].replace({"ridge": "linear"})

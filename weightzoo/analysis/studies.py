@@ -37,8 +37,9 @@ def run_meta_classifier_study(zoo, label: str, *, snapshots=None, part: str | No
                               epochs: int = 10, batch_size: int = 64, seed: int = 0, progress=None) -> dict:
     """Train the NWS meta-classifier on the train split, pick nothing on val, report on test.
 
-    Writes results.parquet, confusion.png, history.json, parameters.json and
-    meta_classifier.pt; returns their paths and the results (cached on inputs).
+    Writes results.parquet (per snapshot k), per_class.parquet, confusion.png,
+    history.json, parameters.json and meta_classifier.pt; returns their paths and the
+    results (cached on inputs).
     """
     parameters = {"label": label, "snapshots": _jsonable(snapshots), "part": part, "slice_length": slice_length,
                   "epochs": epochs, "batch_size": batch_size, "seed": seed}
@@ -49,9 +50,10 @@ def run_meta_classifier_study(zoo, label: str, *, snapshots=None, part: str | No
     test = zoo.select(snapshots=snapshots, part=part, split="test")
     model = train_meta_classifier(train, label, slice_length=slice_length, epochs=epochs, batch_size=batch_size,
                                   seed=seed, progress=progress)
-    results, confusion = evaluate(model, test)
+    results, confusion, per_class = evaluate(model, test)
     with _incomplete(target) as tmp:
         results.to_parquet(tmp / "results.parquet", index=False)
+        per_class.to_parquet(tmp / "per_class.parquet", index=False)
         (tmp / "parameters.json").write_text(json.dumps({**parameters, "classes": [str(c) for c in model.classes],
                                                          "task": model.task}, indent=2))
         (tmp / "history.json").write_text(json.dumps(model.history, indent=2))
@@ -102,8 +104,15 @@ class _incomplete:
 
 def _summary(target: Path, cached: bool) -> dict:
     results = pd.read_parquet(target / "results.parquet")
-    return {"path": str(target), "cached": cached, "results": results.to_dict("records"),
-            "files": sorted(p.name for p in target.iterdir())}
+    per_class = pd.read_parquet(target / "per_class.parquet")
+    return {"path": str(target), "cached": cached, "results": _records(results),
+            "per_class": _records(per_class), "files": sorted(p.name for p in target.iterdir())}
+
+
+def _records(frame: pd.DataFrame) -> list[dict]:
+    """JSON-safe rows: NaN becomes None."""
+    return [{k: (None if isinstance(v, float) and np.isnan(v) else v) for k, v in row.items()}
+            for row in frame.to_dict("records")]
 
 
 def _jsonable(snapshots):

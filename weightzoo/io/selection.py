@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from weightzoo.core.labels import is_categorical
 from weightzoo.core.layout import WeightLayout
 from weightzoo.io import store
 from weightzoo.io.errors import CorruptChunkError
@@ -187,10 +188,11 @@ class Selection:
         return sorted(pd.unique(self.rows[column].dropna()).tolist())
 
     def label_values(self, column: str) -> np.ndarray:
-        """Training targets: int64 codes into :meth:`classes` for categorical/bool columns, else float32."""
+        """Training targets: int64 codes into :meth:`classes` for categorical columns (strings,
+        booleans, few-valued integers: :func:`weightzoo.core.labels.is_categorical`), else float32."""
         _check_column(column, list(self.rows.columns))
         values = self.rows[column]
-        if _is_categorical(values):
+        if is_categorical(values):
             if values.isna().any():
                 raise ValueError(f"label {column!r} is null for {int(values.isna().sum())} samples; "
                                  f"filter them out (e.g. where='{column}.notna()')")
@@ -258,10 +260,6 @@ def weights_array(root, version: str, layout_id: str):
 def _check_column(name: str, columns: list[str]) -> None:
     if name not in columns:
         raise ValueError(f"unknown column {name!r}; available columns: {columns}")
-
-
-def _is_categorical(values: pd.Series) -> bool:
-    return not pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values)
 
 
 def _resolve_snapshots(snapshots, model_id: str, n_snapshots: int) -> np.ndarray:
