@@ -5,19 +5,17 @@ Every task body is one call into ``weightzoo.build``; caching and retries live h
 
 from __future__ import annotations
 
-import logging
-import os
 import time
 
 from prefect import flow, get_run_logger, task
 from prefect.futures import as_completed
-from prefect.logging.handlers import APILogHandler
-from prefect_dask import DaskTaskRunner
 
 from weightzoo import build
 from weightzoo.core.models import ConfigError
 from weightzoo.core.spec import SpecError, load_spec
 from weightzoo.train.fleet import FleetError
+
+from flows.runtime import flush_logs, run_on_dask, threads_per_task  # noqa: F401 - flush_logs re-exported
 
 # errors of the input, not of the machine: retrying cannot help
 PERMANENT_ERRORS = (SpecError, ConfigError, FleetError, build.BuildError, ValueError, TypeError)
@@ -66,7 +64,7 @@ def build_zoo(spec: str | dict = "demo", out: str = "zoo", models: int | None = 
     n_models = sum(len(g.configs) for g in groups)
     logger.info("spec %s: %d models in %d groups (plan %s)", spec_obj.name, n_models, len(groups),
                 build.group_digest(groups))
-    threads = max(1, (os.cpu_count() or 1) // max(workers, 1))
+    threads = threads_per_task(workers)
     futures = {train_group.submit(out, g, threads): g for g in groups}
     fingerprints, done, started = [], 0, time.monotonic()
     for future in as_completed(list(futures)):
@@ -88,27 +86,9 @@ def _eta(started: float, done: int, total: int) -> str:
     return f"{elapsed:.0f}s elapsed, ~{left:.0f}s left"
 
 
-def dask_runner(workers: int = 2, address: str | None = None) -> DaskTaskRunner:
-    """A Dask task runner: an existing cluster by address, or a LocalCluster of processes."""
-    if address:
-        return DaskTaskRunner(address=address)
-    return DaskTaskRunner(cluster_kwargs={"n_workers": workers, "threads_per_worker": 1, "processes": True,
-                                          "dashboard_address": ":0"})
-
-
 def run_build(spec="demo", out="zoo", models=None, extend=False, workers=2, dask_address=None,
               max_group=build.DEFAULT_GROUP_SIZE) -> str:
     """Run :func:`build_zoo` on a Dask runner (the CLI's entry point)."""
-    runner = dask_runner(workers, dask_address)
-    try:
-        return build_zoo.with_options(task_runner=runner)(
-            spec=spec, out=str(out), models=models, extend=extend, workers=workers, max_group=max_group)
-    finally:
-        flush_logs()
-
-
-def flush_logs() -> None:
-    """Send buffered run logs now, while the server that should receive them is still up."""
-    for handler in logging.getLogger("prefect").handlers + logging.getLogger("prefect.flow_runs").handlers:
-        if isinstance(handler, APILogHandler):
-            handler.flush()
+    parameters = {"spec": spec, "out": str(out), "models": models, "extend": extend, "workers": workers,
+                  "max_group": max_group}
+    return run_on_dask(build_zoo, parameters, workers=workers, dask_address=dask_address)

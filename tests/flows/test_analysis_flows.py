@@ -15,6 +15,7 @@ import sys
 import pytest
 
 from weightzoo.cli import main
+from weightzoo.io.reader import open_zoo
 
 pytestmark = pytest.mark.slow
 
@@ -32,6 +33,7 @@ def test_meta_classify_command_runs_and_caches(prefect_api, smoke_zoo):
     results = json.loads(first.stdout)
     assert len(results) == 1 and not results[0]["cached"]
     assert {row["k"] for row in results[0]["results"]} >= {"all"}
+    assert {row["class"] for row in results[0]["per_class"]} == {"adam", "sgd"}
     again = _weightzoo(*argv)
     assert again.returncode == 0 and json.loads(again.stdout)[0]["cached"]
 
@@ -46,8 +48,20 @@ def test_predict_reports_every_target_or_the_one_asked_for(prefect_api, smoke_zo
     assert {row["target"] for row in json.loads(one.stdout)["records"]} == {"test_acc"}
     unknown = _weightzoo("predict", str(smoke_zoo), "--target", "no_such_column")
     assert unknown.returncode == 2 and "no_such_column" in unknown.stderr
+    raw = _weightzoo("predict", str(smoke_zoo), "--target", "test_acc", "--features", "raw", "--workers", "1",
+                     "--json")
+    assert raw.returncode == 0, raw.stderr[-2000:]
+    result = json.loads(raw.stdout)
+    assert {row["features"] for row in result["records"]} == {"raw"}
+    assert {row["layout_id"] for row in result["records"]} == set(open_zoo(smoke_zoo).models["layout_id"])
+    assert json.loads(_weightzoo("predict", str(smoke_zoo), "--target", "test_acc", "--features", "raw",
+                                 "--json").stdout)["cached"]
 
 
 def test_bad_snapshot_range_is_a_clear_error(smoke_zoo, capsys):
     assert main(["meta-classify", str(smoke_zoo), "--target", "optimizer", "--snapshots", "x:y"]) == 2
     assert "--snapshots" in capsys.readouterr().err
+    assert main(["meta-classify", str(smoke_zoo), "--target", "optimizer", "--snapshots", "3:1"]) == 2
+    assert "0 <= A < B" in capsys.readouterr().err
+    assert main(["meta-classify", str(smoke_zoo), "--target", "no_such_column"]) == 2
+    assert "no_such_column" in capsys.readouterr().err

@@ -109,6 +109,16 @@ def feature_table(zoo, *, snapshots=None, status: str | None = "ok", layout_id: 
     return table[[*ID_COLUMNS, *hyper, *present, *ordered]]
 
 
+def combine_feature_tables(parts: list[pd.DataFrame]) -> pd.DataFrame:
+    """Concatenate feature tables computed for disjoint chunks of models (in chunk order):
+    the same rows and column order :func:`feature_table` gives for all of them at once."""
+    table = pd.concat(parts, ignore_index=True)
+    table = table.sort_values("layout_id", kind="stable").reset_index(drop=True)  # layout-major like feature_table
+    features = feature_columns(table)
+    ordered = sorted(features, key=_feature_order)
+    return table[[c for c in table.columns if c not in features] + ordered]
+
+
 def feature_columns(table: pd.DataFrame) -> list[str]:
     """The feature columns of a table: s(W) (``layer{i}.{role}.{stat}``) or raw (``w{i}``)."""
     return [c for c in table.columns if FEATURE_PATTERN.match(str(c)) or RAW_PATTERN.match(str(c))]

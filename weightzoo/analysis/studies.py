@@ -33,8 +33,24 @@ def result_dir(zoo, study: str, parameters: dict) -> Path:
     return Path(zoo.root) / "analyses" / zoo.version / study / key
 
 
+def cached_study(zoo, study: str, parameters: dict, produce, marker: str) -> tuple[Path, bool]:
+    """The result directory of ``study`` with ``parameters``, producing it if absent.
+
+    ``produce(tmp_dir)`` writes the result's files into a fresh directory that is renamed
+    into place only when it returns, so an interrupted run leaves nothing behind; a result
+    is complete when its ``marker`` file exists. Returns ``(path, cached)``.
+    """
+    target = result_dir(zoo, study, parameters)
+    if (target / marker).exists():
+        return target, True
+    with _incomplete(target) as tmp:
+        (tmp / "parameters.json").write_text(json.dumps(parameters, indent=2, default=str))
+        produce(tmp)
+    return target, False
+
+
 def run_meta_classifier_study(zoo, label: str, *, snapshots=None, part: str | None = None, slice_length: int = 1000,
-                              epochs: int = 10, batch_size: int = 64, seed: int = 0, progress=None) -> dict:
+                              epochs: int = 30, batch_size: int = 64, seed: int = 0, progress=None) -> dict:
     """Train the NWS meta-classifier on the train split, pick nothing on val, report on test.
 
     Writes results.parquet (per snapshot k), per_class.parquet, confusion.png,
@@ -107,6 +123,14 @@ def _summary(target: Path, cached: bool) -> dict:
     per_class = pd.read_parquet(target / "per_class.parquet")
     return {"path": str(target), "cached": cached, "results": _records(results),
             "per_class": _records(per_class), "files": sorted(p.name for p in target.iterdir())}
+
+
+def study_summary(path: Path, cached: bool, table: str) -> dict:
+    """What a study returns: its directory, whether it was cached, its files, and the rows of
+    its main ``table`` as JSON-safe records."""
+    path = Path(path)
+    return {"path": str(path), "cached": cached, "files": sorted(p.name for p in path.iterdir()),
+            "table": str(path / table), "records": _records(pd.read_parquet(path / table))}
 
 
 def _records(frame: pd.DataFrame) -> list[dict]:
