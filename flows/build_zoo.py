@@ -15,7 +15,7 @@ from weightzoo.core.models import ConfigError
 from weightzoo.core.spec import SpecError, load_spec
 from weightzoo.train.fleet import FleetError
 
-from flows.runtime import flush_logs, run_on_dask, threads_per_task  # noqa: F401 - flush_logs re-exported
+from flows.runtime import run_on_dask, threads_per_task
 
 # errors of the input, not of the machine: retrying cannot help
 PERMANENT_ERRORS = (SpecError, ConfigError, FleetError, build.BuildError, ValueError, TypeError)

@@ -28,11 +28,8 @@ def prefect_api(tmp_path_factory):
 @pytest.fixture(scope="session")
 def smoke_zoo(tmp_path_factory):
     """A published smoke zoo built with the package functions (no Prefect, no Dask)."""
-    from weightzoo.build import plan_build, publish, train_and_stage
-    from weightzoo.core.spec import load_spec
+    from weightzoo.build import build_in_process
 
     root = tmp_path_factory.mktemp("zoos") / "smoke"
-    spec = load_spec("smoke")
-    receipts = [r for group in plan_build(spec) for r in train_and_stage(root, group)]
-    publish(root, [r["fingerprint"] for r in receipts], spec)
+    build_in_process(root, "smoke", threads=None)
     return root

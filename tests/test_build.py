@@ -13,9 +13,9 @@ from weightzoo.io.staging import find_staged
 def test_demo_plan_groups_models_into_balanced_fleets():
     groups = build.plan_build("demo", min_groups=2)
     sizes = sorted(len(g.configs) for g in groups)
-    assert sum(sizes) == 48 and len(groups) <= 8 and min(sizes) >= 4
+    assert sum(sizes) == 256 and len(groups) <= 16 and min(sizes) >= 4 and max(sizes) <= 32
     for group in groups:
-        assert len({(c.params["dataset"], c.params["activation"]) for c in group.configs}) == 1
+        assert len({(c.params["batch_size"], c.params["activation"]) for c in group.configs}) == 1
 
 
 def test_a_config_that_cannot_become_a_model_fails_at_planning():

@@ -21,6 +21,7 @@ from weightzoo.core.layout import WeightLayout
 from weightzoo.core.models import build_model, model_signature
 from weightzoo.core.sampling import ModelConfig, sample_configs
 from weightzoo.core.spec import ZooSpec, load_spec
+from weightzoo.core.traces import check_trace_tensors
 from weightzoo.io.publish import publish_version
 from weightzoo.io.reader import list_versions, open_zoo
 from weightzoo.io.staging import find_staged, stage_model
@@ -68,10 +69,12 @@ def _compatibility_key(config: ModelConfig) -> str:
     params = config.params
     shape, out = model_signature(params)
     model = build_model(params, shape, out)
+    layout = WeightLayout.from_module(model)
+    check_trace_tensors(config.training.traces, layout, params.get("architecture", ""))
     structure = ",".join(type(m).__name__ for m in model.modules())
     # activation is part of the key although a fleet can mix activations: a mixed fleet
     # evaluates every activation for every model, which costs more than it saves
-    return json.dumps([WeightLayout.from_module(model).layout_id, structure, params.get("batch_size", 32),
+    return json.dumps([layout.layout_id, structure, params.get("batch_size", 32),
                        params.get("activation", "relu"),
                        params["dataset"], params.get("classes"), params.get("pixel_shuffle"),
                        params.get("frequency"), config.training.to_dict(), config.dataset_kwargs],
@@ -161,7 +164,7 @@ def _stage(zoo_root, config: ModelConfig, result) -> dict:
         "train_seconds": result.seconds, "code_version": CODE_VERSION,
     }
     return stage_model(zoo_root, fingerprint=fp, weights=result.weights, snapshots=result.snapshots,
-                       record=record, layout=result.layout)
+                       record=record, layout=result.layout, traces=result.traces)
 
 
 def check_extend(zoo_root, groups: list[TrainGroup], extend: bool) -> None:
@@ -187,3 +190,21 @@ def publish(zoo_root, fingerprints: list[str], spec: ZooSpec, *, extend: bool = 
 def group_digest(groups: list[TrainGroup]) -> str:
     """A short digest of a build plan, for logs."""
     return hashlib.sha256("".join(g.key for g in groups).encode()).hexdigest()[:12]
+
+
+def build_in_process(zoo_root, spec, *, models: int | None = None, threads: int | None = 1) -> str:
+    """Plan, train and publish a spec (name, path, dict or ZooSpec) in this process, without
+    Prefect or Dask: for notebooks and tests. Staged models are reused as in a flow run.
+
+    ``threads`` limits torch's threads while training (1 is fastest for small fleets on a
+    shared CPU); the previous setting is restored. Returns the published version.
+    """
+    import torch
+
+    spec = spec if isinstance(spec, ZooSpec) else load_spec(spec)
+    previous = torch.get_num_threads()
+    try:
+        receipts = [r for group in plan_build(spec, models) for r in train_and_stage(zoo_root, group, threads=threads)]
+    finally:
+        torch.set_num_threads(previous)
+    return publish(zoo_root, [r["fingerprint"] for r in receipts], spec)

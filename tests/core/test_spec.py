@@ -52,7 +52,7 @@ def spec_with(**changes):
 
 
 def test_known_presets_are_shipped():
-    assert {"smoke", "demo", "nws", "modelzoo-mnist"} <= set(list_presets())
+    assert {"smoke", "demo", "nws", "modelzoo-mnist", "steady-sinusoid", "label-corruption"} <= set(list_presets())
 
 
 @pytest.mark.parametrize("name", list_presets())
@@ -66,7 +66,7 @@ def test_every_preset_loads_and_round_trips(name):
 
 def test_preset_sizes():
     assert load_spec("smoke").models == 4
-    assert load_spec("demo").models == 48
+    assert load_spec("demo").models == 256
     assert load_spec("nws").models == 1000
     modelzoo = load_spec("modelzoo-mnist")
     assert modelzoo.sampling == {"method": "grid", "seed": 0, "seeds": 3}
@@ -158,9 +158,9 @@ def test_with_models_and_hashing():
 
 def test_dataset_options_and_traces_are_kept():
     spec = load_spec(spec_with(dataset_options={"mnist-idx": {"path": "/data/mnist"}},
-                               training__traces=[{"tensor": "conv1.bias", "every": 1}]))
+                               training__traces={"tensors": ["conv1.bias"], "every": 2}))
     assert spec.dataset_options == {"mnist-idx": {"path": "/data/mnist"}}
-    assert spec.training.traces == ({"tensor": "conv1.bias", "every": 1},)
+    assert spec.training.traces.to_dict() == {"tensors": ["conv1.bias"], "every": 2}
     assert load_spec(spec.to_dict()) == spec
     hash(spec)
 

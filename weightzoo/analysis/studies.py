@@ -49,6 +49,20 @@ def cached_study(zoo, study: str, parameters: dict, produce, marker: str) -> tup
     return target, False
 
 
+def cached_result(zoo, study: str, parameters: dict, run) -> dict:
+    """``run(out_dir) -> dict`` once per (version, study, parameters, code); later calls
+    return the stored dict. The dict is kept as ``summary.json`` with paths pointing at the
+    final directory; ``path`` and ``cached`` are added."""
+    target = result_dir(zoo, study, parameters)
+
+    def produce(tmp: Path) -> None:
+        text = json.dumps(run(tmp), default=str).replace(str(tmp), str(target))
+        (tmp / "summary.json").write_text(text)
+
+    _, cached = cached_study(zoo, study, parameters, produce, marker="summary.json")
+    return {**json.loads((target / "summary.json").read_text()), "path": str(target), "cached": cached}
+
+
 def run_meta_classifier_study(zoo, label: str, *, snapshots=None, part: str | None = None, slice_length: int = 1000,
                               epochs: int = 30, batch_size: int = 64, seed: int = 0, progress=None) -> dict:
     """Train the NWS meta-classifier on the train split, pick nothing on val, report on test.

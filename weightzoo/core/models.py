@@ -32,7 +32,7 @@ DATASET_SIGNATURES = {
 DEFAULTS = {
     "architecture": "nws-cnn", "activation": "relu", "init": "default", "dropout": 0.0,
     "batch_norm": False, "conv_layers": 2, "conv_width": 8, "filter_size": 3, "fc_layers": 1,
-    "fc_width": 32, "hidden_layers": 1, "hidden_width": 32, "seed": 0,
+    "fc_width": 32, "hidden_layers": 1, "hidden_width": 32, "seed": 0, "frozen_identity_input": False,
 }
 
 
@@ -107,10 +107,13 @@ def _apply_activation(name: str, x):
 
 
 def model_signature(config: Mapping) -> tuple[tuple[int, ...], int]:
-    """(input shape, output size) of the model for ``config['dataset']``."""
+    """(input shape, output size) of the model for ``config['dataset']`` (and, for the
+    sinusoid, its ``input_dim``: the dimension its 2-D points are embedded in)."""
     dataset = config.get("dataset")
     if dataset not in DATASET_SIGNATURES:
         raise ConfigError(f"dataset: unknown {dataset!r}; expected one of {tuple(DATASET_SIGNATURES)}")
+    if dataset == "sinusoid" and config.get("input_dim") is not None:
+        return (int(config["input_dim"]),), 1
     return DATASET_SIGNATURES[dataset]
 
 
@@ -122,6 +125,9 @@ def build_model(config: Mapping, input_shape=None, output_size=None) -> nn.Modul
     builders = {"nws-cnn": _nws_cnn, "small-cnn": _small_cnn, "large-cnn": _large_cnn, "mlp": _mlp}
     if cfg["architecture"] not in builders:
         raise ConfigError(f"architecture: unknown {cfg['architecture']!r}; expected one of {ARCHITECTURES}")
+    if cfg["frozen_identity_input"] and cfg["architecture"] != "mlp":
+        raise ConfigError(f"frozen_identity_input: only the mlp architecture has a frozen identity input layer, "
+                          f"got architecture {cfg['architecture']!r}")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(int(cfg["seed"]))
         model = builders[cfg["architecture"]](cfg, tuple(input_shape), int(output_size))
@@ -130,7 +136,8 @@ def build_model(config: Mapping, input_shape=None, output_size=None) -> nn.Modul
 
 
 def initialise(model: nn.Module, init: str) -> None:
-    """Re-initialise conv and linear weights in place (biases to zero) unless ``default``."""
+    """Re-initialise conv and linear weights in place (biases to zero) unless ``default``;
+    frozen weights (a frozen identity input) keep their value."""
     if init not in INITS:
         raise ConfigError(f"init: unknown {init!r}; expected one of {INITS}")
     if init == "default":
@@ -146,7 +153,8 @@ def initialise(model: nn.Module, init: str) -> None:
     with torch.no_grad():
         for module in model.modules():
             if isinstance(module, (nn.Conv2d, nn.Linear)):
-                fns[init](module.weight)
+                if module.weight.requires_grad:
+                    fns[init](module.weight)
                 if module.bias is not None:
                     module.bias.zero_()
 
@@ -218,11 +226,15 @@ def _large_cnn(cfg, input_shape, output_size):
 
 
 def _mlp(cfg, input_shape, output_size):
-    """A fully connected network over the flattened input."""
+    """A fully connected network over the flattened input; with ``frozen_identity_input`` a
+    square first layer whose weight is a frozen identity and whose bias trains (Loukas et al.,
+    NeurIPS 2021: that bias's gradient is the gradient with respect to the input)."""
     features = 1
     for s in input_shape:
         features *= int(s)
     layers: list[nn.Module] = [nn.Flatten()]
+    if cfg["frozen_identity_input"]:
+        layers += [_frozen_identity(features), Activation(cfg["activation"])]
     _dense_stack(cfg, layers, features, int(cfg["hidden_layers"]), int(cfg["hidden_width"]), output_size)
     return nn.Sequential(*layers)
 
@@ -236,6 +248,14 @@ def _dense_stack(cfg, layers, features: int, depth: int, width: int, output_size
         _block(cfg, layers)
         features = width
     layers.append(nn.Linear(features, output_size))
+
+
+def _frozen_identity(features: int) -> nn.Linear:
+    layer = nn.Linear(features, features)
+    with torch.no_grad():
+        layer.weight.copy_(torch.eye(features))
+    layer.weight.requires_grad_(False)
+    return layer
 
 
 def _copy(modules):

@@ -18,13 +18,16 @@ from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 import jsonschema
 import yaml
 
 from weightzoo.core.fingerprint import canonical_json
 from weightzoo.core.sampling import Distribution
+
+if TYPE_CHECKING:  # traces imports SpecError from here
+    from weightzoo.core.traces import TraceSettings
 
 DATASETS = ("mnist5k", "digits", "sinusoid", "mnist-idx", "cifar10")
 ARCHITECTURES = ("nws-cnn", "small-cnn", "large-cnn", "mlp")
@@ -79,6 +82,8 @@ HYPERPARAMETERS: dict[str, Hyperparameter] = {
     "classes": _int(0),
     "pixel_shuffle": Hyperparameter("bool"),
     "frequency": Hyperparameter("float", minimum=0, exclusive_minimum=True),
+    "input_dim": _int(2, 4096),
+    "frozen_identity_input": Hyperparameter("bool"),
 }
 """Known hyperparameters and their domains; ``tests`` check this agrees with the schema."""
 
@@ -105,19 +110,25 @@ class TrainingSettings:
     split_seed: int = 0
     test_fraction: float = 0.2
     deterministic: bool = True
-    traces: tuple = ()
+    traces: TraceSettings | None = None
 
     def to_dict(self) -> dict:
-        """Return the canonical spec form (snapshots as explicit epochs)."""
-        return {
+        """Return the canonical spec form (snapshots as explicit epochs).
+
+        ``traces`` appears only when set: untraced settings keep the form (and so the model
+        fingerprints) they had before traces existed.
+        """
+        out = {
             "epochs": self.epochs,
             "snapshots": {"epochs": list(self.snapshot_epochs)},
             "device": self.device,
             "split_seed": self.split_seed,
             "test_fraction": self.test_fraction,
             "deterministic": self.deterministic,
-            "traces": copy.deepcopy(list(self.traces)),
         }
+        if self.traces is not None:
+            out["traces"] = self.traces.to_dict()
+        return out
 
     def __hash__(self) -> int:
         return hash(canonical_json(self.to_dict()))
@@ -371,6 +382,8 @@ def _check_grid(hyperparameters: dict, seeds: int, models: int | None) -> None:
 
 
 def _parse_training(training: dict) -> TrainingSettings:
+    from weightzoo.core.traces import TraceSettings
+
     epochs = int(training["epochs"])
     return TrainingSettings(
         epochs=epochs,
@@ -379,7 +392,7 @@ def _parse_training(training: dict) -> TrainingSettings:
         split_seed=int(training.get("split_seed", _default("training", "split_seed"))),
         test_fraction=float(training.get("test_fraction", _default("training", "test_fraction"))),
         deterministic=training.get("deterministic", _default("training", "deterministic")),
-        traces=tuple(training.get("traces", _default("training", "traces"))),
+        traces=TraceSettings.from_spec(training.get("traces")),
     )
 
 

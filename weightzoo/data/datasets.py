@@ -25,7 +25,7 @@ DATASET_NAMES = ("mnist5k", "digits", "sinusoid", "mnist-idx", "cifar10")
 _ALLOWED_OPTIONS = {
     "mnist5k": frozenset(),
     "digits": frozenset(),
-    "sinusoid": frozenset({"frequency", "n_samples", "seed"}),
+    "sinusoid": frozenset({"frequency", "n_samples", "seed", "low", "high", "input_dim", "embedding_scale"}),
     "mnist-idx": frozenset({"path"}),
     "cifar10": frozenset({"path"}),
 }
@@ -124,13 +124,27 @@ def _sinusoid_options(options: Mapping) -> tuple:
     frequency = float(options.get("frequency", 1.0))
     n_samples = options.get("n_samples", 1000)
     seed = options.get("seed", 0)
+    low, high = float(options.get("low", 0.0)), float(options.get("high", 1.0))
+    input_dim = options.get("input_dim", 2)
+    scale = float(options.get("embedding_scale", 1.0))
     if not math.isfinite(frequency) or frequency < 0:
         raise ValueError(f"option 'frequency' must be a finite number >= 0, got {frequency!r}")
-    if isinstance(n_samples, bool) or not isinstance(n_samples, (int, np.integer)) or n_samples < 2:
+    if not _is_int(n_samples) or n_samples < 2:
         raise ValueError(f"option 'n_samples' must be an integer >= 2, got {n_samples!r}")
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+    if not _is_int(seed):
         raise ValueError(f"option 'seed' must be an integer, got {seed!r}")
-    return (("frequency", frequency), ("n_samples", int(n_samples)), ("seed", int(seed)))
+    if not (math.isfinite(low) and math.isfinite(high) and low < high):
+        raise ValueError(f"options 'low' and 'high' must be finite numbers with low < high, got {low!r}, {high!r}")
+    if not _is_int(input_dim) or input_dim < 2:
+        raise ValueError(f"option 'input_dim' must be an integer >= 2, got {input_dim!r}")
+    if not (math.isfinite(scale) and scale > 0):
+        raise ValueError(f"option 'embedding_scale' must be a finite number > 0, got {scale!r}")
+    return (("embedding_scale", scale), ("frequency", frequency), ("high", high), ("input_dim", int(input_dim)),
+            ("low", low), ("n_samples", int(n_samples)), ("seed", int(seed)))
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
 
 
 def _source_signature(name: str, options_key: tuple) -> tuple:
@@ -219,10 +233,24 @@ def sinusoid_targets(x: np.ndarray, frequency: float) -> np.ndarray:
     return np.cos(2 * np.pi * frequency * x[:, 0]) * np.cos(2 * np.pi * frequency * x[:, 1])
 
 
-def _load_sinusoid(split_seed: int, test_fraction: float, *, frequency: float, n_samples: int, seed: int) -> TaskData:
-    x = np.random.default_rng(seed).uniform(0.0, 1.0, size=(n_samples, 2)).astype(np.float32)
-    # Targets from the float32 inputs the model will actually see.
-    y = sinusoid_targets(x.astype(np.float64), frequency).astype(np.float32)
+def embed_points(points: np.ndarray, input_dim: int, scale: float, rng: np.random.Generator) -> np.ndarray:
+    """Map [N, 2] points to [N, input_dim] by the first two columns of a random orthogonal
+    matrix drawn from ``rng``, times ``scale`` (distances scale by ``scale``). With
+    ``input_dim`` 2 the points are only scaled. Loukas et al. embed [-1, 1]² in 10-D with scale 10."""
+    if input_dim == 2:
+        return points * np.float32(scale) if scale != 1.0 else points
+    q, _ = np.linalg.qr(rng.standard_normal((input_dim, input_dim)))
+    return (points.astype(np.float64) @ q[:, :2].T * scale).astype(np.float32)
+
+
+def _load_sinusoid(split_seed: int, test_fraction: float, *, frequency: float, n_samples: int, seed: int,
+                   low: float, high: float, input_dim: int, embedding_scale: float) -> TaskData:
+    rng = np.random.default_rng(seed)
+    points = rng.uniform(low, high, size=(n_samples, 2)).astype(np.float32)
+    # Targets from the float32 points (the embedding is drawn after them, so the default
+    # options give the same data as before embedding existed).
+    y = sinusoid_targets(points.astype(np.float64), frequency).astype(np.float32)
+    x = embed_points(points, input_dim, embedding_scale, rng)
     train, test = split_indices(n_samples, test_fraction, split_seed)
     return TaskData(
         name="sinusoid",
@@ -232,6 +260,6 @@ def _load_sinusoid(split_seed: int, test_fraction: float, *, frequency: float, n
         x_test=torch.from_numpy(x[test]),
         y_test=torch.from_numpy(y[test]),
         n_classes=0,
-        input_shape=(2,),
+        input_shape=(input_dim,),
         output_size=1,
     )

@@ -15,6 +15,10 @@ class VersionNotFound(LookupError):
     """A version name that has no tag in the zoo; the message lists the available ones."""
 
 
+class TracesNotFound(LookupError):
+    """A model (or a whole version) that holds no dense training traces."""
+
+
 class CorruptChunkError(IOError):
     """A stored chunk failed its checksum or could not be decoded."""
 

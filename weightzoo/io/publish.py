@@ -5,7 +5,8 @@ Protocol (crash-safe; a version exists iff its Icechunk tag exists):
 1. take the exclusive ``<zoo>/.publish.lock``;
 2. the parent is the latest tagged version (when extending); new models are staged models
    whose model_id the latest version does not hold;
-3. one Icechunk commit on ``main`` appends their weight rows, with metadata
+3. one Icechunk commit on ``main`` appends their weight rows (and the trace rows of models
+   that recorded traces, see :mod:`weightzoo.io.trace_store`), with metadata
    ``{"weightzoo_version": "vNNNN", "models_digest": sha256 of the sorted new model_ids}``.
    A head commit with the same version and digest and no tag is a crashed earlier attempt:
    it is reused instead of appending the rows again. Any other untagged head commit is an
@@ -47,9 +48,9 @@ from pathlib import Path
 import icechunk
 import pyarrow.parquet as pq
 
-from weightzoo.io import store, tables
+from weightzoo.io import store, tables, trace_store
 from weightzoo.io.errors import SimulatedCrash, StagingError
-from weightzoo.io.staging import find_staged, fsync_dir, load_staged, to_jsonable
+from weightzoo.io.staging import find_staged, fsync_dir, load_staged, load_staged_traces, to_jsonable
 
 CRASH_POINTS = ("after_commit", "before_rename", "before_tag")
 WRITE_BLOCK_MODELS = 64
@@ -170,7 +171,20 @@ def _write_layout_rows(root, repo, session, base, layout_id, group) -> dict[str,
         weights = [load_staged(root, r["fingerprint"]).weights for r in block]
         store.append_rows(array, start + offset, weights)
         rows.update({r["model_id"]: start + offset + i for i, r in enumerate(block)})
+    traced = [r for r in group if r.get("n_trace_steps")]
+    if traced:
+        _write_layout_traces(root, session, first.layout, [(rows[r["model_id"]], r) for r in traced])
     return rows
+
+
+def _write_layout_traces(root, session, layout, traced: list[tuple[int, dict]]) -> None:
+    """Write traced models' traces as the rows their weights got; one model in memory at a time."""
+    names = dict.fromkeys(name for _, receipt in traced for name in receipt["trace_tensors"])
+    arrays = trace_store.prepare_trace_arrays(
+        session.store, layout.layout_id, {name: layout.tensor(name).length for name in names},
+        n_rows=1 + max(row for row, _ in traced), n_steps=max(r["n_trace_steps"] for _, r in traced))
+    for row, receipt in traced:
+        trace_store.write_trace_row(arrays, row, load_staged_traces(root, receipt["fingerprint"]))
 
 
 def _recover_rows(repo, head: str, new: list[dict]) -> dict[str, int]:
@@ -193,7 +207,8 @@ def _version_tables(root, known, keep, new, rows, version, split_seed, fractions
         model_id = receipt["model_id"]
         models.append(tables.model_row(staged.record, row=rows[model_id], n_snapshots=receipt["n_snapshots"],
                                        split=tables.assign_split(model_id, split_seed, fractions),
-                                       version_added=version))
+                                       version_added=version, n_trace_steps=receipt.get("n_trace_steps", 0),
+                                       steps_per_epoch=receipt.get("steps_per_epoch")))
         snapshots.extend(tables.snapshot_rows(model_id, staged.snapshots))
         layouts.setdefault(staged.layout.layout_id, tables.layout_rows(staged.layout))
     used = {row["layout_id"] for row in models}

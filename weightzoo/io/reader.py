@@ -16,8 +16,8 @@ import pandas as pd
 import zarr
 
 from weightzoo.core.layout import WeightLayout
-from weightzoo.io import store
-from weightzoo.io.errors import CorruptChunkError, VersionNotFound
+from weightzoo.io import store, trace_store
+from weightzoo.io.errors import CorruptChunkError, TracesNotFound, VersionNotFound
 
 
 def list_versions(zoo_root) -> list[dict]:
@@ -118,6 +118,36 @@ class Zoo:
                                     f"weights/{row['layout_id']}, version {self.version}): {error}") from error
         return values[:n_snapshots] if k is None else values[k]
 
+    def trace_array(self, layout_id: str, name: str) -> zarr.Array:
+        """The read-only ``traces/<layout_id>/<name>`` array as of this version's tag
+        (``name`` "_steps" for the step, epoch, lr and loss columns)."""
+        array = trace_store.open_trace_array(self._session.store, layout_id, name)
+        if array is None:
+            raise KeyError(f"no trace array {trace_store.traces_path(layout_id, name)} in {self.version}; "
+                           f"traced: {trace_store.trace_tensor_names(self._session.store, layout_id)}")
+        return array
+
+    def traces(self, model_id: str) -> dict:
+        """A model's dense training traces (see :mod:`weightzoo.io.trace_store`).
+
+        Returns tensor name → float32 [n_points, size] for each tensor its spec traced, plus
+        ``step`` and ``epoch`` (int64) and ``lr`` and ``loss`` (float64), all of length
+        n_points. Point 0 is the initialisation (epoch 0, lr and loss NaN). Raises
+        TracesNotFound when the model (or the whole version) recorded no traces.
+        """
+        row = self._model(model_id)
+        n_points = row.get("n_trace_steps")
+        if pd.isna(n_points) or not int(n_points):
+            raise TracesNotFound(self._no_traces_message(model_id))
+        try:
+            return trace_store.read_trace_row(self._session.store, row["layout_id"], int(row["row"]),
+                                              int(n_points), _traced_tensors(row))
+        except KeyError:  # a missing array names itself; that is not a corrupt chunk
+            raise
+        except Exception as error:  # codec errors surface as ValueError/RuntimeError/IcechunkError
+            raise CorruptChunkError(f"cannot read traces of model {model_id!r} (row {int(row['row'])} of "
+                                    f"traces/{row['layout_id']}, version {self.version}): {error}") from error
+
     def load_model(self, model_id: str, k: int, builder=None):
         """A torch module with snapshot ``k`` of ``model_id`` loaded, in eval mode.
 
@@ -181,6 +211,14 @@ class Zoo:
             raise KeyError(f"no model {model_id!r} in {self.root} version {self.version}")
         return self.models.iloc[self._positions[model_id]]
 
+    def _no_traces_message(self, model_id: str) -> str:
+        counts = self.models.get("n_trace_steps", pd.Series(dtype="float64")).fillna(0)
+        traced = int((counts > 0).sum())
+        if not traced:
+            return (f"version {self.version} of {self.root} has no traces: no model was trained with "
+                    f"training.traces set")
+        return f"model {model_id!r} has no traces in version {self.version} ({traced} of its models have)"
+
     def _last_test_accuracy(self) -> dict:
         snapshots = self.snapshots.sort_values(["model_id", "k"])
         # The last snapshot's value, not the last non-null one: a diverged model has no accuracy.
@@ -189,6 +227,12 @@ class Zoo:
             return {"count": 0, "mean": None, "min": None, "max": None, "median": None}
         return {"count": int(last.size), "mean": float(last.mean()), "min": float(last.min()),
                 "max": float(last.max()), "median": float(last.median())}
+
+
+def _traced_tensors(row: pd.Series) -> list[str] | None:
+    """The tensors a model's training settings traced (None: all of its layout's)."""
+    traces = json.loads(row["training_json"] or "{}").get("traces") if "training_json" in row else None
+    return list(traces["tensors"]) if isinstance(traces, dict) and traces.get("tensors") else None
 
 
 def _counts(column: pd.Series) -> dict:

@@ -7,7 +7,8 @@ A staged model is the cache of one training run, waiting to be published::
         snapshots.json   one dict per snapshot k (NaN stored as null)
         record.json      model_id, status, hyperparameters, config, training, ...
         layout.json      the WeightLayout records
-        receipt.json     fingerprint, model_id, sha256 of weights.npy, ...
+        traces.npz       dense training traces, when the model recorded any (see io.trace_store)
+        receipt.json     fingerprint, model_id, sha256 of weights.npy (and traces.npz), ...
 
 The directory appears atomically (written as ``<fingerprint>.tmp-<random>/`` then renamed),
 so a directory without the ``.tmp-`` suffix is complete. Deleting ``staging/`` only costs
@@ -16,7 +17,6 @@ retraining; published versions never read from it.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -28,7 +28,9 @@ from pathlib import Path
 import numpy as np
 
 from weightzoo.core.layout import WeightLayout
+from weightzoo.core.traces import Trace
 from weightzoo.io.errors import StagingError
+from weightzoo.io.trace_store import read_trace_npz, sha256_file, write_trace_npz
 
 REQUIRED_RECORD_KEYS = (
     "model_id", "fingerprint", "status", "message", "hyperparameters", "config",
@@ -54,20 +56,22 @@ def staging_dir(zoo_root) -> Path:
 
 
 def stage_model(zoo_root, *, fingerprint: str, weights: np.ndarray, snapshots: list[dict],
-                record: dict, layout: WeightLayout) -> dict:
+                record: dict, layout: WeightLayout, traces: Trace | None = None) -> dict:
     """Write one model's training outputs to ``staging/<fingerprint>/`` atomically.
 
-    Returns the receipt: {fingerprint, model_id, path, sha256, layout_id, n_snapshots, status}.
+    Returns the receipt: {fingerprint, model_id, path, sha256, layout_id, n_snapshots, status,
+    n_trace_steps} and, with ``traces``, {trace_tensors, steps_per_epoch, traces_sha256}.
     Staging the same fingerprint again replaces the earlier directory.
     """
     weights = np.ascontiguousarray(weights, dtype=np.float32)
     _check_inputs(fingerprint, weights, snapshots, record, layout)
+    _check_traces(fingerprint, traces, layout)
     final = staging_dir(zoo_root) / fingerprint
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = final.parent / f"{fingerprint}.tmp-{secrets.token_hex(6)}"
     tmp.mkdir()
     try:
-        receipt = _write_files(tmp, final, fingerprint, weights, snapshots, record, layout)
+        receipt = _write_files(tmp, final, fingerprint, weights, snapshots, record, layout, traces)
         fsync_dir(tmp)
         _replace_dir(tmp, final)
     except BaseException:
@@ -108,6 +112,19 @@ def load_staged(zoo_root, fingerprint: str, *, weights: bool = True) -> StagedMo
     )
 
 
+def load_staged_traces(zoo_root, fingerprint: str) -> Trace:
+    """The staged traces of a model; StagingError if it has none or traces.npz fails its sha256."""
+    receipt = find_staged(zoo_root, fingerprint)
+    path = staging_dir(zoo_root) / fingerprint / "traces.npz"
+    if receipt is None or not receipt.get("n_trace_steps"):
+        raise StagingError(f"no staged traces for fingerprint {fingerprint!r} in {path.parent.parent}")
+    digest = sha256_file(path)
+    if digest != receipt["traces_sha256"]:
+        raise StagingError(f"{path} is corrupt: sha256 {digest} does not match the receipt's "
+                           f"{receipt['traces_sha256']}")
+    return read_trace_npz(path)
+
+
 def to_jsonable(value):
     """Convert numpy scalars/arrays and non-finite floats to strict-JSON values (NaN → None)."""
     if isinstance(value, dict):
@@ -124,7 +141,7 @@ def to_jsonable(value):
 
 
 def _read_weights(path: Path, receipt: dict) -> np.ndarray:
-    digest = _sha256_file(path)
+    digest = sha256_file(path)
     if digest != receipt["sha256"]:
         raise StagingError(f"{path} is corrupt: sha256 {digest} does not match the receipt's {receipt['sha256']}")
     return np.load(path, allow_pickle=False)
@@ -149,10 +166,30 @@ def _check_inputs(fingerprint, weights, snapshots, record, layout) -> None:
         raise StagingError(f"snapshot k of {fingerprint!r} must be 0..{len(snapshots) - 1} in order")
 
 
-def _write_files(tmp: Path, final: Path, fingerprint, weights, snapshots, record, layout) -> dict:
+def _check_traces(fingerprint, traces: Trace | None, layout: WeightLayout) -> None:
+    if traces is None:
+        return
+    try:
+        traces.check()
+        for name, values in traces.tensors.items():
+            if values.shape[1] != layout.tensor(name).length:
+                raise ValueError(f"traced tensor {name!r} has {values.shape[1]} values; the layout has "
+                                 f"{layout.tensor(name).length}")
+    except (KeyError, ValueError) as error:
+        raise StagingError(f"traces of {fingerprint!r}: {error}") from None
+
+
+def _write_files(tmp: Path, final: Path, fingerprint, weights, snapshots, record, layout, traces) -> dict:
     with open(tmp / "weights.npy", "wb") as handle:
         np.save(handle, weights, allow_pickle=False)
         _flush(handle)
+    trace_receipt = {"n_trace_steps": 0}
+    if traces is not None:
+        with open(tmp / "traces.npz", "wb") as handle:
+            write_trace_npz(handle, traces)
+            _flush(handle)
+        trace_receipt = {"n_trace_steps": traces.n_points, "trace_tensors": list(traces.tensors),
+                         "steps_per_epoch": traces.steps_per_epoch, "traces_sha256": sha256_file(tmp / "traces.npz")}
     _write_json(tmp / "snapshots.json", snapshots)
     _write_json(tmp / "record.json", record)
     _write_json(tmp / "layout.json", layout.to_records())
@@ -160,10 +197,11 @@ def _write_files(tmp: Path, final: Path, fingerprint, weights, snapshots, record
         "fingerprint": fingerprint,
         "model_id": str(record["model_id"]),
         "path": str(final.resolve()),
-        "sha256": _sha256_file(tmp / "weights.npy"),
+        "sha256": sha256_file(tmp / "weights.npy"),
         "layout_id": layout.layout_id,
         "n_snapshots": int(weights.shape[0]),
         "status": record["status"],
+        **trace_receipt,
     }
     # The receipt goes last: find_staged treats its presence as "complete".
     _write_json(tmp / "receipt.json", receipt)
@@ -201,11 +239,3 @@ def _replace_dir(tmp: Path, final: Path) -> None:
     fsync_dir(final.parent)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
-
-
-def _sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()

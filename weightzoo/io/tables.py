@@ -6,7 +6,9 @@ models.parquet
     lacks it; a hyperparameter whose name clashes with a fixed column is stored as
     ``hp_<name>``; lists/dicts as canonical JSON strings, mixed types as strings),
     split ("train"/"val"/"test"), status, message, n_params, n_snapshots (int64),
-    spec_name, config_json, training_json, version_added (str).
+    n_trace_steps (int64: recorded trace points, 0 without traces; null for models published
+    before traces existed), steps_per_epoch (int64, null without traces), spec_name,
+    config_json, training_json, version_added (str).
 snapshots.parquet
     model_id, k (int64), epoch (float64, so fractional epochs fit), step (int64),
     train_loss, train_acc, test_loss, test_acc, gap (float64); nulls allowed.
@@ -33,7 +35,8 @@ SPLITS = ("train", "val", "test")
 LEADING_COLUMNS = {"model_id": pa.string(), "fingerprint": pa.string(), "layout_id": pa.string(),
                    "row": pa.int64()}
 TRAILING_COLUMNS = {"split": pa.string(), "status": pa.string(), "message": pa.string(),
-                    "n_params": pa.int64(), "n_snapshots": pa.int64(), "spec_name": pa.string(),
+                    "n_params": pa.int64(), "n_snapshots": pa.int64(), "n_trace_steps": pa.int64(),
+                    "steps_per_epoch": pa.int64(), "spec_name": pa.string(),
                     "config_json": pa.string(), "training_json": pa.string(),
                     "version_added": pa.string()}
 RESERVED = set(LEADING_COLUMNS) | set(TRAILING_COLUMNS)
@@ -77,7 +80,8 @@ def hyperparameter_column(name: str) -> str:
     return f"hp_{name}" if name in RESERVED else name
 
 
-def model_row(record: Mapping, *, row: int, split: str, n_snapshots: int, version_added: str) -> dict:
+def model_row(record: Mapping, *, row: int, split: str, n_snapshots: int, version_added: str,
+              n_trace_steps: int = 0, steps_per_epoch: int | None = None) -> dict:
     """One models-table row from a staged record."""
     result = {"model_id": str(record["model_id"]), "fingerprint": record["fingerprint"],
               "layout_id": record["layout_id"], "row": int(row)}
@@ -85,7 +89,7 @@ def model_row(record: Mapping, *, row: int, split: str, n_snapshots: int, versio
         result[hyperparameter_column(name)] = value
     result.update(split=split, status=record["status"], message=str(record.get("message") or ""),
                   n_params=int(record["n_params"]), n_snapshots=int(n_snapshots),
-                  spec_name=record["spec_name"], config_json=canonical_json(record["config"]),
+                  n_trace_steps=int(n_trace_steps), steps_per_epoch=steps_per_epoch, spec_name=record["spec_name"], config_json=canonical_json(record["config"]),
                   training_json=canonical_json(record["training"]), version_added=version_added)
     return result
 

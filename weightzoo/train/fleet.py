@@ -31,6 +31,7 @@ from weightzoo.train.stacked import stacked_forward, supports
 from weightzoo.train.result import STATUS_DIVERGED, TrainResult, fill_missing_snapshots, snapshot_row
 from weightzoo.train.tasks import (AUGMENT_STREAM, DROPOUT_STREAM, ORDER_STREAM, generator, model_task,
                                    snapshot_plan)
+from weightzoo.train.traces import TraceRecorder, steps_per_epoch
 
 
 class FleetError(ValueError):
@@ -75,7 +76,9 @@ class _Fleet:
         self.base = copy.deepcopy(models[0]).to("meta")
         _set_active_activations(self.base, models)
         params, buffers = stack_module_state(models)
-        self.params = {n: p.detach().to(self.device).requires_grad_(True) for n, p in params.items()}
+        self.params = {n: p.detach().to(self.device).requires_grad_(p.requires_grad) for n, p in params.items()}
+        # frozen parameters (a frozen identity input) get no gradient and no optimizer update
+        self.trainable = {n: p for n, p in self.params.items() if p.requires_grad}
         self.stacked_buffers = {n: b.to(self.device) for n, b in buffers.items()}
         self.buffers, self.shared = _split_buffers(self.stacked_buffers)
         activations = {m.name for model in models for m in model.modules() if isinstance(m, Activation)}
@@ -84,7 +87,7 @@ class _Fleet:
         self.y_train = torch.stack([t.y_train for t in self.tasks]).to(self.device)
         self.x_test, self.y_test = self.task.x_test.to(self.device), self.task.y_test.to(self.device)
         self.optimizer = StackedOptimizer(
-            self.params, [j.get("optimizer", "sgd") for j in self.jobs],
+            self.trainable, [j.get("optimizer", "sgd") for j in self.jobs],
             [float(j.get("lr", 0.01)) for j in self.jobs], [float(j.get("weight_decay") or 0.0) for j in self.jobs])
         self.orders = [generator(int(j.get("seed", 0)), ORDER_STREAM) for j in self.jobs]
         self.augment = generator(int(self.jobs[0].get("seed", 0)), AUGMENT_STREAM)
@@ -98,6 +101,17 @@ class _Fleet:
                                                          np.nan, dtype=np.float32)) for _ in range(n)]
         self._train_forward = vmap(self._forward, in_dims=(0, 0, None, 0), randomness="different")
         self._eval_forward = vmap(self._forward, in_dims=(0, 0, None, None), randomness="different")
+        self.recorder = self._recorder()
+
+    def _recorder(self) -> TraceRecorder | None:
+        """A recorder over the stacked tensors holding the initial point (None without traces)."""
+        if self.training.traces is None:
+            return None
+        recorder = TraceRecorder(self.training.traces, self.layout, {**self.params, **self.stacked_buffers},
+                                 len(self.jobs), steps_per_epoch(len(self.x_train), self.batch_size),
+                                 self.jobs[0].get("architecture", ""))
+        recorder.record(0, 0, float("nan"), float("nan"))
+        return recorder
 
     def _forward(self, params, buffers, shared, x):
         return functional_call(self.base, (params, buffers, shared), (x,))
@@ -121,9 +135,11 @@ class _Fleet:
             losses = per_sample_loss(self.run(x), y, self.task.task).mean(dim=1)
             self._mark_diverged(losses, epoch)
             total = torch.where(self.alive, losses, torch.zeros_like(losses)).sum()
-            grads = torch.autograd.grad(total, list(self.params.values()))
-            self.optimizer.step(dict(zip(self.params, grads)), self.alive)
+            grads = torch.autograd.grad(total, list(self.trainable.values()))
+            self.optimizer.step(dict(zip(self.trainable, grads)), self.alive)
             self.step += 1
+            if self.recorder is not None and self.recorder.due(self.step):
+                self.recorder.record(self.step, epoch, self.optimizer.learning_rates, losses, self.alive)
 
     def _augment(self, x: torch.Tensor) -> torch.Tensor:
         for kind, mask in self.augment_masks.items():  # x is a gathered copy: safe to write
@@ -169,8 +185,10 @@ class _Fleet:
         return [(float(a), float(b)) for a, b in zip(loss, acc)]
 
     def finish(self, plan: dict[int, int]) -> None:
-        for result in self.results:
+        traces = self.recorder.traces() if self.recorder is not None else [None] * len(self.results)
+        for result, trace in zip(self.results, traces):
             fill_missing_snapshots(result, plan, self.task.task)
+            result.traces = trace
 
 
 def _common(jobs, key, default):

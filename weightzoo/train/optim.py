@@ -43,6 +43,8 @@ class StackedOptimizer:
         self.n_models = len(kinds)
         device = next(iter(params.values())).device  # settings live where the parameters do (cpu or cuda)
         self.lr = torch.tensor(lrs, dtype=torch.float32, device=device)
+        # the values as given (float64, on the CPU): what traces record as each step's lr
+        self.learning_rates = torch.tensor(lrs, dtype=torch.float64)
         self.weight_decay = torch.tensor(weight_decays, dtype=torch.float32, device=device)
         self.masks = {k: torch.tensor([kind == k for kind in kinds], device=device) for k in OPTIMIZERS if k in kinds}
         self.first = {n: torch.zeros_like(p) for n, p in params.items()}   # momentum buffer / Adam m

@@ -8,13 +8,15 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from weightzoo.core.layout import WeightLayout
+from weightzoo.core.traces import Trace
 
 STATUS_OK, STATUS_DIVERGED, STATUS_FAILED = "ok", "diverged", "failed"
 
 
 @dataclass
 class TrainResult:
-    """One trained model: ``weights`` is float32 [n_snapshots, n_params]; row k is snapshot k."""
+    """One trained model: ``weights`` is float32 [n_snapshots, n_params]; row k is snapshot k;
+    ``traces`` is set when the training settings ask for traces."""
 
     layout: WeightLayout
     weights: np.ndarray
@@ -22,6 +24,7 @@ class TrainResult:
     status: str = STATUS_OK
     message: str = ""
     seconds: float = 0.0
+    traces: Trace | None = None
 
 
 def snapshot_row(k: int, epoch: int, step: int, train: tuple[float, float], test: tuple[float, float],

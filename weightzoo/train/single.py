@@ -21,6 +21,7 @@ from weightzoo.train.optim import make_torch_optimizer
 from weightzoo.train.result import STATUS_DIVERGED, TrainResult, fill_missing_snapshots, snapshot_row
 from weightzoo.train.tasks import (AUGMENT_STREAM, DROPOUT_STREAM, ORDER_STREAM, generator, model_task,
                                    snapshot_plan)
+from weightzoo.train.traces import TraceRecorder, steps_per_epoch
 
 
 def train_model(params: Mapping, training, dataset_options: Mapping | None = None) -> TrainResult:
@@ -31,31 +32,50 @@ def train_model(params: Mapping, training, dataset_options: Mapping | None = Non
     model = build_model(params, task.input_shape, task.output_size).to(device)
     layout = WeightLayout.from_module(model)
     data = [t.to(device) for t in (task.x_train, task.y_train, task.x_test, task.y_test)]
-    optimizer = make_torch_optimizer(params.get("optimizer", "sgd"), model.parameters(),
+    # frozen parameters (a frozen identity input) are not handed to the optimizer, so weight
+    # decay cannot move them either
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = make_torch_optimizer(params.get("optimizer", "sgd"), trainable,
                                      float(params.get("lr", 0.01)), float(params.get("weight_decay") or 0.0))
     seed = int(params.get("seed", 0))
     order, augment = generator(seed, ORDER_STREAM), generator(seed, AUGMENT_STREAM)
     plan = snapshot_plan(training)
     weights = np.full((len(plan) + 1, layout.n_params), np.nan, dtype=np.float32)
     result = TrainResult(layout, weights)
+    recorder = _recorder(training, layout, model, params, len(task.x_train))
     _record(result, model, 0, 0, 0, data, task.task)
     step = 0
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed * 7919 + DROPOUT_STREAM)
         for epoch in range(1, training.epochs + 1):
-            step, failure = _epoch(model, optimizer, data, task.task, params, order, augment, step)
+            step, failure = _epoch(model, optimizer, data, task.task, params, (order, augment), step,
+                                   (recorder, epoch))
             if failure:
                 result.status, result.message = STATUS_DIVERGED, f"{failure} at epoch {epoch}, step {step}"
                 break
             if epoch in plan:
                 _record(result, model, plan[epoch], epoch, step, data, task.task)
     fill_missing_snapshots(result, plan, task.task)
+    result.traces = recorder.traces()[0] if recorder else None
     result.seconds = time.perf_counter() - started
     return result
 
 
-def _epoch(model, optimizer, data, task, params, order, augment, step):
+def _recorder(training, layout, model, params, n_train: int) -> TraceRecorder | None:
+    """A recorder holding the initial point, or None when the settings ask for no traces."""
+    if training.traces is None:
+        return None
+    source = {**dict(model.named_parameters()), **dict(model.named_buffers())}
+    recorder = TraceRecorder(training.traces, layout, source, 1,
+                             steps_per_epoch(n_train, int(params.get("batch_size", 32))),
+                             params.get("architecture", ""))
+    recorder.record(0, 0, float("nan"), float("nan"))
+    return recorder
+
+
+def _epoch(model, optimizer, data, task, params, generators, step, tracing):
     x_train, y_train = data[0], data[1]
+    (order, augment), (recorder, epoch) = generators, tracing
     batch_size = int(params.get("batch_size", 32))
     kind = params.get("augmentation") or "none"
     model.train()
@@ -71,6 +91,8 @@ def _epoch(model, optimizer, data, task, params, order, augment, step):
         loss.backward()
         optimizer.step()
         step += 1
+        if recorder is not None and recorder.due(step):
+            recorder.record(step, epoch, optimizer.param_groups[0]["lr"], value)
     return step, None
 
 

@@ -6,6 +6,7 @@ from typing import Mapping
 
 import torch
 
+from weightzoo.core.models import ConfigError
 from weightzoo.data import TaskData, prepare_task
 
 # offsets that give each model independent random streams for its data order,
@@ -16,8 +17,13 @@ ORDER_STREAM, AUGMENT_STREAM, DROPOUT_STREAM = 1, 2, 3
 def model_task(params: Mapping, training, dataset_options: Mapping | None = None) -> TaskData:
     """The (possibly corrupted) task of one model, loaded from the in-process cache."""
     options = dict(dataset_options or {})
+    if "input_dim" in options:
+        # the model's config alone must rebuild it, so a shape-changing option is a hyperparameter
+        raise ConfigError("dataset_options: set input_dim as a hyperparameter, not as a dataset option")
     if params.get("frequency") is not None:
         options["frequency"] = params["frequency"]
+    if params.get("input_dim") is not None:
+        options["input_dim"] = int(params["input_dim"])
     return prepare_task(
         params["dataset"], split_seed=training.split_seed, test_fraction=training.test_fraction,
         options=options or None, label_noise=float(params.get("label_noise") or 0.0),

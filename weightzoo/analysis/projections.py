@@ -1,0 +1,313 @@
+"""Hyperplane-arrangement bias of trained ConvNets (Gamba et al., "Hyperplane arrangements
+of trained ConvNets are biased").
+
+Each filter ``w`` of a conv layer (flattened, ``d = in * kh * kw`` values) defines a
+hyperplane; its cosine with the diagonal of the positive orthant,
+``sum(w) / (||w|| * sqrt(d))``, says how far the hyperplane leans towards it. Gamba et al.
+find that training moves these cosines away from the symmetric distribution of the
+initialisation: the mass at or below 0 shrinks and the mean grows. This module computes
+the cosines per (model, snapshot, layer), their summary statistics and the distance of
+each layer from its initialisation (snapshot 0), and plots them.
+
+Tensors are chosen from the layout (kind, role, shape), never by architecture name: every
+conv weight except 1×1 kernels (a 1×1 filter mixes channels at one pixel and is not a
+spatial filter), and linear weights on request (each row is a filter).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+
+from weightzoo.core.layout import TensorSpec, WeightLayout
+
+HIST_BINS = np.linspace(-1.0, 1.0, 41)
+KIND_ORDER = {"conv": 0, "linear": 1}
+STAT_COLUMNS = ("model_id", "layout_id", "k", "layer", "tensor", "kind", "kind_index", "n_filters",
+                "filter_dim", "n_zero", "cos_mean", "cos_std", "mass_le0", "rel_l2_from_init", "linf_from_init")
+
+
+@dataclass(frozen=True)
+class ProjectionScan:
+    """What one pass over the weights gives: the per-(model, k, tensor) table, the per-filter
+    cosines of each model's initial and last selected snapshot, and the tensors left out."""
+
+    table: pd.DataFrame
+    samples: pd.DataFrame  # model_id, layout_id, tensor, kind, kind_index, stage (init/trained), k, cos
+    skipped: list[dict] = field(default_factory=list)  # layout_id, tensor, reason
+
+
+def filter_cosines(weight) -> np.ndarray:
+    """Cosine of each filter with the all-ones direction: ``sum(w) / (||w|| * sqrt(d))``.
+
+    ``weight`` is a conv weight [out, in, kh, kw] (or any [out, ...]; a linear weight
+    [out, in] treats each row as a filter). Returns float64 [out] in [-1, 1]: 1 for a filter
+    of equal positive values, -1 for equal negative ones, 0 for a zero-sum filter, and NaN
+    for an all-zero filter (it has no direction).
+    """
+    values = np.asarray(weight, dtype=np.float64)
+    if values.ndim < 2:
+        raise ValueError(f"expected a weight of shape [out, ...] with at least 2 dims, got shape {values.shape}")
+    return _row_cosines(values.reshape(values.shape[0], -1))
+
+
+def mass_le0(cosines) -> float:
+    """Share of filters with cosine <= 0 among those with a defined cosine (NaN if none)."""
+    values = np.asarray(cosines, dtype=np.float64)
+    finite = values[np.isfinite(values)]
+    return float(np.mean(finite <= 0.0)) if finite.size else math.nan
+
+
+def distance_from_init(weight, initial) -> tuple[float, float]:
+    """``(||W - W0|| / ||W0||, max |W - W0|)`` of a tensor and its initial value.
+
+    The relative distance is inf when W0 is all zeros and W is not (NaN when both are).
+    """
+    w, w0 = np.asarray(weight, dtype=np.float64), np.asarray(initial, dtype=np.float64)
+    if w.shape != w0.shape:
+        raise ValueError(f"weight has shape {w.shape} but its initial value has shape {w0.shape}")
+    delta = w - w0
+    with np.errstate(divide="ignore", invalid="ignore"):
+        rel = np.linalg.norm(delta) / np.linalg.norm(w0)
+    return float(rel), float(np.abs(delta).max()) if delta.size else 0.0
+
+
+def projection_tensors(layout: WeightLayout, *, include_linear: bool = False) -> tuple[list, list[dict]]:
+    """The layout's tensors to analyse, as ``(spec, kind_index)`` pairs, and the filter weights
+    left out as ``{tensor, kind, shape, reason}`` records.
+
+    ``kind_index`` counts analysed tensors of one kind in layout order ("the 2nd conv
+    layer"), which lines up layers of different layouts better than raw layer indices.
+    """
+    chosen, skipped, counts = [], [], {}
+    for spec in layout.tensors:
+        if spec.role != "weight" or spec.kind not in KIND_ORDER:
+            continue  # biases and batch-norm parameters are not filters
+        reason = _skip_reason(spec, include_linear)
+        if reason:
+            skipped.append({"tensor": spec.name, "kind": spec.kind, "shape": list(spec.shape), "reason": reason})
+            continue
+        chosen.append((spec, counts.setdefault(spec.kind, 0)))
+        counts[spec.kind] += 1
+    return chosen, skipped
+
+
+def scan_projections(zoo, *, where: str | None = None, snapshots=None, include_linear: bool = False,
+                     status: str | None = "ok", progress: Callable[[str], None] | None = None) -> ProjectionScan:
+    """Read every selected model once (one storage chunk) and compute its projection statistics.
+
+    ``where``/``snapshots``/``status`` select as :meth:`weightzoo.io.reader.Zoo.select` does.
+    Snapshot 0 is always read as the reference for the distance from init, whether selected
+    or not. Raises ValueError when no model matches or no selected layout has a tensor to
+    analyse (naming the tensors seen).
+    """
+    selection = zoo.select(where, snapshots=snapshots, status=status)
+    if selection.models.empty:
+        raise ValueError(f"no models match where={where!r}, status={status!r} in {zoo.version} "
+                         f"({len(zoo.models)} models in total)")
+    plan, skipped = {}, []
+    for layout_id, layout in selection.layouts.items():
+        plan[layout_id], left_out = projection_tensors(layout, include_linear=include_linear)
+        skipped += [dict(record, layout_id=layout_id) for record in left_out]
+    if not any(plan.values()):
+        raise ValueError(_nothing_to_analyse(selection, include_linear))
+    ks_of = {model_id: group.to_numpy() for model_id, group in selection.rows.groupby("model_id")["k"]}
+    stats, samples = [], []
+    for i, model in enumerate(selection.models.itertuples(), start=1):
+        weights = zoo.weights(model.model_id)
+        for spec, kind_index in plan[model.layout_id]:
+            model_stats, model_samples = _tensor_statistics(weights, spec, ks_of[model.model_id])
+            ids = {"model_id": model.model_id, "layout_id": model.layout_id, "tensor": spec.name,
+                   "kind": spec.kind, "kind_index": kind_index}
+            stats += [dict(ids, layer=spec.layer, **row) for row in model_stats]
+            samples.append(pd.DataFrame({**ids, **model_samples}))
+        if progress:
+            progress(f"projections: model {i}/{len(selection.models)} ({model.model_id})")
+    return ProjectionScan(_with_labels(pd.DataFrame(stats), selection.rows),
+                          pd.concat(samples, ignore_index=True), skipped)
+
+
+def projection_table(zoo, *, where: str | None = None, snapshots=None, include_linear: bool = False,
+                     status: str | None = "ok", progress: Callable[[str], None] | None = None) -> pd.DataFrame:
+    """One row per (model_id, k, analysed tensor): filter-cosine statistics and distance from init.
+
+    Columns: model_id, layout_id, k, epoch, layer, tensor, kind, kind_index, n_filters,
+    filter_dim (d = in * kh * kw), n_zero (all-zero filters, left out of the statistics), cos_mean, cos_std, mass_le0,
+    rel_l2_from_init, linf_from_init, then the models table's columns (hyperparameters,
+    split, status; one named like a statistic gets an ``hp_`` prefix) and the snapshot's
+    metrics (test_acc, ...). See
+    :func:`scan_projections` for the selection arguments and errors.
+    """
+    return scan_projections(zoo, where=where, snapshots=snapshots, include_linear=include_linear,
+                            status=status, progress=progress).table
+
+
+def summarise(scan: ProjectionScan) -> list[dict]:
+    """JSON-safe records per analysed layer (kind, kind_index): means over models of cos_mean
+    and mass_le0 at init (k = 0) and at each model's last selected snapshot, and of
+    rel_l2_from_init at that snapshot."""
+    per_model = (scan.samples.groupby(["kind", "kind_index", "stage", "model_id"])["cos"]
+                 .agg(cos_mean="mean", mass_le0=mass_le0).reset_index())
+    means = per_model.groupby(["kind", "kind_index", "stage"])[["cos_mean", "mass_le0"]].mean().unstack("stage")
+    table = scan.table
+    last = table[table["k"] == table.groupby("model_id")["k"].transform("max")]
+    records = []
+    for kind, kind_index in _layer_keys(scan.samples):
+        rows = last[(last["kind"] == kind) & (last["kind_index"] == kind_index)]
+        record = {"kind": kind, "kind_index": int(kind_index), "label": f"{kind} {kind_index}",
+                  "tensors": sorted(rows["tensor"].unique()), "n_models": int(rows["model_id"].nunique()),
+                  "rel_l2_from_init": float(rows["rel_l2_from_init"].mean())}
+        for statistic in ("cos_mean", "mass_le0"):
+            for stage in ("init", "trained"):
+                record[f"{statistic}_{stage}"] = float(means.loc[(kind, kind_index), (statistic, stage)])
+        records.append(_json_safe(record))
+    return records
+
+
+def plot_histograms(samples: pd.DataFrame, path, *, title: str = "") -> None:
+    """Per analysed layer, the histogram of filter cosines at init against the last selected
+    snapshot, pooled over models; one subplot per layer, mass at <= 0 in the legend."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    keys = _layer_keys(samples)
+    columns = min(4, len(keys))
+    n_rows = -(-len(keys) // columns)
+    fig = Figure(figsize=(3.2 * columns, 2.6 * n_rows + 0.4), layout="constrained")
+    FigureCanvasAgg(fig)
+    for position, (kind, kind_index) in enumerate(keys, start=1):
+        ax = fig.add_subplot(n_rows, columns, position)
+        layer = samples[(samples["kind"] == kind) & (samples["kind_index"] == kind_index)]
+        for stage, colour in (("init", "C0"), ("trained", "C3")):
+            values = layer.loc[layer["stage"] == stage, "cos"].dropna().to_numpy()
+            label = f"{stage} (≤0: {mass_le0(values):.2f})"
+            ax.hist(values, bins=HIST_BINS, density=True, alpha=0.55, color=colour, label=label)
+        ax.axvline(0.0, color="black", lw=0.8)
+        ax.set_title(f"{kind} {kind_index} ({layer['model_id'].nunique()} models)", fontsize=9)
+        ax.set_xlabel("cos(filter, 1)", fontsize=8)
+        ax.legend(fontsize=7)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.savefig(path, dpi=100)
+
+
+def plot_trajectories(table: pd.DataFrame, path, *, title: str = "") -> None:
+    """cos_mean and mass_le0 over snapshot k, one line per analysed layer (mean over models)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
+
+    fig = Figure(figsize=(8.0, 3.2), layout="constrained")
+    FigureCanvasAgg(fig)
+    means = table.groupby(["kind", "kind_index", "k"])[["cos_mean", "mass_le0"]].mean()
+    for position, statistic in enumerate(("cos_mean", "mass_le0"), start=1):
+        ax = fig.add_subplot(1, 2, position)
+        for j, (kind, kind_index) in enumerate(_layer_keys(table)):
+            curve = means.loc[(kind, kind_index)][statistic]
+            ax.plot(curve.index, curve.to_numpy(), marker="o", ms=3, color=f"C{j}", label=f"{kind} {kind_index}")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_xlabel("snapshot k")
+        ax.set_ylabel(statistic)
+        ax.legend(fontsize=7)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.savefig(path, dpi=100)
+
+
+def run_projection_study(zoo, out_dir, *, where: str | None = None, snapshots=None, include_linear: bool = False,
+                         status: str | None = "ok", progress: Callable[[str], None] | None = None) -> dict:
+    """scan_projections, written to ``out_dir``: ``projections.parquet``, ``histograms.png``
+    and ``trajectories.png``.
+
+    Returns ``{"table", "plots", "n_models", "summary", "skipped"}``: paths, the number of
+    models analysed, :func:`summarise` records and the filter weights left out (with reasons).
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    scan = scan_projections(zoo, where=where, snapshots=snapshots, include_linear=include_linear,
+                            status=status, progress=progress)
+    table_path, plots = out / "projections.parquet", [out / "histograms.png", out / "trajectories.png"]
+    scan.table.to_parquet(table_path, index=False)
+    title = f"filter cosines with the all-ones direction, {zoo.root.name} {zoo.version}"
+    plot_histograms(scan.samples, plots[0], title=title)
+    plot_trajectories(scan.table, plots[1], title=title)
+    return {"table": str(table_path), "plots": [str(p) for p in plots],
+            "n_models": int(scan.table["model_id"].nunique()), "summary": summarise(scan),
+            "skipped": [_json_safe(record) for record in scan.skipped]}
+
+
+def _row_cosines(rows: np.ndarray) -> np.ndarray:
+    """Cosines of the last axis of ``rows`` [..., n_filters, d] with the all-ones direction."""
+    d = rows.shape[-1]
+    with np.errstate(divide="ignore", invalid="ignore"):  # zero filters give NaN on purpose
+        return rows.sum(axis=-1) / (np.linalg.norm(rows, axis=-1) * math.sqrt(d))
+
+
+def _skip_reason(spec: TensorSpec, include_linear: bool) -> str:
+    if spec.kind == "linear" and not include_linear:
+        return "linear layer (pass include_linear=True to analyse it)"
+    if len(spec.shape) < 2:
+        return f"weight of shape {list(spec.shape)} has no filter axis"
+    if spec.kind == "conv" and math.prod(spec.shape[2:]) == 1:
+        return "1x1 kernel (mixes channels at one position; not a spatial filter)"
+    return ""
+
+
+def _tensor_statistics(weights: np.ndarray, spec: TensorSpec, ks: np.ndarray) -> tuple[list[dict], dict]:
+    """Statistics per selected k of one tensor, and the cosines at k = 0 and the last selected k."""
+    n_filters = spec.shape[0]
+    block = weights[:, spec.offset:spec.offset + spec.length].astype(np.float64)
+    filters = block.reshape(len(block), n_filters, -1)
+    cosines = _row_cosines(filters[ks])  # [len(ks), n_filters]
+    rows = []
+    for k, cos in zip(ks, cosines):
+        rel, linf = distance_from_init(block[k], block[0])
+        finite = cos[np.isfinite(cos)]
+        rows.append({"k": int(k), "n_filters": n_filters, "filter_dim": filters.shape[-1],
+                     "n_zero": int(n_filters - finite.size),
+                     "cos_mean": float(finite.mean()) if finite.size else math.nan,
+                     "cos_std": float(finite.std()) if finite.size else math.nan,
+                     "mass_le0": mass_le0(finite), "rel_l2_from_init": rel, "linf_from_init": linf})
+    last = int(ks.max())
+    samples = {"stage": ["init"] * n_filters + ["trained"] * n_filters, "k": [0] * n_filters + [last] * n_filters,
+               "cos": np.concatenate([_row_cosines(filters[0]), _row_cosines(filters[last])])}
+    return rows, samples
+
+
+def _with_labels(stats: pd.DataFrame, rows: pd.DataFrame) -> pd.DataFrame:
+    """Join the selection's labels (hyperparameters, split, status, snapshot metrics) on (model, k)."""
+    labels = rows.drop(columns=[c for c in ("row", "layout_id") if c in rows.columns])
+    # nws-cnn's hyperparameter filter_size must not collide with a statistic's column
+    labels = labels.rename(columns={c: f"hp_{c}" for c in labels.columns if c in STAT_COLUMNS[3:]})
+    table = stats.merge(labels, on=["model_id", "k"], how="left")
+    front = list(STAT_COLUMNS[:3]) + (["epoch"] if "epoch" in table.columns else []) + list(STAT_COLUMNS[3:])
+    return table[front + [c for c in table.columns if c not in front]]
+
+
+def _layer_keys(frame: pd.DataFrame) -> list[tuple[str, int]]:
+    """Distinct (kind, kind_index) pairs, conv layers first, each kind in depth order."""
+    pairs = {(kind, int(index)) for kind, index in zip(frame["kind"], frame["kind_index"])}
+    return sorted(pairs, key=lambda pair: (KIND_ORDER.get(pair[0], len(KIND_ORDER)), pair[1]))
+
+
+def _nothing_to_analyse(selection, include_linear: bool) -> str:
+    seen = []
+    for layout_id, layout in selection.layouts.items():
+        models = selection.models[selection.models["layout_id"] == layout_id]
+        architectures = sorted(models["architecture"].dropna().astype(str).unique()) \
+            if "architecture" in models.columns else []
+        tensors = [f"{t.name} ({t.kind} {t.role} {list(t.shape)})" for t in layout.tensors]
+        seen.append(f"{layout_id} [{', '.join(architectures) or 'architecture unknown'}]: {', '.join(tensors)}")
+    wanted = "conv weights with kernels larger than 1x1" + (" or linear weights" if include_linear else "")
+    hint = "" if include_linear else "; pass include_linear=True to analyse linear layers"
+    return f"no {wanted} in the selected models{hint}. Layouts seen: " + "; ".join(seen)
+
+
+def _json_safe(record: dict) -> dict:
+    return {key: (None if isinstance(value, float) and not math.isfinite(value) else value)
+            for key, value in record.items()}

@@ -1,0 +1,329 @@
+"""Layer re-initialisation robustness (Zhang, Bengio and Singer, "Are all layers created equal?").
+
+For a trained network, reset one layer's parameters to an earlier snapshot k (k = 0 is the
+initialisation) or to a fresh random draw, keep every other layer trained, and measure the
+test accuracy on the network's own task. Layers whose reset costs little are "robust";
+the paper finds that in deep nets most layers after the first few are.
+
+A layer here is a conv or linear module of the layout together with the batch-norm modules
+that directly follow it (a batch norm rescales that layer's outputs, so resetting the layer
+without it would mix two different states). Its tensors come from the layout (layer index,
+kind), never from architecture-specific code. Resetting copies the layer's positions of
+the flat source vector into the trained flat vector and loads the result with the layout's
+``unflatten``, so the module always holds "trained + one reset layer" and nothing needs undoing.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+
+from weightzoo.core.layout import TensorSpec, WeightLayout
+from weightzoo.core.models import build_model
+from weightzoo.core.spec import TrainingSettings
+from weightzoo.train.evaluate import evaluate_model
+from weightzoo.train.tasks import model_task
+
+RANDOM = "random"
+WHOLE_NETWORK = -1  # the ``layer`` of rows that reset every layer at once
+RESULT_COLUMNS = ("model_id", "layout_id", "layer", "kind", "tensors", "reset", "trained_k", "acc_recorded",
+                  "acc_trained", "acc_reset", "drop", "loss_trained", "loss_reset")
+# The hyperparameters that weightzoo.train.tasks.model_task turns into test data (label_noise
+# touches train labels only); keep in step with it, or models would share the wrong test set.
+_DATA_HYPERPARAMETERS = ("dataset", "classes", "pixel_shuffle", "frequency", "input_dim")
+# Bookkeeping columns of models.parquet that are not worth repeating on every result row.
+_NOT_LABELS = ("row", "fingerprint", "message", "config_json", "training_json", "version_added", "n_snapshots")
+
+
+@dataclass(frozen=True)
+class LayerGroup:
+    """The tensors reset together: one conv/linear module and the batch norms that follow it."""
+
+    layer: int  # the layout layer index of the group's first module
+    kind: str
+    tensors: tuple[TensorSpec, ...]
+
+    @property
+    def names(self) -> str:
+        """The tensor names, comma-joined."""
+        return ",".join(t.name for t in self.tensors)
+
+    @property
+    def positions(self) -> np.ndarray:
+        """Flat positions of the group's tensors in the layout's vector."""
+        return np.concatenate([np.arange(t.offset, t.offset + t.length) for t in self.tensors])
+
+
+def layer_groups(layout: WeightLayout) -> list[LayerGroup]:
+    """The layout's layers in order; a batch-norm module joins the layer before it."""
+    groups: list[LayerGroup] = []
+    for layer in sorted({t.layer for t in layout.tensors}):
+        specs = tuple(t for t in layout.tensors if t.layer == layer)
+        if specs[0].kind == "batchnorm" and groups:
+            last = groups[-1]
+            groups[-1] = LayerGroup(last.layer, last.kind, last.tensors + specs)
+        else:
+            groups.append(LayerGroup(layer, specs[0].kind, specs))
+    return groups
+
+
+def random_reinit(config: dict, layout: WeightLayout, *, seed: int, model_id: str) -> np.ndarray:
+    """A fresh flat initialisation of ``config``'s architecture with its own init scheme.
+
+    The model is rebuilt with ``build_model`` under a seed derived from (``seed``,
+    ``model_id``) and made different from the model's own seed, so the draw comes from the
+    same distribution as snapshot 0 but is independent of it. Batch-norm tensors get their
+    construction values (weight 1, bias 0, running mean 0, running var 1).
+    """
+    fresh_seed = zlib.crc32(f"{seed}:{model_id}".encode())
+    if fresh_seed == int(config.get("seed", 0)):
+        fresh_seed += 1
+    module = build_model({**config, "seed": fresh_seed})
+    fresh = WeightLayout.from_module(module)
+    if fresh.layout_id != layout.layout_id:
+        raise ValueError(f"model {model_id!r} rebuilt from its config has layout {fresh.layout_id}, "
+                         f"not its stored {layout.layout_id}; cannot draw a random re-initialisation")
+    return layout.flatten(module.state_dict())
+
+
+def reinit_table(zoo, *, where: str | None = None, model_ids=None, resets=(0, RANDOM), trained_k: int | None = None,
+                 max_models: int | None = None, seed: int = 0, whole_network: bool = False,
+                 status: str | None = "ok", progress: Callable[[str], None] | None = None) -> pd.DataFrame:
+    """Test accuracy of each selected network with one layer reset, per layer and reset.
+
+    Models: those of ``model_ids`` (default all) with ``status`` (None keeps all) that match
+    ``where`` (a ``DataFrame.query`` on models.parquet); the first ``max_models`` of them in
+    table order.
+    ``trained_k`` is the snapshot taken as the trained network (default: each model's last).
+    ``resets`` holds snapshot indices k and/or ``"random"`` (:func:`random_reinit`).
+    ``whole_network=True`` adds rows (layer -1, kind "all") resetting every layer at once.
+
+    Rows: model_id, layout_id, layer, kind, tensors, reset ("0", "1", ..., "random"),
+    trained_k, acc_recorded (test_acc of trained_k in snapshots.parquet), acc_trained,
+    acc_reset, drop = acc_trained - acc_reset, loss_trained, loss_reset, then the model's
+    hyperparameters and split. Accuracies are NaN on regression tasks; the losses are not.
+    Unknown model ids, bad resets and snapshots a model does not have raise ValueError
+    before anything is evaluated.
+    """
+    resets = _check_resets(resets)
+    models = select_models(zoo, where, model_ids, max_models, status)
+    plans = [_trained_k(model, trained_k, resets) for model in models.itertuples()]
+    tasks: dict[str, object] = {}  # prepared test data per (dataset, data options): loaded once per call
+    rows = []
+    for i, (model, k) in enumerate(zip(models.itertuples(), plans), start=1):
+        rows += _reinit_model(zoo, model, k, resets, seed, whole_network, tasks)
+        if progress:
+            progress(f"reinit: model {i}/{len(models)} ({model.model_id}, trained k={k})")
+    table = pd.DataFrame(rows, columns=list(RESULT_COLUMNS))
+    labels = models.drop(columns=[c for c in (*_NOT_LABELS, "layout_id") if c in models.columns])
+    labels = labels.rename(columns={c: f"hp_{c}" for c in labels.columns if c in RESULT_COLUMNS[1:]})
+    return table.merge(labels, on="model_id", how="left")
+
+
+def summarise(table: pd.DataFrame) -> list[dict]:
+    """JSON-safe records of the mean drop (and spread) per (layout, layer, reset)."""
+    values = table.assign(loss_rise=table["loss_reset"] - table["loss_trained"])
+    grouped = values.groupby(["layout_id", "layer", "kind", "reset"], sort=False).agg(
+        n_models=("model_id", "nunique"), drop_mean=("drop", "mean"), drop_std=("drop", "std"),
+        acc_trained_mean=("acc_trained", "mean"), acc_reset_mean=("acc_reset", "mean"),
+        loss_rise_mean=("loss_rise", "mean")).reset_index()
+    return [{key: (None if isinstance(value, float) and not math.isfinite(value) else _plain(value))
+             for key, value in record.items()} for record in grouped.to_dict("records")]
+
+
+def plot_heatmap(table: pd.DataFrame, path, *, title: str = "") -> None:
+    """Mean accuracy drop per layer (rows) and reset (columns: k ascending, then random);
+    one annotated panel with a colour bar per layout. A regression layout (no accuracy)
+    shows the mean loss increase instead."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    layouts = list(dict.fromkeys(table["layout_id"]))
+    resets = sorted(table["reset"].unique(), key=_reset_order)
+    n_layers = max(table[table["layout_id"] == lid][["layer", "kind"]].drop_duplicates().shape[0] for lid in layouts)
+    fig = Figure(figsize=(1.1 * len(resets) * len(layouts) + 2.5 * len(layouts), 0.45 * n_layers + 1.8),
+                 layout="constrained")
+    FigureCanvasAgg(fig)
+    for position, layout_id in enumerate(layouts, start=1):
+        ax = fig.add_subplot(1, len(layouts), position)
+        _heatmap_panel(fig, ax, table[table["layout_id"] == layout_id], resets)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.savefig(path, dpi=100)
+
+
+def run_reinit_study(zoo, out_dir, *, where: str | None = None, model_ids=None, resets=(0, RANDOM),
+                     trained_k: int | None = None, max_models: int | None = None, seed: int = 0,
+                     whole_network: bool = False, status: str | None = "ok",
+                     progress: Callable[[str], None] | None = None, table: pd.DataFrame | None = None) -> dict:
+    """reinit_table written to ``out_dir`` as ``reinit.parquet`` and ``reinit.png``.
+
+    ``table`` is a precomputed :func:`reinit_table` (a distributed run builds it in chunks
+    of models); otherwise it is computed here. Returns ``{"table", "plot"}`` paths,
+    ``n_models`` and the :func:`summarise` records.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    table = table if table is not None else reinit_table(zoo, where=where, model_ids=model_ids, resets=resets, trained_k=trained_k,
+                         max_models=max_models, seed=seed, whole_network=whole_network, status=status,
+                         progress=progress)
+    table_path, plot_path = out / "reinit.parquet", out / "reinit.png"
+    table.to_parquet(table_path, index=False)
+    plot_heatmap(table, plot_path, title=f"accuracy drop after resetting one layer, {zoo.root.name} {zoo.version}")
+    return {"table": str(table_path), "plot": str(plot_path), "n_models": int(table["model_id"].nunique()),
+            "summary": summarise(table)}
+
+
+def _check_resets(resets) -> list:
+    values = [resets] if isinstance(resets, (int, str)) else list(resets)
+    bad = [r for r in values if r != RANDOM and not (isinstance(r, (int, np.integer)) and not isinstance(r, bool)
+                                                     and r >= 0)]
+    if bad or not values:
+        raise ValueError(f"resets must be snapshot indices k >= 0 and/or {RANDOM!r}; got {resets!r}")
+    return sorted(dict.fromkeys(r if r == RANDOM else int(r) for r in values), key=_reset_order)
+
+
+def select_models(zoo, where=None, model_ids=None, max_models=None, status="ok") -> pd.DataFrame:
+    """The models a reinit study covers (see :func:`reinit_table`); ValueError when none."""
+    models = zoo.models
+    if model_ids is not None:
+        wanted = [model_ids] if isinstance(model_ids, str) else list(model_ids)
+        unknown = [m for m in wanted if m not in set(models["model_id"])]
+        if unknown:
+            raise ValueError(f"unknown model id(s) {unknown} in {zoo.root} version {zoo.version}")
+        models = models[models["model_id"].isin(wanted)]
+    if status is not None:
+        models = models[models["status"] == status]
+    if where:
+        try:
+            models = models.query(where)
+        except (NameError, KeyError, SyntaxError) as error:
+            raise ValueError(f"cannot filter by {where!r}: {error}; columns: {list(zoo.models.columns)}") from error
+    if max_models is not None:
+        models = models.head(int(max_models))
+    if models.empty:
+        raise ValueError(f"no models match status={status!r}, where={where!r}, model_ids={model_ids!r} "
+                         f"in {zoo.version} ({len(zoo.models)} models in total)")
+    return models.reset_index(drop=True)
+
+
+def _trained_k(model, trained_k: int | None, resets: list) -> int:
+    """The trained snapshot of one model; every k asked for must exist for it."""
+    n_snapshots = int(model.n_snapshots)
+    k = n_snapshots - 1 if trained_k is None else int(trained_k)
+    wanted = [k] + [r for r in resets if r != RANDOM]
+    missing = [w for w in wanted if not 0 <= w < n_snapshots]
+    if missing:
+        raise ValueError(f"model {model.model_id!r} has snapshots k = 0..{n_snapshots - 1}; "
+                         f"asked for k = {missing} (trained_k={trained_k!r}, resets={resets!r})")
+    return k
+
+
+def _reinit_model(zoo, model, trained_k: int, resets: list, seed: int, whole_network: bool, tasks: dict) -> list:
+    """The result rows of one network: every layer group × every reset."""
+    layout = zoo.layout(model.layout_id)
+    config = json.loads(model.config_json)
+    task = _test_data(zoo, model, config, tasks)
+    weights = zoo.weights(model.model_id)
+    trained = weights[trained_k]
+    module = zoo.load_model(model.model_id, trained_k)  # checks that config and layout agree
+    loss_trained, acc_trained = evaluate_model(module, task.x_test, task.y_test, task.task)
+    sources = {str(r): (random_reinit(config, layout, seed=seed, model_id=model.model_id) if r == RANDOM
+                        else weights[r])
+               for r in resets}
+    groups = [(g.layer, g.kind, g.names, g.positions) for g in layer_groups(layout)]
+    if whole_network:
+        groups.append((WHOLE_NETWORK, "all", "*", np.arange(layout.n_params)))
+    recorded = _recorded_accuracy(zoo, model.model_id, trained_k)
+    rows = []
+    for layer, kind, names, positions in groups:
+        for reset, source in sources.items():
+            flat = trained.copy()
+            flat[positions] = source[positions]
+            module.load_state_dict(layout.unflatten(flat), strict=False)
+            loss_reset, acc_reset = evaluate_model(module, task.x_test, task.y_test, task.task)
+            rows.append((model.model_id, model.layout_id, layer, kind, names, reset, trained_k, recorded,
+                         acc_trained, acc_reset, acc_trained - acc_reset, loss_trained, loss_reset))
+    return rows
+
+
+def _test_data(zoo, model, config: dict, tasks: dict):
+    """The model's own task (its dataset, options and the zoo's split), cached per call.
+
+    Label noise is dropped from the key: it corrupts train labels only, so every model of
+    a dataset shares one test set.
+    """
+    training = _training_settings(model.training_json)
+    options = _dataset_options(zoo, model.spec_name, config.get("dataset"))
+    params = {**config, "label_noise": 0.0}
+    key = json.dumps([options, training.split_seed, training.test_fraction,
+                      {name: config.get(name) for name in _DATA_HYPERPARAMETERS}], sort_keys=True, default=str)
+    if key not in tasks:
+        tasks[key] = model_task(params, training, options)
+    return tasks[key]
+
+
+def _training_settings(training_json: str) -> TrainingSettings:
+    """The split settings of a models-table row (only split_seed and test_fraction matter here)."""
+    stored = json.loads(training_json or "{}")
+    split = {name: stored[name] for name in ("split_seed", "test_fraction") if name in stored}
+    epochs = tuple(stored.get("snapshots", {}).get("epochs", ()))
+    return TrainingSettings(epochs=int(stored.get("epochs", 0)), snapshot_epochs=epochs, **split)
+
+
+def _dataset_options(zoo, spec_name: str, dataset) -> dict:
+    """The loader options the spec gave ``dataset``; models.parquet does not store them."""
+    for spec in zoo.manifest.get("specs", []):
+        if spec.get("name") == spec_name:
+            return dict(spec.get("dataset_options", {}).get(dataset, {}))
+    return {}
+
+
+def _recorded_accuracy(zoo, model_id: str, k: int) -> float:
+    snapshots = zoo.snapshots
+    match = snapshots[(snapshots["model_id"] == model_id) & (snapshots["k"] == k)]["test_acc"]
+    return float(match.iloc[0]) if len(match) and pd.notna(match.iloc[0]) else math.nan
+
+
+def _heatmap_panel(fig, ax, table: pd.DataFrame, resets: list) -> None:
+    """One layout's mean drop (or mean loss increase for regression) as an annotated heatmap."""
+    metric, label = ("drop", "mean accuracy drop")
+    values = table.assign(loss_rise=table["loss_reset"] - table["loss_trained"])
+    if values["drop"].isna().all():
+        metric, label = "loss_rise", "mean test-loss increase"
+    layers = values[["layer", "kind"]].drop_duplicates()
+    # the whole-network row goes last, below the deepest layer
+    layers = layers.sort_values("layer", key=lambda layer: layer.where(layer != WHOLE_NETWORK, np.iinfo(np.int64).max))
+    means = (values.groupby(["layer", "kind", "reset"])[metric].mean().unstack("reset")
+             .reindex(index=pd.MultiIndex.from_frame(layers), columns=resets))
+    grid = means.to_numpy(dtype=float)
+    limit = float(np.nanmax(np.abs(grid))) if np.isfinite(grid).any() else 1.0
+    image = ax.imshow(grid, cmap="RdBu_r", vmin=-max(limit, 1e-9), vmax=max(limit, 1e-9), aspect="auto")
+    for (i, j), value in np.ndenumerate(grid):
+        text = "n/a" if not np.isfinite(value) else f"{value:.2f}"
+        ax.text(j, i, text, ha="center", va="center", fontsize=8,
+                color="white" if np.isfinite(value) and abs(value) > 0.6 * limit else "black")
+    ax.set_xticks(range(len(resets)), [f"k={r}" if r != RANDOM else r for r in resets])
+    ax.set_yticks(range(len(means)), [("all layers" if layer == WHOLE_NETWORK else f"{layer} {kind}")
+                                      for layer, kind in means.index])
+    ax.set_xlabel("reset to")
+    ax.set_ylabel("layer")
+    name = table["architecture"].iloc[0] if "architecture" in table.columns else ""
+    ax.set_title(f"{name} {table['layout_id'].iloc[0]} ({table['model_id'].nunique()} models)".strip(), fontsize=9)
+    fig.colorbar(image, ax=ax, label=label, shrink=0.8)
+
+
+def _reset_order(reset) -> tuple:
+    text = str(reset)
+    return (1, 0) if text == RANDOM else (0, int(text))
+
+
+def _plain(value):
+    return value.item() if isinstance(value, np.generic) else value

@@ -1,0 +1,245 @@
+"""The study commands: meta-classify, predict, projections, reinit, trajectories.
+
+Each opens the version first (clear errors before any server starts), then runs its flow
+on a Dask runner against a Prefect server (a local one where none is configured) and
+prints the headline numbers, or everything with ``--json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+
+
+class UsageError(ValueError):
+    """An argument that parsed but means nothing (e.g. a malformed snapshot range)."""
+
+
+def add_study_commands(sub) -> None:
+    """Add the study subcommands to the ``weightzoo`` parser's subparsers."""
+    meta = sub.add_parser("meta-classify", help="NWS meta-classifier: predict hyperparameters from weight slices")
+    meta.add_argument("zoo", help="DIR or DIR@VERSION")
+    meta.add_argument("--target", "--label", dest="label", action="append", required=True,
+                      help="models.parquet column to predict (repeatable)")
+    meta.add_argument("--snapshots", help="snapshot range A:B (B exclusive), e.g. 1:5")
+    meta.add_argument("--part", choices=["all", "conv", "fc"], help="part of the network to read")
+    meta.add_argument("--slice-length", type=positive, default=1000)
+    meta.add_argument("--epochs", type=positive, default=30, help="passes over the training samples (default: 30)")
+    _cluster_arguments(meta)
+    meta.add_argument("--json", action="store_true")
+    meta.set_defaults(handler=_meta_classifier)
+    properties = sub.add_parser("predict", help="weight statistics s(W) → accuracy, gap, epoch, hyperparameters")
+    properties.add_argument("zoo", help="DIR or DIR@VERSION")
+    properties.add_argument("--target", action="append", help="column to predict (repeatable; default: all)")
+    properties.add_argument("--features", choices=["stats", "raw"], default="stats",
+                            help="stats: per-layer weight statistics s(W) (default); raw: the flat weight "
+                                 "vector itself, fitted per layout")
+    properties.add_argument("--snapshots", help="snapshot range A:B (B exclusive); default: every snapshot")
+    _cluster_arguments(properties)
+    properties.add_argument("--json", action="store_true")
+    properties.set_defaults(handler=_properties)
+    _study_parsers(sub)
+
+
+def _study_parsers(sub) -> None:
+    projections = sub.add_parser("projections", help="hyperplane-arrangement statistics of conv filters "
+                                                     "(Gamba et al.)")
+    projections.add_argument("zoo", help="DIR or DIR@VERSION")
+    projections.add_argument("--where", help="a pandas query on models.parquet, e.g. \"activation == 'relu'\"")
+    projections.add_argument("--snapshots", help="snapshot range A:B (B exclusive); default: every snapshot")
+    projections.add_argument("--include-linear", action="store_true", help="also linear layers' weights")
+    _cluster_arguments(projections)
+    projections.add_argument("--json", action="store_true")
+    projections.set_defaults(handler=_projections)
+    reinit = sub.add_parser("reinit", help="accuracy drop when one layer is reset (Zhang et al.)")
+    reinit.add_argument("zoo", help="DIR or DIR@VERSION")
+    reinit.add_argument("--where", help="a pandas query on models.parquet")
+    reinit.add_argument("--resets", default="0,random",
+                        help="comma-separated snapshot indices k and/or 'random' (default: 0,random)")
+    reinit.add_argument("--trained-k", type=int, help="snapshot taken as the trained network (default: last)")
+    reinit.add_argument("--max-models", type=positive, help="at most this many networks (table order)")
+    reinit.add_argument("--whole-network", action="store_true", help="also reset every layer at once")
+    _cluster_arguments(reinit)
+    reinit.add_argument("--json", action="store_true")
+    reinit.set_defaults(handler=_reinit)
+    trajectories = sub.add_parser("trajectories", help="training-trajectory length, variance and distance "
+                                                       "(Loukas et al.) from dense traces")
+    trajectories.add_argument("zoo", help="DIR or DIR@VERSION")
+    trajectories.add_argument("--where", help="a pandas query on models.parquet")
+    trajectories.add_argument("--tensor", help="traced tensor to measure (default: the first traced)")
+    trajectories.add_argument("--by", help="hyperparameter to plot against (default: the one that varies)")
+    _cluster_arguments(trajectories)
+    trajectories.add_argument("--json", action="store_true")
+    trajectories.set_defaults(handler=_trajectories)
+
+
+def _cluster_arguments(parser) -> None:
+    parser.add_argument("--workers", type=positive, default=2, help="local Dask worker processes (default: 2)")
+    parser.add_argument("--dask-address", help="an existing Dask scheduler, e.g. tcp://10.0.0.5:8786")
+
+
+def positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def _snapshot_range(text: str | None):
+    if not text:
+        return None
+    start, _, stop = text.partition(":")
+    try:
+        first, last = int(start), int(stop)
+    except ValueError:
+        raise UsageError(f"--snapshots: expected A:B with integers, got {text!r}") from None
+    if not 0 <= first < last:
+        raise UsageError(f"--snapshots: expected 0 <= A < B (B exclusive), got {text!r}")
+    return range(first, last)
+
+
+def _run_analysis(flow_name: str, parameters: dict, args):
+    from flows.server import prefect_server
+
+    os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")
+    with prefect_server():
+        # after the server URL is exported (see _run_build_flow)
+        from flows.geometry import reinit_flow, study_flow
+        from flows.meta_classifier import meta_classifier_flow
+        from flows.properties import properties_flow
+        from flows.runtime import run_on_dask
+
+        logging.getLogger("distributed").setLevel(logging.WARNING)
+        flows = {"meta_classifier_flow": meta_classifier_flow, "properties_flow": properties_flow,
+                 "study_flow": study_flow, "reinit_flow": reinit_flow}
+        return run_on_dask(flows[flow_name], parameters, workers=args.workers, dask_address=args.dask_address)
+
+
+def _open_version(text: str):
+    """``DIR[@VERSION]`` → (path, version or None, Zoo); clear errors before any server starts."""
+    from weightzoo.io.reader import open_zoo
+
+    path, _, version = text.partition("@")
+    return path, version or None, open_zoo(path, version or None)
+
+
+def _check_columns(zoo, names, option: str) -> None:
+    known = set(zoo.models.columns) | set(zoo.snapshots.columns)
+    unknown = sorted(set(names or ()) - known)
+    if unknown:
+        raise UsageError(f"{option}: unknown column(s) {unknown}; known: {sorted(known)}")
+
+
+def _meta_classifier(args) -> int:
+    from flows.runtime import threads_per_task
+
+    path, version, zoo = _open_version(args.zoo)
+    _check_columns(zoo, args.label, "--target")
+    snapshots = _snapshot_range(args.snapshots)
+    options = {"snapshots": None if snapshots is None else list(snapshots), "part": args.part,
+               "slice_length": args.slice_length, "epochs": args.epochs}
+    threads = None if args.dask_address else threads_per_task(min(args.workers, len(args.label)))
+    results = _run_analysis("meta_classifier_flow", {"zoo_dir": path, "labels": args.label, "version": version,
+                                                     "options": options, "threads": threads}, args)
+    if args.json:
+        print(json.dumps(results, indent=2, default=str))
+        return 0
+    for result in results:
+        print(f"{result['path']}{' (cached)' if result['cached'] else ''}")
+        for row in result["results"]:
+            print(f"  {row['label']:>14} k={row['k']:>4} n={row['n']:>5}  {row['metric']} "
+                  f"local {row['local']:.3f}  global {row['global']:.3f}  chance {row['chance']:.3f}")
+        for row in result["per_class"]:
+            print(f"  {row['label']:>14} class {row['class']!s:>16} n={row['n']:>5}  "
+                  f"local {_number(row['local'])}  global {_number(row['global'])}  "
+                  f"precision {_number(row['precision'])}")
+    return 0
+
+
+def _number(value) -> str:
+    return "  n/a" if value is None else f"{value:.3f}"
+
+
+def _properties(args) -> int:
+    path, version, zoo = _open_version(args.zoo)
+    _check_columns(zoo, args.target, "--target")
+    snapshots = _snapshot_range(args.snapshots)
+    result = _run_analysis("properties_flow", {"zoo_dir": path, "version": version, "targets": args.target,
+                                               "features": args.features,
+                                               "snapshots": None if snapshots is None else list(snapshots)}, args)
+    if args.json:
+        print(json.dumps(result, indent=2, default=str))
+        return 0
+    print(f"{result['path']}{' (cached)' if result['cached'] else ''}")
+    for row in result["records"]:
+        value = "n/a" if row["value"] is None else f"{row['value']:.3f}"
+        chance = "" if row["chance"] is None else f"chance {row['chance']:.3f}"
+        where = "" if row["layout_id"] == "all" else f" [{row['layout_id']}]"
+        print(f"  {row['target']:>14}{where} {row['model']:>6} {row['metric']:>8} {value:>7} {chance:>13}  "
+              f"{row['status']} {row['note'] or ''}")
+    return 0
+
+
+def _projections(args) -> int:
+    path, version, _ = _open_version(args.zoo)
+    snapshots = _snapshot_range(args.snapshots)
+    options = {"where": args.where, "snapshots": None if snapshots is None else list(snapshots),
+               "include_linear": args.include_linear}
+    result = _run_analysis("study_flow", {"zoo_dir": path, "study": "projections", "version": version,
+                                          "options": options}, args)
+    if _print_summary(args, result, f"{result['n_models']} networks"):
+        return 0
+    for row in result["skipped"]:
+        print(f"  skipped {row}")
+    return 0
+
+
+def _reinit(args) -> int:
+    from flows.runtime import threads_per_task
+
+    path, version, _ = _open_version(args.zoo)
+    resets = [r.strip() for r in args.resets.split(",") if r.strip()]
+    try:
+        resets = [r if r == "random" else int(r) for r in resets]
+    except ValueError:
+        raise UsageError(f"--resets: expected snapshot indices and/or 'random', got {args.resets!r}") from None
+    options = {"resets": resets, "trained_k": args.trained_k, "whole_network": args.whole_network}
+    threads = None if args.dask_address else threads_per_task(args.workers)
+    result = _run_analysis("reinit_flow", {"zoo_dir": path, "version": version, "where": args.where,
+                                           "max_models": args.max_models, "options": options,
+                                           "threads": threads}, args)
+    _print_summary(args, result, f"{result['n_models']} networks; plot {result['plot']}")
+    return 0
+
+
+def _trajectories(args) -> int:
+    path, version, _ = _open_version(args.zoo)
+    options = {"where": args.where, "tensor": args.tensor, "by": args.by}
+    result = _run_analysis("study_flow", {"zoo_dir": path, "study": "trajectories", "version": version,
+                                          "options": options}, args)
+    headline = f"{result['n_analysed']}/{result['n_models']} networks measured against {result['by']}"
+    if not _print_summary(args, result, headline):
+        print(f"  spearman with {result['by']}: {result['spearman']}")
+    return 0
+
+
+def _print_summary(args, result: dict, headline: str) -> bool:
+    """Everything as JSON with ``--json`` (returns True); else the headline and summary rows."""
+    if args.json:
+        print(json.dumps(result, indent=2, default=str))
+        return True
+    print(f"{result['path']}{' (cached)' if result['cached'] else ''}: {headline}")
+    for row in result["summary"]:
+        print("  " + "  ".join(f"{key} {_cell(value)}" for key, value in row.items()))
+    return False
+
+
+def _cell(value) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
