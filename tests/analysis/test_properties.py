@@ -43,6 +43,7 @@ def test_planted_signals_are_recovered():
     table = synthetic_table()
     assert feature_columns(table) == FEATURES
     assert default_targets(table) == ["test_acc", "optimizer", "batch_size"]  # never the seed
+    assert default_targets(table.assign(architecture="mlp")) == ["test_acc", "optimizer", "batch_size"]  # constant
     results = predict_properties(table)
     assert list(results["target"]) == ["test_acc", "test_acc", "optimizer", "optimizer",
                                        "batch_size", "batch_size"]

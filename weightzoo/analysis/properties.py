@@ -131,9 +131,12 @@ def _feature_order(name: str) -> int:
 
 
 def default_targets(table: pd.DataFrame) -> list[str]:
-    """test_acc, gap, epoch (those present) and every hyperparameter column except the seed."""
+    """test_acc, gap, epoch (those present) and every hyperparameter column that varies,
+    except the seed. (A column with one value has nothing to predict; name it explicitly to
+    get its "skipped" row.)"""
     known = set(ID_COLUMNS) | set(SNAPSHOT_COLUMNS) | set(feature_columns(table)) | NOT_TARGETS
-    return [c for c in METRIC_TARGETS if c in table.columns] + [c for c in table.columns if c not in known]
+    varying = [c for c in table.columns if c not in known and table[c].astype(str).nunique() > 1]
+    return [c for c in METRIC_TARGETS if c in table.columns] + varying
 
 
 def predict_properties(table: pd.DataFrame, targets=None, *, seed: int = 0, features=None) -> pd.DataFrame:

@@ -23,7 +23,7 @@ from matplotlib.figure import Figure
 from weightzoo.analysis.meta_classifier import evaluate, train_meta_classifier
 from weightzoo.core.fingerprint import fingerprint
 
-ANALYSIS_CODE_VERSION = "weightzoo-analysis-1"
+ANALYSIS_CODE_VERSION = "weightzoo-analysis-2"  # bump when a study's results change meaning
 
 
 def result_dir(zoo, study: str, parameters: dict) -> Path:
