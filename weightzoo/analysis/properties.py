@@ -169,13 +169,29 @@ def predict_properties(table: pd.DataFrame, targets=None, *, seed: int = 0, feat
     return pd.DataFrame(rows, columns=list(RESULT_COLUMNS))
 
 
-def run_property_study(zoo, out_dir, *, snapshots=None, targets=None, layout_id=None, seed: int = 0,
-                       features: str = "stats", table: pd.DataFrame | None = None) -> dict:
-    """feature_table + predict_properties, written to ``out_dir``.
+def fit_properties(table: pd.DataFrame, targets=None, *, features: str = "stats", seed: int = 0) -> pd.DataFrame:
+    """:func:`predict_properties` the way each feature kind needs it: raw features per layout
+    (a ``layout_id`` column says which), s(W) over all layouts at once (``layout_id`` "all");
+    a ``features`` column records the kind."""
+    if features == "raw":
+        parts = []
+        for lid, part in table.groupby("layout_id", sort=True):
+            part = part.dropna(axis=1, how="all")  # positions only other layouts have
+            parts.append(predict_properties(part, targets, seed=seed).assign(layout_id=lid))
+        results = pd.concat(parts, ignore_index=True)
+    else:
+        results = predict_properties(table, targets, seed=seed).assign(layout_id="all")
+    return results.assign(features=features)
 
-    ``table`` is a precomputed :func:`feature_table` (a distributed run builds it in chunks);
-    otherwise it is computed here. Raw features are fitted per layout (a ``layout_id`` column
-    says which); s(W) features over all layouts at once (``layout_id`` "all").
+
+def run_property_study(zoo, out_dir, *, snapshots=None, targets=None, layout_id=None, seed: int = 0,
+                       features: str = "stats", table: pd.DataFrame | None = None,
+                       results: pd.DataFrame | None = None) -> dict:
+    """feature_table + fit_properties, written to ``out_dir``.
+
+    ``table`` is a precomputed :func:`feature_table` and ``results`` precomputed
+    :func:`fit_properties` rows (a distributed run builds both in pieces); whatever is
+    missing is computed here.
 
     Writes ``properties.parquet`` (the results) and ``properties.png`` (the metric per target
     and model kind). Returns ``{"results", "plot"}`` paths, ``n_samples`` and the results as
@@ -185,15 +201,8 @@ def run_property_study(zoo, out_dir, *, snapshots=None, targets=None, layout_id=
     out.mkdir(parents=True, exist_ok=True)
     if table is None:
         table = feature_table(zoo, snapshots=snapshots, layout_id=layout_id, features=features)
-    if features == "raw":
-        parts = []
-        for lid, part in table.groupby("layout_id", sort=True):
-            part = part.dropna(axis=1, how="all")  # positions other layouts have
-            parts.append(predict_properties(part, targets, seed=seed).assign(layout_id=lid))
-        results = pd.concat(parts, ignore_index=True)
-    else:
-        results = predict_properties(table, targets, seed=seed).assign(layout_id="all")
-    results = results.assign(features=features)
+    if results is None:
+        results = fit_properties(table, targets, features=features, seed=seed)
     results_path, plot_path = out / "properties.parquet", out / "properties.png"
     results.to_parquet(results_path, index=False)
     plot_results(results, plot_path, title=f"{features} property prediction, {zoo.root.name} {zoo.version}")
