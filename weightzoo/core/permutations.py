@@ -1,0 +1,242 @@
+"""Augmentations of weights: function-preserving unit permutations, noise, erasing, windows.
+
+Hidden units of a feed-forward network can be reordered without changing what it computes
+(Schürholt et al., NeurIPS 2021 and SANE, ICML 2024 use this as their main augmentation):
+permute the output units of a hidden layer — rows of its weight and bias and the per-unit
+values of the batch norms after it — and the matching input slice of the next layer's
+weight. The plan comes from the :class:`~weightzoo.core.layout.WeightLayout` only (via
+:func:`weightzoo.core.tokens.unit_groups`); a layout whose chain of shapes does not allow a
+safe permutation raises :class:`PermutationError`. The layout cannot see the modules between
+layers, so pass ``model`` (e.g. ``build_model(config)``) to also check that they act per
+channel and to keep frozen layers (a frozen identity input) in place.
+
+Token augmentations work on NumPy arrays or torch tensors, single samples or batches.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from weightzoo.core.layout import WeightLayout
+from weightzoo.core.models import Activation, Dropout
+from weightzoo.core.tokens import UnitGroup, unit_groups
+
+# Modules without parameters that act on each channel (or feature) on its own, so they commute
+# with a permutation of channels. Flatten is checked separately (it must keep the batch axis).
+CHANNELWISE = (Activation, Dropout, nn.ReLU, nn.Tanh, nn.Sigmoid, nn.GELU, nn.LeakyReLU, nn.ELU, nn.SiLU,
+               nn.Dropout, nn.Identity, nn.MaxPool1d, nn.MaxPool2d, nn.AvgPool1d, nn.AvgPool2d,
+               nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d)
+WITH_PARAMETERS = (nn.Conv1d, nn.Conv2d, nn.Linear, nn.BatchNorm1d, nn.BatchNorm2d)
+
+
+class PermutationError(ValueError):
+    """A layout (or model) whose hidden units cannot be permuted without changing its function."""
+
+
+def permutation_plan(layout: WeightLayout, model: nn.Module | None = None) -> list[tuple[UnitGroup, UnitGroup, int]]:
+    """``(group, next_group, block)`` per permutable hidden layer, in layout order.
+
+    ``block`` is how many consecutive input features of the next weight belong to one unit:
+    1 for conv→conv and linear→linear, H×W for conv→Flatten→linear (next in_features divided
+    by the conv's out_channels). The last group (the network's outputs) is never permuted.
+    """
+    groups = unit_groups(layout)
+    odd = [t.name for g in groups if g.weight is None or len(g.weight.shape) < 2 for t in g.tensors]
+    if odd:
+        raise PermutationError(f"layout {layout.layout_id} has tensors outside a conv/linear layer "
+                               f"(or without an input axis) that cannot be permuted safely: {odd}")
+    frozen = _frozen_weights(layout, model) if model is not None else set()
+    plan = []
+    for group, following in zip(groups, groups[1:]):
+        block = _block_size(group, following)
+        if group.weight.name not in frozen:
+            plan.append((group, following, block))
+    return plan
+
+
+def hidden_unit_permutation(layout: WeightLayout, rng=None, *, model: nn.Module | None = None,
+                            plan=None) -> np.ndarray:
+    """A random index ``p`` [n_params] such that ``flat[..., p]`` is a permuted equivalent network.
+
+    ``plan`` (from :func:`permutation_plan`) saves re-deriving and re-checking it per draw.
+    """
+    rng = np.random.default_rng(rng)
+    plan = permutation_plan(layout, model) if plan is None else plan
+    index = np.arange(layout.n_params, dtype=np.int64)
+    for group, following, block in plan:
+        order = rng.permutation(group.n_units)
+        for spec in group.tensors:  # output units: the first axis of every tensor of the group
+            part = index[spec.offset:spec.offset + spec.length].reshape(group.n_units, -1)
+            index[spec.offset:spec.offset + spec.length] = part[order].reshape(-1)
+        weight = following.weight  # inputs of the next layer: units in blocks of `block` features
+        part = index[weight.offset:weight.offset + weight.length].reshape(weight.shape[0], group.n_units, -1)
+        index[weight.offset:weight.offset + weight.length] = part[:, order].reshape(-1)
+    return index
+
+
+def permute_hidden_units(flat, layout: WeightLayout, rng=None, *, model: nn.Module | None = None):
+    """Randomly permute the hidden units of ``flat`` [n_params] or [B, n_params] (one permutation
+    per row), keeping the network's function. NumPy in, NumPy out; torch in, torch out.
+
+    ``rng``: a seed, a ``numpy.random.Generator`` or None. ``model``: the module of the layout
+    (optional), checked to be a plain chain of per-channel modules; its frozen layers stay put.
+    """
+    if tuple(flat.shape[-1:]) != (layout.n_params,) or len(flat.shape) > 2:
+        raise ValueError(f"expected [n_params] or [B, n_params] with n_params={layout.n_params} "
+                         f"(layout {layout.layout_id}); got shape {tuple(flat.shape)}")
+    rng = np.random.default_rng(rng)
+    plan = permutation_plan(layout, model)
+    rows = 1 if len(flat.shape) == 1 else flat.shape[0]
+    index = np.stack([hidden_unit_permutation(layout, rng, plan=plan) for _ in range(rows)])
+    if isinstance(flat, torch.Tensor):
+        index = torch.from_numpy(index).to(flat.device)
+        return flat[index[0]] if flat.dim() == 1 else torch.gather(flat, 1, index)
+    flat = np.asarray(flat)
+    return flat[index[0]] if flat.ndim == 1 else np.take_along_axis(flat, index, axis=1)
+
+
+def check_permutable_model(model: nn.Module) -> None:
+    """Raise PermutationError unless ``model`` is a chain (nested nn.Sequential) of conv/linear/
+    batch-norm layers and per-channel modules, i.e. unless the layout tells the whole story."""
+    for name, module in model.named_modules():
+        if isinstance(module, nn.Sequential):
+            continue
+        if isinstance(module, WITH_PARAMETERS):
+            if isinstance(module, nn.modules.conv._ConvNd) and module.groups != 1:
+                raise PermutationError(f"module {name!r} is a grouped convolution (groups={module.groups})")
+        elif isinstance(module, nn.Flatten):
+            if module.start_dim != 1 or module.end_dim != -1:
+                raise PermutationError(f"module {name!r} flattens dims {module.start_dim}..{module.end_dim}; "
+                                       f"only Flatten(1, -1) keeps each channel's features together")
+        elif not isinstance(module, CHANNELWISE):
+            raise PermutationError(f"module {name!r} ({type(module).__name__}) is not known to act per channel; "
+                                   f"permuting units around it may change the network's function")
+
+
+def _frozen_weights(layout: WeightLayout, model: nn.Module) -> set[str]:
+    check_permutable_model(model)
+    if WeightLayout.from_module(model).layout_id != layout.layout_id:
+        raise PermutationError(f"the model's layout {WeightLayout.from_module(model).layout_id} is not "
+                               f"layout {layout.layout_id}")
+    # A frozen weight (the mlp's identity input) is a constant of the family: keep its units.
+    return {name for name, p in model.named_parameters() if not p.requires_grad}
+
+
+def _block_size(group: UnitGroup, following: UnitGroup) -> int:
+    """Input features per unit of ``group`` in the next weight, or PermutationError."""
+    inputs, units = following.weight.shape[1], group.n_units
+    where = f"{group.weight.name} ({group.kind}, {units} units) → {following.weight.name} ({following.kind})"
+    if following.kind == "conv" and group.kind == "conv" and inputs == units:
+        return 1
+    if following.kind == "linear" and group.kind == "linear" and inputs == units:
+        return 1
+    if following.kind == "linear" and group.kind == "conv" and inputs % units == 0:
+        return inputs // units  # Flatten of [C, H, W]: channel c owns features c*H*W .. (c+1)*H*W - 1
+    raise PermutationError(f"cannot match units across {where}: the next layer has {inputs} inputs")
+
+
+# ---------------------------------------------------------------------------------------------
+# Token augmentations (NumPy or torch; any leading batch axes)
+
+
+def add_noise(tokens, mask, sigma: float, rng=None, *, scale=1.0):
+    """``tokens + sigma * scale * N(0, 1)`` on real values; padding stays 0.
+
+    ``scale`` (a number or an array broadcastable to the tokens, e.g. per-layer stds laid out
+    as tokens) makes the noise relative to the size of the values.
+    """
+    if sigma < 0:
+        raise ValueError(f"sigma must be >= 0; got {sigma}")
+    noise = _draw("normal", tokens, rng)
+    return _where(mask, tokens + sigma * _like(scale, tokens) * noise, tokens)
+
+
+def erase_values(tokens, mask, fraction: float, rng=None):
+    """Zero each real token value independently with probability ``fraction`` (padding stays 0)."""
+    if not 0.0 <= fraction <= 1.0:
+        raise ValueError(f"fraction must be in [0, 1]; got {fraction}")
+    erase = (_draw("uniform", tokens, rng) < fraction) & _bool_of(mask, tokens)
+    return _where(erase, _like(np.zeros(()), tokens), tokens)
+
+
+def random_window(tokens, mask, positions, window: int, rng=None, *, per_sample: bool = False):
+    """A random run of ``window`` consecutive tokens: ``(tokens, mask, positions, start)``.
+
+    One start for the whole batch by default (``start`` an int; mask and positions keep their
+    own batch shape). With ``per_sample`` (tokens [B, n, size]) each sample gets its own start
+    (``start`` [B]) and mask/positions come back as [B, window, ...].
+    """
+    n_tokens = tokens.shape[-2]
+    if not 1 <= window <= n_tokens:
+        raise ValueError(f"window must be in 1..{n_tokens} (the number of tokens); got {window}")
+    if not per_sample:
+        start = int(_draw_integers(tokens, rng, n_tokens - window + 1, 1)[0])
+        cut = slice(start, start + window)
+        return tokens[..., cut, :], mask[..., cut, :], positions[..., cut, :], start
+    if len(tokens.shape) != 3:
+        raise ValueError(f"per_sample windows need tokens [B, n_tokens, size]; got {tuple(tokens.shape)}")
+    start = _draw_integers(tokens, rng, n_tokens - window + 1, tokens.shape[0])
+    steps = _like(np.arange(window), start)
+    rows = start[:, None] + steps
+    batch = _like(np.arange(tokens.shape[0]), start)[:, None]
+    mask, positions = _as_array_of(mask, tokens), _as_array_of(positions, tokens)
+    return tokens[batch, rows], _pick(mask, batch, rows), _pick(positions, batch, rows), start
+
+
+def _pick(array, batch, rows):
+    """Each sample's window of a per-sample [B, n, ...] or a shared [n, ...] array."""
+    return array[batch, rows] if len(array.shape) == 3 else array[rows]
+
+
+def _draw(kind: str, like, rng):
+    """Standard normal or uniform [0, 1) numbers shaped like ``like`` (torch RNG for torch)."""
+    if isinstance(like, torch.Tensor) and not isinstance(rng, np.random.Generator):
+        draw = torch.randn if kind == "normal" else torch.rand
+        return draw(tuple(like.shape), dtype=like.dtype, device=like.device, generator=_generator(rng, like))
+    rng = np.random.default_rng(rng)
+    value = (rng.standard_normal if kind == "normal" else rng.random)(tuple(like.shape))
+    return _like(value, like)
+
+
+def _draw_integers(like, rng, high: int, count: int):
+    """``count`` integers in [0, high): int64, torch on ``like``'s device for torch input."""
+    if isinstance(like, torch.Tensor) and not isinstance(rng, np.random.Generator):
+        return torch.randint(high, (count,), device=like.device, generator=_generator(rng, like))
+    values = np.random.default_rng(rng).integers(0, high, size=count)
+    return torch.as_tensor(values, device=like.device) if isinstance(like, torch.Tensor) else values
+
+
+def _generator(rng, like) -> torch.Generator | None:
+    """None (torch's global RNG), a given torch.Generator, or a new one seeded with ``rng``."""
+    if rng is None or isinstance(rng, torch.Generator):
+        return rng
+    return torch.Generator(device=like.device).manual_seed(int(rng))
+
+
+def _like(value, like):
+    """``value`` with the array type, dtype (and device) of ``like``."""
+    if isinstance(like, torch.Tensor):
+        return torch.as_tensor(np.array(value) if isinstance(value, np.ndarray) else value,
+                               dtype=like.dtype, device=like.device)
+    return np.asarray(value, dtype=like.dtype)
+
+
+def _as_array_of(array, like):
+    """``array`` (keeping its dtype) as a torch tensor when ``like`` is one."""
+    if isinstance(like, torch.Tensor) and not isinstance(array, torch.Tensor):
+        return torch.from_numpy(np.array(array)).to(like.device)
+    return array
+
+
+def _bool_of(mask, like):
+    """A 0/1 or boolean mask as booleans of ``like``'s array type."""
+    mask = _as_array_of(mask, like)
+    return mask.to(torch.bool) if isinstance(mask, torch.Tensor) else np.asarray(mask, dtype=bool)
+
+
+def _where(condition, a, b):
+    if isinstance(b, torch.Tensor):
+        return torch.where(_bool_of(condition, b), a, b)
+    return np.where(_bool_of(condition, b), a, b)
