@@ -73,6 +73,26 @@ def _study_parsers(sub) -> None:
     _cluster_arguments(trajectories)
     trajectories.add_argument("--json", action="store_true")
     trajectories.set_defaults(handler=_trajectories)
+    _sane_parser(sub)
+
+
+def _sane_parser(sub) -> None:
+    sane = sub.add_parser("sane", help="SANE: transformer autoencoder over tokenised weights; embeddings, probes")
+    sane.add_argument("action", choices=["train", "embed", "probe"],
+                      help="train: train and embed (cached); embed: the embeddings table; "
+                           "probe: probes on embeddings next to the s(W) baseline")
+    sane.add_argument("zoo", help="DIR or DIR@VERSION")
+    sane.add_argument("--epochs", type=positive, help="training epochs (default: 20)")
+    sane.add_argument("--token-size", type=positive, help="values per token (default: 16)")
+    sane.add_argument("--window", type=positive, help="tokens per training window (default: 16)")
+    sane.add_argument("--latent-dim", type=positive, help="per-token latent size (default: 16)")
+    sane.add_argument("--snapshots", help="snapshot range A:B (B exclusive); default: every snapshot")
+    sane.add_argument("--layout", help="layout id (default: the layout with the most models)")
+    sane.add_argument("--device", choices=["cpu", "cuda"], help="training device (default: cpu)")
+    sane.add_argument("--target", action="append", help="probe target (repeatable; default: all that vary)")
+    _cluster_arguments(sane)
+    sane.add_argument("--json", action="store_true")
+    sane.set_defaults(handler=_sane)
 
 
 def _cluster_arguments(parser) -> None:
@@ -113,10 +133,11 @@ def _run_analysis(flow_name: str, parameters: dict, args):
         from flows.meta_classifier import meta_classifier_flow
         from flows.properties import properties_flow
         from flows.runtime import run_on_dask
+        from flows.sane import sane_flow
 
         logging.getLogger("distributed").setLevel(logging.WARNING)
         flows = {"meta_classifier_flow": meta_classifier_flow, "properties_flow": properties_flow,
-                 "study_flow": study_flow, "reinit_flow": reinit_flow}
+                 "study_flow": study_flow, "reinit_flow": reinit_flow, "sane_flow": sane_flow}
         return run_on_dask(flows[flow_name], parameters, workers=args.workers, dask_address=args.dask_address)
 
 
@@ -225,6 +246,34 @@ def _trajectories(args) -> int:
     headline = f"{result['n_analysed']}/{result['n_models']} networks measured against {result['by']}"
     if not _print_summary(args, result, headline):
         print(f"  spearman with {result['by']}: {result['spearman']}")
+    return 0
+
+
+def _sane(args) -> int:
+    path, version, zoo = _open_version(args.zoo)
+    _check_columns(zoo, args.target, "--target")
+    snapshots = _snapshot_range(args.snapshots)
+    options = {"epochs": args.epochs, "token_size": args.token_size, "window": args.window,
+               "latent_dim": args.latent_dim, "layout_id": args.layout, "device": args.device,
+               "snapshots": None if snapshots is None else list(snapshots)}
+    options = {k: v for k, v in options.items() if v is not None}
+    result = _run_analysis("sane_flow", {"zoo_dir": path, "command": args.action, "version": version,
+                                         "options": options, "targets": args.target}, args)
+    if args.json:
+        print(json.dumps(result, indent=2, default=str))
+        return 0
+    print(f"{result['path']}{' (cached)' if result['cached'] else ''}")
+    if args.action == "probe":
+        print(f"  {'target':>14} {'features':>8} {'model':>6} {'metric':>8} {'value':>7}  chance")
+        for row in result["records"]:
+            value = "n/a" if row["value"] is None else f"{row['value']:.3f}"
+            chance = "" if row["chance"] is None else f"{row['chance']:.3f}"
+            print(f"  {row['target']:>14} {row['features']:>8} {row['model']:>6} {row['metric']:>8} {value:>7}  "
+                  f"{chance}")
+        return 0
+    print(f"  layout {result['layout_id']}: {result['n_train_samples']} train samples of {result['n_tokens']} "
+          f"tokens; loss {result['first_loss']:.4f} -> {result['last_loss']:.4f} in {result['epochs']} epochs")
+    print(f"  model {result['model']}\n  embeddings {result['embeddings']} ({result['n_embeddings']} snapshots)")
     return 0
 
 

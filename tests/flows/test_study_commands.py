@@ -66,3 +66,14 @@ def test_trajectories_command_measures_the_traces(prefect_api, traced_cnn_zoo):
     assert result["n_analysed"] == 4
     table = pd.read_parquet(result["table"])
     assert (table["length_raw"] > 0).all()
+
+
+def test_sane_commands_train_once_and_probe_beside_the_baseline(prefect_api, traced_cnn_zoo):
+    options = ["--epochs", "1", "--token-size", "8", "--window", "8"]
+    trained = _weightzoo("sane", "train", str(traced_cnn_zoo), *options)
+    assert trained["epochs"] == 1 and not trained["cached"]
+    embedded = _weightzoo("sane", "embed", str(traced_cnn_zoo), *options)
+    assert embedded["cached"] and embedded["embeddings"] == trained["embeddings"]
+    assert len(pd.read_parquet(embedded["embeddings"])) == 4 * 3  # models × snapshots
+    probed = _weightzoo("sane", "probe", str(traced_cnn_zoo), *options, "--target", "test_acc")
+    assert {row["features"] for row in probed["records"]} == {"sane", "stats"}

@@ -1,0 +1,41 @@
+"""SANE (Schürholt et al.) as flows: train (resumable, cached), embeddings, probes.
+
+A task body is one call into ``weightzoo.analysis.sane.study``. Training writes a
+checkpoint after every epoch, so a retried task (or the same command run again after a
+crash) resumes where it stopped; the finished result is cached on (version, options, code).
+"""
+
+from __future__ import annotations
+
+from prefect import flow, get_run_logger, task
+
+from weightzoo.analysis.sane.study import run_sane_probe, run_sane_training
+from weightzoo.io.reader import open_zoo
+
+COMMANDS = ("train", "embed", "probe")
+
+
+@task(name="sane-train", retries=1, retry_delay_seconds=2)
+def sane_train_task(zoo_dir: str, version: str | None, options: dict) -> dict:
+    """Train the autoencoder on the train split and embed every snapshot of the version."""
+    logger = get_run_logger()
+    return run_sane_training(open_zoo(zoo_dir, version), options, progress=logger.info)
+
+
+@task(name="sane-probe", retries=1, retry_delay_seconds=2)
+def sane_probe_task(zoo_dir: str, version: str | None, options: dict, targets: list[str] | None) -> dict:
+    """Probes on the embeddings next to the s(W) baseline, same splits."""
+    logger = get_run_logger()
+    return run_sane_probe(open_zoo(zoo_dir, version), options, targets, progress=logger.info)
+
+
+@flow(name="sane", flow_run_name="sane {command}")
+def sane_flow(zoo_dir: str, command: str, version: str | None = None, options: dict | None = None,
+              targets: list[str] | None = None) -> dict:
+    """``train`` and ``embed`` give the (cached) training result with its embeddings table;
+    ``probe`` adds the probes."""
+    if command not in COMMANDS:
+        raise ValueError(f"unknown SANE command {command!r}; known: {list(COMMANDS)}")
+    if command == "probe":
+        return sane_probe_task(zoo_dir, version, options or {}, targets)
+    return sane_train_task(zoo_dir, version, options or {})

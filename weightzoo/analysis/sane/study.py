@@ -1,0 +1,194 @@
+"""SANE on a zoo version: tokens from the readers, training, embeddings, probes.
+
+One layout at a time (tokens of different layouts do not line up): by default the layout
+with the most models. Weights are standardised per layer with statistics of the ``train``
+split (computed with Dask), tokenised from the layout, and the autoencoder trains on
+random windows of two augmented views of the train split — a function-preserving
+permutation of hidden units plus multiplicative noise. Embeddings of every snapshot of
+every split are then written as ``embeddings.parquet`` (model_id, k, split, e0…), and the
+probes fit the same linear/boosted models as the s(W) baseline on the same splits, side
+by side.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from weightzoo.analysis.properties import (default_targets, feature_columns, feature_table, plot_results,
+                                           predict_properties)
+from weightzoo.analysis.sane.batches import window_batches
+from weightzoo.analysis.sane.embed import embed_networks
+from weightzoo.analysis.sane.model import SaneConfig, max_positions_of
+from weightzoo.analysis.sane.train import load_sane, train_sane
+from weightzoo.analysis.studies import cached_result, result_dir
+from weightzoo.analysis.token_stats import layer_statistics, normalize_tokens, save_layer_statistics
+from weightzoo.core.permutations import permute_hidden_units
+from weightzoo.core.tokens import tokenizer_for
+
+DEFAULTS = {"token_size": 16, "window": 16, "epochs": 20, "batch_size": 32, "windows_per_sample": 4,
+            "permute": True, "noise": 0.05, "seed": 0, "snapshots": None, "layout_id": None,
+            "d_model": 64, "n_layers": 2, "latent_dim": 16, "gamma": 0.05, "lr": 1e-3, "device": "cpu"}
+MODEL_KEYS = ("d_model", "n_layers", "latent_dim", "gamma", "lr")
+
+
+def options_with_defaults(options: dict | None) -> dict:
+    """The full option dict of a run (unknown keys are an error naming them)."""
+    options = dict(options or {})
+    unknown = sorted(set(options) - set(DEFAULTS))
+    if unknown:
+        raise ValueError(f"unknown SANE option(s) {unknown}; known: {sorted(DEFAULTS)}")
+    return {**DEFAULTS, **{k: v for k, v in options.items() if v is not None}}
+
+
+def choose_layout(zoo, layout_id: str | None) -> str:
+    """``layout_id`` if given (checked), else the layout with the most ok models."""
+    models = zoo.models[zoo.models["status"] == "ok"]
+    counts = models["layout_id"].value_counts()
+    if layout_id is None:
+        if counts.empty:
+            raise ValueError(f"{zoo.version} has no models with status 'ok'")
+        return str(counts.index[0])
+    if layout_id not in counts.index:
+        raise ValueError(f"layout {layout_id!r} has no ok models in {zoo.version}; layouts: {counts.to_dict()}")
+    return layout_id
+
+
+def zoo_tokens(zoo, layout_id: str, tokenizer, stats: pd.DataFrame, *, split=None, snapshots=None):
+    """Standardised tokens [n, T, S] of the selected snapshots, and their rows (model_id, k, split)."""
+    selection = zoo.select(snapshots=snapshots, split=split, layout_id=layout_id)
+    flat = selection.to_numpy()
+    tokens = normalize_tokens(tokenizer.tokenize(flat), stats, tokenizer).astype(np.float32)
+    return tokens, selection.rows[["model_id", "k", "split"]].reset_index(drop=True)
+
+
+def augmentation(layout, tokenizer, *, permute: bool, noise: float):
+    """An augment_fn for window_batches: permute hidden units (the network's function is
+    unchanged; per-layer standardisation commutes with it, as units stay in their layer),
+    then multiplicative noise on real values."""
+    def augment(tokens, mask, positions, rng):
+        if permute:
+            flat = permute_hidden_units(tokenizer.detokenize(tokens), layout, rng)
+            tokens = tokenizer.tokenize(flat)
+        if noise:
+            tokens = tokens * (1.0 + noise * rng.standard_normal(tokens.shape).astype(np.float32))
+        return np.where(mask, tokens, 0.0).astype(np.float32), mask, positions
+    return augment
+
+
+def train_on_zoo(zoo, out_dir, checkpoint_dir, options: dict | None = None, progress=None) -> dict:
+    """Train (resuming from ``checkpoint_dir``) and write ``sane.pt``, ``history.json``,
+    ``layer_stats.parquet``, ``embeddings.parquet`` and ``loss.png`` into ``out_dir``."""
+    o = options_with_defaults(options)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    layout_id = choose_layout(zoo, o["layout_id"])
+    layout, tokenizer = zoo.layout(layout_id), tokenizer_for(zoo.layout(layout_id), int(o["token_size"]))
+    stats = layer_statistics(zoo, layout_id, split="train", snapshots=o["snapshots"])
+    save_layer_statistics(stats, out / "layer_stats.parquet")
+    train_tokens, _ = zoo_tokens(zoo, layout_id, tokenizer, stats, split="train", snapshots=o["snapshots"])
+    window = min(int(o["window"]), tokenizer.n_tokens)
+    config = SaneConfig(token_size=int(o["token_size"]), max_positions=max_positions_of(tokenizer.positions),
+                        **{k: o[k] for k in MODEL_KEYS})
+    augment = augmentation(layout, tokenizer, permute=bool(o["permute"]), noise=float(o["noise"]))
+
+    def batches(epoch):
+        return window_batches(train_tokens, tokenizer.mask, tokenizer.positions, window, int(o["batch_size"]),
+                              augment, int(o["seed"]), epoch=epoch, windows_per_sample=int(o["windows_per_sample"]))
+
+    if progress:
+        progress(f"SANE on layout {layout_id}: {len(train_tokens)} train samples of {tokenizer.n_tokens} tokens")
+    model, history = train_sane(batches, config, checkpoint_dir=checkpoint_dir, epochs=int(o["epochs"]),
+                                seed=int(o["seed"]), progress=progress, device=o["device"], threads=1)
+    latest = sorted(Path(checkpoint_dir).glob("epoch-*.pt"))[-1]
+    shutil.copyfile(latest, out / "sane.pt")
+    (out / "history.json").write_text(json.dumps(history, indent=2))
+    embeddings = embed_zoo(zoo, model, layout_id, tokenizer, stats, window=window, snapshots=o["snapshots"])
+    embeddings.to_parquet(out / "embeddings.parquet", index=False)
+    plot_history(history, out / "loss.png")
+    last = history[-1]
+    return {"layout_id": layout_id, "n_train_samples": len(train_tokens), "n_tokens": tokenizer.n_tokens,
+            "epochs": len(history), "first_loss": history[0]["loss"], "last_loss": last["loss"],
+            "last_loss_recon": last["loss_recon"], "last_loss_contrast": last["loss_contrast"],
+            "n_embeddings": len(embeddings), "embeddings": str(out / "embeddings.parquet"),
+            "model": str(out / "sane.pt")}
+
+
+def embed_zoo(zoo, model, layout_id: str, tokenizer, stats, *, window: int, snapshots=None) -> pd.DataFrame:
+    """Embeddings of every (model, snapshot) of the layout, all splits: model_id, k, split, e0…"""
+    tokens, rows = zoo_tokens(zoo, layout_id, tokenizer, stats, snapshots=snapshots)
+    vectors = embed_networks(model, tokens, tokenizer.mask, tokenizer.positions, window=window)
+    frame = pd.DataFrame(vectors, columns=[f"e{i}" for i in range(vectors.shape[1])])
+    return pd.concat([rows, frame], axis=1)
+
+
+def probe(zoo, embeddings: pd.DataFrame, targets=None, *, seed: int = 0) -> pd.DataFrame:
+    """Linear and boosted probes on the embeddings next to the s(W) baseline, on the same
+    samples and splits; a ``features`` column says which ("sane" or "stats")."""
+    layout_id = zoo.models.set_index("model_id").loc[embeddings["model_id"].iloc[0], "layout_id"]
+    ks = sorted(embeddings["k"].unique())
+    stats = feature_table(zoo, snapshots=[int(k) for k in ks], layout_id=layout_id)
+    table = stats.merge(embeddings.drop(columns=["split"]), on=["model_id", "k"], how="inner")
+    embedding_columns = [c for c in embeddings.columns if c.startswith("e") and c[1:].isdigit()]
+    names = list(targets) if targets else default_targets(table.drop(columns=embedding_columns))
+    sane = predict_properties(table, names, seed=seed, features=embedding_columns).assign(features="sane")
+    baseline = predict_properties(table, names, seed=seed, features=feature_columns(stats)).assign(features="stats")
+    return pd.concat([sane, baseline], ignore_index=True)
+
+
+def run_sane_training(zoo, options: dict | None = None, progress=None) -> dict:
+    """Train once per (version, options, code) and cache the result under
+    ``analyses/<v>/sane/<key>/``; checkpoints live beside it in ``<key>.checkpoints/`` so an
+    interrupted or retried run resumes from its last epoch (removed once the result exists)."""
+    o = options_with_defaults(options)
+    target = result_dir(zoo, "sane", o)
+    checkpoints = target.with_name(f"{target.name}.checkpoints")
+    result = cached_result(zoo, "sane", o, lambda out: train_on_zoo(zoo, out, checkpoints, o, progress))
+    shutil.rmtree(checkpoints, ignore_errors=True)
+    return result
+
+
+def run_sane_probe(zoo, options: dict | None = None, targets=None, progress=None) -> dict:
+    """Probes on the embeddings of a (cached) training run next to the s(W) baseline:
+    ``probes.parquet`` and ``probes.png`` under ``analyses/<v>/sane-probe/<key>/``."""
+    o = options_with_defaults(options)
+
+    def run(out):
+        training = run_sane_training(zoo, o, progress)
+        results = probe(zoo, pd.read_parquet(training["embeddings"]), targets, seed=int(o["seed"]))
+        results.to_parquet(out / "probes.parquet", index=False)
+        shown = results.assign(model=results["model"] + " · " + results["features"])
+        plot_results(shown, out / "probes.png", title=f"SANE embeddings vs s(W), {zoo.root.name} {zoo.version}")
+        records = [{k: (None if isinstance(v, float) and np.isnan(v) else v) for k, v in row.items()}
+                   for row in results.to_dict("records")]
+        return {"training": training["path"], "table": str(out / "probes.parquet"), "plot": str(out / "probes.png"),
+                "records": records}
+
+    return cached_result(zoo, "sane-probe", {**o, "targets": list(targets) if targets else None}, run)
+
+
+def load_trained(out_dir):
+    """The trained autoencoder and its history from a training result directory."""
+    return load_sane(Path(out_dir) / "sane.pt")
+
+
+def plot_history(history: list[dict], path) -> None:
+    """Training loss per epoch: total, reconstruction and contrastive terms."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(5, 3.2), layout="constrained")
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    epochs = [row["epoch"] for row in history]
+    for key, label in (("loss", "total"), ("loss_recon", "reconstruction"), ("loss_contrast", "NT-Xent")):
+        ax.plot(epochs, [row[key] for row in history], marker="o", ms=3, label=label)
+    ax.set_yscale("log")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("loss")
+    ax.legend(fontsize=8)
+    fig.savefig(path, dpi=100)
