@@ -9,10 +9,11 @@ from __future__ import annotations
 
 from prefect import flow, get_run_logger, task
 
+from weightzoo.analysis.sane.sampling import run_sane_sampling
 from weightzoo.analysis.sane.study import run_sane_probe, run_sane_training
 from weightzoo.io.reader import open_zoo
 
-COMMANDS = ("train", "embed", "probe")
+COMMANDS = ("train", "embed", "probe", "sample")
 
 
 @task(name="sane-train", retries=1, retry_delay_seconds=2)
@@ -29,13 +30,22 @@ def sane_probe_task(zoo_dir: str, version: str | None, options: dict, targets: l
     return run_sane_probe(open_zoo(zoo_dir, version), options, targets, progress=logger.info)
 
 
+@task(name="sane-sample", retries=1, retry_delay_seconds=2)
+def sane_sample_task(zoo_dir: str, version: str | None, options: dict, sampling: dict) -> dict:
+    """Sample networks from the embedding space, evaluate them beside random and anchor ones."""
+    logger = get_run_logger()
+    return run_sane_sampling(open_zoo(zoo_dir, version), options, progress=logger.info, **sampling)
+
+
 @flow(name="sane", flow_run_name="sane {command}")
 def sane_flow(zoo_dir: str, command: str, version: str | None = None, options: dict | None = None,
-              targets: list[str] | None = None) -> dict:
+              targets: list[str] | None = None, sampling: dict | None = None) -> dict:
     """``train`` and ``embed`` give the (cached) training result with its embeddings table;
-    ``probe`` adds the probes."""
+    ``probe`` adds the probes; ``sample`` draws, evaluates and optionally publishes networks."""
     if command not in COMMANDS:
         raise ValueError(f"unknown SANE command {command!r}; known: {list(COMMANDS)}")
     if command == "probe":
         return sane_probe_task(zoo_dir, version, options or {}, targets)
+    if command == "sample":
+        return sane_sample_task(zoo_dir, version, options or {}, sampling or {})
     return sane_train_task(zoo_dir, version, options or {})

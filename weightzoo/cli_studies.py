@@ -78,9 +78,10 @@ def _study_parsers(sub) -> None:
 
 def _sane_parser(sub) -> None:
     sane = sub.add_parser("sane", help="SANE: transformer autoencoder over tokenised weights; embeddings, probes")
-    sane.add_argument("action", choices=["train", "embed", "probe"],
+    sane.add_argument("action", choices=["train", "embed", "probe", "sample"],
                       help="train: train and embed (cached); embed: the embeddings table; "
-                           "probe: probes on embeddings next to the s(W) baseline")
+                           "probe: probes on embeddings next to the s(W) baseline; "
+                           "sample: decode new networks from the embedding space and evaluate them")
     sane.add_argument("zoo", help="DIR or DIR@VERSION")
     sane.add_argument("--epochs", type=positive, help="training epochs (default: 20)")
     sane.add_argument("--token-size", type=positive, help="values per token (default: 16)")
@@ -90,6 +91,9 @@ def _sane_parser(sub) -> None:
     sane.add_argument("--layout", help="layout id (default: the layout with the most models)")
     sane.add_argument("--device", choices=["cpu", "cuda"], help="training device (default: cpu)")
     sane.add_argument("--target", action="append", help="probe target (repeatable; default: all that vary)")
+    sane.add_argument("--n", type=positive, default=16, help="networks to sample (default: 16)")
+    sane.add_argument("--bandwidth", type=float, help="sampling noise, × the latents' spread (default: 0.1)")
+    sane.add_argument("--publish", action="store_true", help="publish the sampled networks as a new version")
     _cluster_arguments(sane)
     sane.add_argument("--json", action="store_true")
     sane.set_defaults(handler=_sane)
@@ -257,12 +261,19 @@ def _sane(args) -> int:
                "latent_dim": args.latent_dim, "layout_id": args.layout, "device": args.device,
                "snapshots": None if snapshots is None else list(snapshots)}
     options = {k: v for k, v in options.items() if v is not None}
+    sampling = {"n": args.n, "bandwidth": args.bandwidth, "publish": args.publish}
     result = _run_analysis("sane_flow", {"zoo_dir": path, "command": args.action, "version": version,
-                                         "options": options, "targets": args.target}, args)
+                                         "options": options, "targets": args.target, "sampling": sampling}, args)
     if args.json:
         print(json.dumps(result, indent=2, default=str))
         return 0
     print(f"{result['path']}{' (cached)' if result['cached'] else ''}")
+    if args.action == "sample":
+        print(f"  mean test accuracy by kind: {result['mean_test_acc']}\n  table {result['table']}\n"
+              f"  plot {result['plot']}")
+        if result.get("published_version"):
+            print(f"  published as {path}@{result['published_version']}")
+        return 0
     if args.action == "probe":
         print(f"  {'target':>14} {'features':>8} {'model':>6} {'metric':>8} {'value':>7}  chance")
         for row in result["records"]:

@@ -77,3 +77,6 @@ def test_sane_commands_train_once_and_probe_beside_the_baseline(prefect_api, tra
     assert len(pd.read_parquet(embedded["embeddings"])) == 4 * 3  # models × snapshots
     probed = _weightzoo("sane", "probe", str(traced_cnn_zoo), *options, "--target", "test_acc")
     assert {row["features"] for row in probed["records"]} == {"sane", "stats"}
+    sampled = _weightzoo("sane", "sample", str(traced_cnn_zoo), *options, "--n", "2")
+    table = pd.read_parquet(sampled["table"])
+    assert (table["kind"] == "sampled").sum() == 2 and (table["kind"] == "random").sum() == 2

@@ -4,7 +4,9 @@ Schürholt et al., "Towards scalable and versatile weight space learning" (ICML 
 "Self-supervised representation learning on neural network weights" (NeurIPS 2021).
 ``model`` holds the autoencoder, ``losses`` the gamma-weighted NT-Xent + masked MSE,
 ``batches`` windows with two augmented views, ``train`` training with resumable
-checkpoints, ``embed`` per-network embeddings and decoding.
+checkpoints, ``embed`` per-network embeddings and decoding, ``study`` all of it on a zoo
+version (tokens from the readers, cached training, probes), ``sampling`` new networks
+decoded from the embedding space.
 """
 
 from weightzoo.analysis.sane.batches import noise_augmentation, window_batches

@@ -1,0 +1,106 @@
+"""Networks sampled from a trained SANE model: runnable, evaluated beside random and anchor
+networks, deterministic, and publishable as a new version that leaves the old one intact."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from weightzoo.analysis.sane import sampling
+from weightzoo.analysis.sane.study import run_sane_training
+from weightzoo.build import build_in_process
+from weightzoo.io.reader import list_versions, open_zoo
+
+SPEC = {
+    "name": "sane-sampling", "architecture": "nws-cnn", "models": 12,
+    "sampling": {"method": "random", "seed": 0},
+    "hyperparameters": {"dataset": "digits", "init": ["kaiming_uniform", "orthogonal"], "conv_layers": 2,
+                        "conv_width": 4, "filter_size": 3, "fc_layers": 1, "fc_width": 8, "optimizer": "adam",
+                        "lr": 0.01, "batch_size": 64},
+    "training": {"epochs": 1, "snapshots": {"count": 1}},
+}
+TINY = {"epochs": 2, "token_size": 8, "window": 8, "batch_size": 8, "windows_per_sample": 1, "d_model": 16,
+        "latent_dim": 4}
+N = 4
+
+
+@pytest.fixture(scope="module")
+def zoo(tmp_path_factory):
+    root = tmp_path_factory.mktemp("sane-sampling") / "zoo"
+    build_in_process(root, SPEC)
+    return open_zoo(root, "v0001")
+
+
+@pytest.fixture(scope="module")
+def result(zoo):
+    return sampling.run_sane_sampling(zoo, TINY, n=N, seed=3)
+
+
+def test_samples_have_the_layout_shape_and_are_deterministic(zoo):
+    training = run_sane_training(zoo, TINY)
+    layout = zoo.layout(training["layout_id"])
+    first = sampling.sample_networks(zoo, training, N, seed=5)
+    assert first.shape == (N, layout.n_params) and first.dtype == np.float32
+    assert np.isfinite(first).all()
+    np.testing.assert_array_equal(first, sampling.sample_networks(zoo, training, N, seed=5))
+    assert not np.allclose(first, sampling.sample_networks(zoo, training, N, seed=6))
+
+
+def test_zero_bandwidth_draws_are_anchor_latents():
+    anchors = np.random.default_rng(0).standard_normal((5, 3, 2)).astype(np.float32)
+    drawn = sampling.draw_latents(anchors, 7, seed=1, bandwidth=0.0)
+    assert drawn.shape == (7, 3, 2)
+    assert all(any(np.array_equal(d, a) for a in anchors) for d in drawn)
+
+
+def test_sampled_networks_load_and_run(zoo, result):
+    flats = np.load(result["samples"])
+    reference = sampling.reference_model(zoo, result["layout_id"])
+    module = sampling.load_flat(json.loads(reference["config_json"]), zoo.layout(result["layout_id"]), flats[0])
+    output = module(torch.randn(3, 1, 8, 8))
+    assert output.shape[0] == 3 and torch.isfinite(output).all()
+
+
+def test_the_table_holds_three_kinds_with_finite_accuracies(zoo, result):
+    table = pd.read_parquet(result["table"])
+    counts = table["kind"].value_counts()
+    n_anchors = len(sampling.anchor_models(zoo, result["layout_id"]))
+    assert counts["sampled"] == N and counts["random"] == N and counts["anchor"] == n_anchors
+    assert np.isfinite(table["test_acc"]).all() and np.isfinite(table["test_loss"]).all()
+    assert {"samples.parquet", "samples.png", "samples.npy"} <= {p.name for p in Path(result["path"]).iterdir()}
+    again = sampling.run_sane_sampling(zoo, TINY, n=N, seed=3)
+    assert again["cached"] and again["mean_test_acc"] == result["mean_test_acc"]
+
+
+def test_anchor_accuracy_equals_the_recorded_test_accuracy(result):
+    anchors = pd.read_parquet(result["table"]).query("kind == 'anchor'")
+    np.testing.assert_allclose(anchors["test_acc"], anchors["acc_recorded"], atol=1e-6)
+
+
+def test_publishing_adds_the_samples_as_a_new_version(zoo, result):
+    before = open_zoo(zoo.root, "v0001")
+    models_before, weights_before = before.models.copy(), before.weights(before.models["model_id"].iloc[0])
+    published = sampling.run_sane_sampling(zoo, TINY, n=N, seed=3, publish=True)
+    assert published["published_version"] == "v0002"
+    assert [v["version"] for v in list_versions(zoo.root)][-2:] == ["v0001", "v0002"]
+    new = open_zoo(zoo.root, "v0002")
+    generated = new.models[new.models["generated_by"] == "sane"]
+    assert len(generated) == N and len(new.models) == len(models_before) + N
+    assert (generated["status"] == "ok").all() and set(generated["sane_result"]) == {result["training"]}
+    table = pd.read_parquet(result["table"]).query("kind == 'sampled'").sort_values("index")
+    flats = np.load(result["samples"])
+    recorded = new.snapshots.set_index("model_id").loc[generated["model_id"], "test_acc"]
+    assert sorted(recorded) == pytest.approx(sorted(table["test_acc"]))
+    stored = np.stack([new.weights(m, 0) for m in generated["model_id"]])
+    assert sorted(map(bytes, stored)) == sorted(map(bytes, flats))
+    new.load_model(generated["model_id"].iloc[0], 0)  # config and layout agree
+    reread = open_zoo(zoo.root, "v0001")
+    pd.testing.assert_frame_equal(reread.models, models_before)
+    np.testing.assert_array_equal(reread.weights(models_before["model_id"].iloc[0]), weights_before)
+    again = sampling.run_sane_sampling(zoo, TINY, n=N, seed=3, publish=True)
+    assert again["published_version"] == "v0002"  # nothing new: no further version

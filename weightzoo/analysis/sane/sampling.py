@@ -1,0 +1,266 @@
+"""New networks sampled from a trained SANE autoencoder, evaluated and optionally published.
+
+Sampling follows SANE's anchor-based scheme: the per-token latents [T, latent] of the
+``train`` split's last snapshots (the anchors) are flattened to one vector per network,
+and a Gaussian kernel density over these vectors is sampled. The kernel is diagonal: a
+draw picks an anchor uniformly and adds Gaussian noise whose per-dimension standard
+deviation is ``bandwidth`` times that dimension's standard deviation across anchors.
+(sklearn's ``KernelDensity.sample`` is the same with one isotropic bandwidth; the diagonal
+form keeps latent dimensions of very different spread on an equal footing.) Draws are
+decoded, de-standardised with the training run's layer statistics and detokenised into
+flat vectors of the run's layout.
+
+Evaluation rebuilds runnable models from a reference config (the most common config of
+the layout's train models) and measures test loss/accuracy on the reference model's own
+task, next to the same number of randomly initialised networks and the anchors' own
+stored weights. No fine-tuning is done here.
+
+Publishing stages the samples as ok models of the same zoo (fingerprints from the
+training result path, the index and the weights) and publishes a new version extending
+the latest one.
+"""
+
+from __future__ import annotations
+
+import json
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from weightzoo.analysis.reinit import _test_data
+from weightzoo.analysis.sane.embed import decode_latents, token_latents
+from weightzoo.analysis.sane.study import load_trained, options_with_defaults, run_sane_training
+from weightzoo.analysis.studies import cached_result
+from weightzoo.analysis.token_stats import denormalize_tokens, load_layer_statistics, normalize_tokens
+from weightzoo.core.fingerprint import fingerprint
+from weightzoo.core.layout import WeightLayout
+from weightzoo.core.models import build_model
+from weightzoo.core.tokens import tokenizer_for
+from weightzoo.io.publish import publish_version
+from weightzoo.io.staging import stage_model
+from weightzoo.train.evaluate import evaluate_model
+
+DEFAULT_BANDWIDTH = 0.1  # kernel std as a fraction of each latent dimension's std across anchors
+KINDS = ("sampled", "random", "anchor")
+SAMPLE_COLUMNS = ("kind", "index", "model_id", "reference_model_id", "test_loss", "test_acc", "acc_recorded")
+
+
+def anchor_models(zoo, layout_id: str) -> pd.DataFrame:
+    """The ok train-split models of ``layout_id``, sorted by model_id (ValueError when none)."""
+    models = zoo.models
+    chosen = models[(models["layout_id"] == layout_id) & (models["split"] == "train") & (models["status"] == "ok")]
+    if chosen.empty:
+        raise ValueError(f"no ok train models of layout {layout_id!r} in {zoo.version}")
+    return chosen.sort_values("model_id").reset_index(drop=True)
+
+
+def anchor_weights(zoo, anchors: pd.DataFrame) -> np.ndarray:
+    """The anchors' last snapshots as flat vectors [n_anchors, n_params]."""
+    return np.stack([zoo.weights(m.model_id, int(m.n_snapshots) - 1) for m in anchors.itertuples()])
+
+
+def training_options(training_result: dict) -> dict:
+    """The full options a SANE training result was made with (its ``parameters.json``)."""
+    return json.loads((Path(training_result["path"]) / "parameters.json").read_text())
+
+
+def draw_latents(anchor_latents: np.ndarray, n: int, *, seed: int = 0, bandwidth: float | None = None) -> np.ndarray:
+    """``n`` draws from the diagonal Gaussian KDE over the flattened anchor latents.
+
+    ``anchor_latents`` is [n_anchors, T, latent]; the draws have shape [n, T, latent].
+    """
+    factor = DEFAULT_BANDWIDTH if bandwidth is None else float(bandwidth)
+    if factor < 0:
+        raise ValueError(f"bandwidth must be >= 0, got {bandwidth}")
+    flat = anchor_latents.reshape(len(anchor_latents), -1).astype(np.float64)
+    rng = np.random.default_rng(seed)
+    picks = rng.integers(0, len(flat), size=n)
+    noise = rng.standard_normal((n, flat.shape[1])) * flat.std(axis=0) * factor
+    return (flat[picks] + noise).reshape(n, *anchor_latents.shape[1:]).astype(np.float32)
+
+
+def sample_networks(zoo, training_result: dict, n: int, *, seed: int = 0, bandwidth: float | None = None) -> np.ndarray:
+    """``n`` new flat weight vectors [n, n_params] in the layout of ``training_result``."""
+    options = training_options(training_result)
+    layout_id = training_result["layout_id"]
+    tokenizer = tokenizer_for(zoo.layout(layout_id), int(options["token_size"]))
+    window = min(int(options["window"]), tokenizer.n_tokens)
+    stats = load_layer_statistics(Path(training_result["path"]) / "layer_stats.parquet")
+    model, _ = load_trained(training_result["path"])
+    flats = anchor_weights(zoo, anchor_models(zoo, layout_id))
+    tokens = normalize_tokens(tokenizer.tokenize(flats), stats, tokenizer).astype(np.float32)
+    latents = token_latents(model, tokens, tokenizer.mask, tokenizer.positions, window=window)
+    drawn = draw_latents(latents, n, seed=seed, bandwidth=bandwidth)
+    decoded = decode_latents(model, drawn, tokenizer.positions, window=window, mask=tokenizer.mask)
+    return np.asarray(tokenizer.detokenize(denormalize_tokens(decoded, stats, tokenizer)), dtype=np.float32)
+
+
+def reference_model(zoo, layout_id: str, reference_model_id: str | None = None):
+    """The models-table row whose config builds the samples: the given one, else the first
+    (by model_id) train model having the most common config of the layout's train models."""
+    if reference_model_id is not None:
+        models = zoo.models.set_index("model_id", drop=False)
+        if reference_model_id not in models.index:
+            raise ValueError(f"unknown reference model {reference_model_id!r} in {zoo.version}")
+        row = models.loc[reference_model_id]
+        if row["layout_id"] != layout_id:
+            raise ValueError(f"reference model {reference_model_id!r} has layout {row['layout_id']}, not {layout_id}")
+        return row
+    anchors = anchor_models(zoo, layout_id)
+    configs = anchors["config_json"].map(lambda text: json.dumps(json.loads(text), sort_keys=True))
+    counts = configs.map(configs.value_counts())
+    return anchors.loc[counts.idxmax()]  # ties: the first such model by model_id
+
+
+def load_flat(config: dict, layout: WeightLayout, flat: np.ndarray):
+    """A module built from ``config`` holding the flat vector ``flat`` (eval mode)."""
+    module = build_model(config)
+    built = WeightLayout.from_module(module)
+    if built.layout_id != layout.layout_id:
+        raise ValueError(f"config builds layout {built.layout_id}, not {layout.layout_id}")
+    module.load_state_dict(layout.unflatten(np.asarray(flat, dtype=np.float32)), strict=False)
+    return module.eval()
+
+
+def random_networks(config: dict, layout: WeightLayout, n: int, *, seed: int = 0) -> np.ndarray:
+    """``n`` fresh initialisations [n, n_params] of ``config``'s architecture (seeds from ``seed``)."""
+    flats = []
+    for i in range(n):
+        module = build_model({**config, "seed": zlib.crc32(f"sane-random:{seed}:{i}".encode())})
+        flats.append(layout.flatten(module.state_dict()))
+    return np.stack(flats).astype(np.float32)
+
+
+def evaluate_samples(zoo, layout_id: str, flats, *, reference_model_id: str | None = None,
+                     seed: int = 0) -> pd.DataFrame:
+    """Test loss/accuracy of sampled, randomly initialised and anchor networks.
+
+    Columns: kind ("sampled", "random", "anchor"), index, model_id (anchors only),
+    reference_model_id, test_loss, test_acc, acc_recorded (anchors: the recorded test_acc
+    of their last snapshot). Sampled and random networks run on the reference model's task;
+    each anchor on its own.
+    """
+    flats = np.asarray(flats, dtype=np.float32)
+    layout = zoo.layout(layout_id)
+    reference = reference_model(zoo, layout_id, reference_model_id)
+    config = json.loads(reference["config_json"])
+    tasks: dict = {}
+    task = _test_data(zoo, reference, config, tasks)
+    rows = []
+    for kind, group in (("sampled", flats), ("random", random_networks(config, layout, len(flats), seed=seed))):
+        for i, flat in enumerate(group):
+            loss, acc = evaluate_model(load_flat(config, layout, flat), task.x_test, task.y_test, task.task)
+            rows.append((kind, i, None, reference["model_id"], loss, acc, np.nan))
+    rows += _anchor_rows(zoo, layout_id, reference["model_id"], tasks)
+    return pd.DataFrame(rows, columns=list(SAMPLE_COLUMNS))
+
+
+def _anchor_rows(zoo, layout_id: str, reference_id: str, tasks: dict) -> list[tuple]:
+    recorded = zoo.snapshots.set_index(["model_id", "k"])["test_acc"]
+    rows = []
+    for i, model in enumerate(anchor_models(zoo, layout_id).itertuples()):
+        k = int(model.n_snapshots) - 1
+        task = _test_data(zoo, model, json.loads(model.config_json), tasks)
+        loss, acc = evaluate_model(zoo.load_model(model.model_id, k), task.x_test, task.y_test, task.task)
+        rows.append(("anchor", i, model.model_id, reference_id, loss, acc, float(recorded.loc[(model.model_id, k)])))
+    return rows
+
+
+def sample_fingerprint(training_path: str, index: int, flat: np.ndarray) -> str:
+    """The fingerprint of one sampled network: training result path, index and the weights' sha."""
+    digest = fingerprint(np.ascontiguousarray(flat, dtype=np.float32).tobytes().hex())
+    return fingerprint("sane-sample", str(training_path), int(index), digest)
+
+
+def publish_samples(zoo, flats, table: pd.DataFrame, *, training_path: str, message: str = "") -> str:
+    """Stage the sampled networks as ok models of this zoo and publish a version extending
+    the latest one (split settings, specs and code version copied from this version's
+    manifest). Returns the new version's name (the latest one if nothing was new)."""
+    flats = np.asarray(flats, dtype=np.float32)
+    sampled = table[table["kind"] == "sampled"].sort_values("index")
+    if len(sampled) != len(flats):
+        raise ValueError(f"{len(flats)} networks but {len(sampled)} 'sampled' rows in the table")
+    reference = zoo.models.set_index("model_id", drop=False).loc[sampled["reference_model_id"].iloc[0]]
+    layout = zoo.layout(reference["layout_id"])
+    fingerprints = [_stage_sample(zoo, layout, reference, training_path, i, flat, row)
+                    for i, (flat, row) in enumerate(zip(flats, sampled.itertuples()))]
+    manifest = zoo.manifest
+    return publish_version(zoo.root, fingerprints, specs=manifest.get("specs", []),
+                           code_version=manifest.get("code_version", ""), extend=True,
+                           split_seed=manifest["split"]["seed"], split_fractions=manifest["split"]["fractions"],
+                           message=message or f"{len(flats)} networks sampled by SANE from {training_path}")
+
+
+def _stage_sample(zoo, layout: WeightLayout, reference, training_path: str, index: int, flat, row) -> str:
+    fp = sample_fingerprint(training_path, index, flat)
+    config = json.loads(reference["config_json"])
+    record = {"model_id": f"sane-{fp[:12]}", "fingerprint": fp, "status": "ok",
+              "message": f"sampled by SANE ({training_path}, #{index})",
+              "hyperparameters": {**config, "generated_by": "sane", "sane_result": str(training_path)},
+              "config": config, "training": json.loads(reference["training_json"] or "{}"),
+              "spec_name": reference["spec_name"], "layout_id": layout.layout_id, "n_params": layout.n_params}
+    snapshot = {"k": 0, "epoch": 0.0, "step": 0, "train_loss": None, "train_acc": None,
+                "test_loss": float(row.test_loss), "test_acc": float(row.test_acc), "gap": None}
+    stage_model(zoo.root, fingerprint=fp, weights=flat[None], snapshots=[snapshot], record=record, layout=layout)
+    return fp
+
+
+def run_sane_sampling(zoo, options: dict | None = None, n: int = 16, *, bandwidth: float | None = None,
+                      publish: bool = False, seed: int = 0, progress=None) -> dict:
+    """Train (cached), sample ``n`` networks, evaluate them beside random and anchor networks.
+
+    Writes ``samples.npy``, ``samples.parquet`` and ``samples.png`` under
+    ``analyses/<v>/sane-sample/<key>/`` (cached). With ``publish``, the samples are also
+    published as a new version (idempotent: their fingerprints come from their weights),
+    whose name is returned as ``published_version``.
+    """
+    o = options_with_defaults(options)
+    parameters = {"training": o, "n": int(n), "sample_seed": int(seed), "bandwidth": bandwidth}
+
+    def run(out: Path) -> dict:
+        training = run_sane_training(zoo, o, progress)
+        flats = sample_networks(zoo, training, n, seed=seed, bandwidth=bandwidth)
+        table = evaluate_samples(zoo, training["layout_id"], flats, seed=seed)
+        np.save(out / "samples.npy", flats)
+        table.to_parquet(out / "samples.parquet", index=False)
+        plot_samples(table, out / "samples.png", title=f"SANE samples, {zoo.root.name} {zoo.version}")
+        return {"training": training["path"], "layout_id": training["layout_id"], "n": int(n),
+                "samples": str(out / "samples.npy"), "table": str(out / "samples.parquet"),
+                "plot": str(out / "samples.png"), "mean_test_acc": summarise(table)}
+
+    result = cached_result(zoo, "sane-sample", parameters, run)
+    if publish:
+        flats = np.load(result["samples"])
+        table = pd.read_parquet(result["table"])
+        result["published_version"] = publish_samples(zoo, flats, table, training_path=result["training"])
+        if progress:
+            progress(f"published {len(flats)} SANE samples as {result['published_version']}")
+    return result
+
+
+def summarise(table: pd.DataFrame) -> dict:
+    """Mean test accuracy per kind (None where not finite)."""
+    means = table.groupby("kind")["test_acc"].mean()
+    return {kind: (float(means[kind]) if kind in means and np.isfinite(means[kind]) else None) for kind in KINDS}
+
+
+def plot_samples(table: pd.DataFrame, path, *, title: str = "") -> None:
+    """Test accuracy per kind: a box per kind with the networks as points."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(4.5, 3.2), layout="constrained")
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    kinds = [kind for kind in KINDS if kind in set(table["kind"])]
+    values = [table.loc[table["kind"] == kind, "test_acc"].dropna().to_numpy() for kind in kinds]
+    ax.boxplot(values, showfliers=False)
+    ax.set_xticks(range(1, len(kinds) + 1), kinds)
+    for position, points in enumerate(values, start=1):
+        ax.plot(np.full(len(points), position) + np.linspace(-0.1, 0.1, len(points)), points, "o", ms=3, alpha=0.6)
+    ax.set_ylabel("test accuracy")
+    if title:
+        ax.set_title(title, fontsize=9)
+    fig.savefig(path, dpi=100)
