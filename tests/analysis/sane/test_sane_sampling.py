@@ -104,3 +104,11 @@ def test_publishing_adds_the_samples_as_a_new_version(zoo, result):
     np.testing.assert_array_equal(reread.weights(models_before["model_id"].iloc[0]), weights_before)
     again = sampling.run_sane_sampling(zoo, TINY, n=N, seed=3, publish=True)
     assert again["published_version"] == "v0002"  # nothing new: no further version
+    # generated networks never feed a later training run or its normalisation
+    from weightzoo.analysis.sane import study
+    layout_id = generated["layout_id"].iloc[0]
+    trained = study.zoo_tokens(new, layout_id, study.tokenizer_for(new.layout(layout_id), TINY["token_size"]),
+                               pd.read_parquet(f"{result['training']}/layer_stats.parquet"), split="train",
+                               where=study.trained_only(new))[1]
+    assert not set(trained["model_id"]) & set(generated["model_id"])
+    assert set(sampling.anchor_models(new, layout_id)["model_id"]).isdisjoint(generated["model_id"])

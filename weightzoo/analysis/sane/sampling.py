@@ -48,9 +48,12 @@ SAMPLE_COLUMNS = ("kind", "index", "model_id", "reference_model_id", "test_loss"
 
 
 def anchor_models(zoo, layout_id: str) -> pd.DataFrame:
-    """The ok train-split models of ``layout_id``, sorted by model_id (ValueError when none)."""
+    """The ok train-split models of ``layout_id`` that were trained, not generated, sorted by
+    model_id (ValueError when none)."""
     models = zoo.models
     chosen = models[(models["layout_id"] == layout_id) & (models["split"] == "train") & (models["status"] == "ok")]
+    if "generated_by" in chosen.columns:
+        chosen = chosen[chosen["generated_by"].isna()]
     if chosen.empty:
         raise ValueError(f"no ok train models of layout {layout_id!r} in {zoo.version}")
     return chosen.sort_values("model_id").reset_index(drop=True)

@@ -48,6 +48,8 @@ def options_with_defaults(options: dict | None) -> dict:
 def choose_layout(zoo, layout_id: str | None) -> str:
     """``layout_id`` if given (checked), else the layout with the most ok models."""
     models = zoo.models[zoo.models["status"] == "ok"]
+    if "generated_by" in models.columns:
+        models = models[models["generated_by"].isna()]
     counts = models["layout_id"].value_counts()
     if layout_id is None:
         if counts.empty:
@@ -58,9 +60,15 @@ def choose_layout(zoo, layout_id: str | None) -> str:
     return layout_id
 
 
-def zoo_tokens(zoo, layout_id: str, tokenizer, stats: pd.DataFrame, *, split=None, snapshots=None):
+def trained_only(zoo) -> str | None:
+    """A where-query leaving out networks a SANE model generated (published samples): a
+    model must never learn from, or be normalised by, its own or another model's output."""
+    return "generated_by.isnull()" if "generated_by" in zoo.models.columns else None
+
+
+def zoo_tokens(zoo, layout_id: str, tokenizer, stats: pd.DataFrame, *, split=None, snapshots=None, where=None):
     """Standardised tokens [n, T, S] of the selected snapshots, and their rows (model_id, k, split)."""
-    selection = zoo.select(snapshots=snapshots, split=split, layout_id=layout_id)
+    selection = zoo.select(where, snapshots=snapshots, split=split, layout_id=layout_id)
     flat = selection.to_numpy()
     tokens = normalize_tokens(tokenizer.tokenize(flat), stats, tokenizer).astype(np.float32)
     return tokens, selection.rows[["model_id", "k", "split"]].reset_index(drop=True)
@@ -88,9 +96,10 @@ def train_on_zoo(zoo, out_dir, checkpoint_dir, options: dict | None = None, prog
     out.mkdir(parents=True, exist_ok=True)
     layout_id = choose_layout(zoo, o["layout_id"])
     layout, tokenizer = zoo.layout(layout_id), tokenizer_for(zoo.layout(layout_id), int(o["token_size"]))
-    stats = layer_statistics(zoo, layout_id, split="train", snapshots=o["snapshots"])
+    stats = layer_statistics(zoo, layout_id, split="train", snapshots=o["snapshots"], where=trained_only(zoo))
     save_layer_statistics(stats, out / "layer_stats.parquet")
-    train_tokens, _ = zoo_tokens(zoo, layout_id, tokenizer, stats, split="train", snapshots=o["snapshots"])
+    train_tokens, _ = zoo_tokens(zoo, layout_id, tokenizer, stats, split="train", snapshots=o["snapshots"],
+                                 where=trained_only(zoo))
     window = min(int(o["window"]), tokenizer.n_tokens)
     config = SaneConfig(token_size=int(o["token_size"]), max_positions=max_positions_of(tokenizer.positions),
                         **{k: o[k] for k in MODEL_KEYS})
