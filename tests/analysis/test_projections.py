@@ -128,7 +128,7 @@ def test_table_has_the_hand_computed_values(planted_zoo):
 def test_study_on_a_trained_zoo(cnn_zoo, tmp_path):
     lines = []
     result = run_projection_study(cnn_zoo, tmp_path / "out", progress=lines.append)
-    assert len(lines) == 3, "one progress line per model"
+    assert len(lines) == 3, "one progress line per model in small runs (about ten in large ones)"
     table = pd.read_parquet(result["table"])
     analysed = cnn_zoo.models[cnn_zoo.models["filter_size"] != 1]
     assert result["n_models"] == 2 and set(table["model_id"]) == set(analysed["model_id"])

@@ -126,8 +126,9 @@ def scan_projections(zoo, *, where: str | None = None, snapshots=None, include_l
                    "kind": spec.kind, "kind_index": kind_index}
             stats += [dict(ids, layer=spec.layer, **row) for row in model_stats]
             samples.append(pd.DataFrame({**ids, **model_samples}))
-        if progress:
-            progress(f"projections: model {i}/{len(selection.models)} ({model.model_id})")
+        total = len(selection.models)
+        if progress and (i == total or i % max(1, total // 10) == 0):  # about ten lines per run
+            progress(f"projections: model {i}/{total} ({model.model_id})")
     return ProjectionScan(_with_labels(pd.DataFrame(stats), selection.rows),
                           pd.concat(samples, ignore_index=True), skipped)
 
