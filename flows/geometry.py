@@ -10,7 +10,6 @@ result under ``<zoo>/analyses/<version>/<study>/<key>/``.
 
 from __future__ import annotations
 
-import numpy as np
 import pandas as pd
 from prefect import flow, get_run_logger, task
 
@@ -20,6 +19,8 @@ from weightzoo.analysis.studies import cached_result
 from weightzoo.analysis.trajectories import run_trajectory_study
 from weightzoo.io.reader import open_zoo
 from weightzoo.train.tasks import set_threads
+
+from flows.runtime import chunked
 
 MODELS_PER_CHUNK = 8
 # study name -> run_*_study(zoo, out_dir, progress=..., **options)
@@ -64,9 +65,9 @@ def reinit_flow(zoo_dir: str, version: str | None = None, where: str | None = No
 
     def run(out):
         ids = reinit.select_models(zoo, where=where, max_models=max_models)["model_id"].tolist()
-        chunks = np.array_split(np.array(ids), max(1, -(-len(ids) // MODELS_PER_CHUNK)))
+        chunks = chunked(ids, MODELS_PER_CHUNK)
         logger.info("re-initialising layers of %d networks in %d chunks", len(ids), len(chunks))
-        futures = [reinit_chunk.submit(zoo_dir, zoo.version, chunk.tolist(), options, i, threads)
+        futures = [reinit_chunk.submit(zoo_dir, zoo.version, chunk, options, i, threads)
                    for i, chunk in enumerate(chunks)]
         table = pd.concat([f.result() for f in futures], ignore_index=True)
         return reinit.run_reinit_study(zoo, out, table=table)

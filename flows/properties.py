@@ -10,7 +10,6 @@ a second run with the same inputs reads it back without starting any task.
 
 from __future__ import annotations
 
-import numpy as np
 import pandas as pd
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
@@ -19,6 +18,8 @@ from weightzoo.analysis.properties import (combine_feature_tables, default_targe
                                            run_property_study)
 from weightzoo.analysis.studies import cached_study, study_summary
 from weightzoo.io.reader import open_zoo
+
+from flows.runtime import chunked
 
 MODELS_PER_CHUNK = 32
 
@@ -47,9 +48,9 @@ def properties_flow(zoo_dir: str, version: str | None = None, targets: list[str]
         ids = zoo.models.loc[zoo.models["status"] == "ok", "model_id"].tolist()
         if not ids:
             raise ValueError(f"{zoo_dir}@{zoo.version} has no models with status 'ok'")
-        chunks = np.array_split(np.array(ids), max(1, -(-len(ids) // MODELS_PER_CHUNK)))
+        chunks = chunked(ids, MODELS_PER_CHUNK)
         logger.info("%s features of %d models in %d chunks", features, len(ids), len(chunks))
-        futures = [features_task.submit(zoo_dir, zoo.version, chunk.tolist(), snapshots, features, i)
+        futures = [features_task.submit(zoo_dir, zoo.version, chunk, snapshots, features, i)
                    for i, chunk in enumerate(chunks)]
         table = combine_feature_tables([f.result() for f in futures])
         names = targets or default_targets(table)

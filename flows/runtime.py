@@ -26,6 +26,11 @@ def threads_per_task(workers: int) -> int:
     return max(1, (os.cpu_count() or 1) // max(workers, 1))
 
 
+def chunked(items: list, size: int) -> list[list]:
+    """``items`` in consecutive chunks of at most ``size`` (one Dask task each)."""
+    return [items[start:start + size] for start in range(0, len(items), size)]
+
+
 def run_on_dask(flow, parameters: dict, *, workers: int = 2, dask_address: str | None = None):
     """Run ``flow(**parameters)`` on a Dask task runner and flush its logs afterwards."""
     try:

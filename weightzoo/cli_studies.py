@@ -19,70 +19,51 @@ class UsageError(ValueError):
 
 def add_study_commands(sub) -> None:
     """Add the study subcommands to the ``weightzoo`` parser's subparsers."""
-    meta = sub.add_parser("meta-classify", help="NWS meta-classifier: predict hyperparameters from weight slices")
-    meta.add_argument("zoo", help="DIR or DIR@VERSION")
+    meta = _study_parser(sub, "meta-classify", "NWS meta-classifier: predict hyperparameters from weight slices",
+                         _meta_classifier)
     meta.add_argument("--target", "--label", dest="label", action="append", required=True,
                       help="models.parquet column to predict (repeatable)")
     meta.add_argument("--snapshots", help="snapshot range A:B (B exclusive), e.g. 1:5")
     meta.add_argument("--part", choices=["all", "conv", "fc"], help="part of the network to read")
     meta.add_argument("--slice-length", type=positive, default=1000)
     meta.add_argument("--epochs", type=positive, default=30, help="passes over the training samples (default: 30)")
-    _cluster_arguments(meta)
-    meta.add_argument("--json", action="store_true")
-    meta.set_defaults(handler=_meta_classifier)
-    properties = sub.add_parser("predict", help="weight statistics s(W) → accuracy, gap, epoch, hyperparameters")
-    properties.add_argument("zoo", help="DIR or DIR@VERSION")
+    properties = _study_parser(sub, "predict", "weight statistics s(W) → accuracy, gap, epoch, hyperparameters",
+                               _properties)
     properties.add_argument("--target", action="append", help="column to predict (repeatable; default: all)")
     properties.add_argument("--features", choices=["stats", "raw"], default="stats",
                             help="stats: per-layer weight statistics s(W) (default); raw: the flat weight "
                                  "vector itself, fitted per layout")
     properties.add_argument("--snapshots", help="snapshot range A:B (B exclusive); default: every snapshot")
-    _cluster_arguments(properties)
-    properties.add_argument("--json", action="store_true")
-    properties.set_defaults(handler=_properties)
     _study_parsers(sub)
 
 
 def _study_parsers(sub) -> None:
-    projections = sub.add_parser("projections", help="hyperplane-arrangement statistics of conv filters "
-                                                     "(Gamba et al.)")
-    projections.add_argument("zoo", help="DIR or DIR@VERSION")
+    projections = _study_parser(sub, "projections", "hyperplane-arrangement statistics of conv filters "
+                                                     "(Gamba et al.)", _projections)
     projections.add_argument("--where", help="a pandas query on models.parquet, e.g. \"activation == 'relu'\"")
     projections.add_argument("--snapshots", help="snapshot range A:B (B exclusive); default: every snapshot")
     projections.add_argument("--include-linear", action="store_true", help="also linear layers' weights")
-    _cluster_arguments(projections)
-    projections.add_argument("--json", action="store_true")
-    projections.set_defaults(handler=_projections)
-    reinit = sub.add_parser("reinit", help="accuracy drop when one layer is reset (Zhang et al.)")
-    reinit.add_argument("zoo", help="DIR or DIR@VERSION")
+    reinit = _study_parser(sub, "reinit", "accuracy drop when one layer is reset (Zhang et al.)", _reinit)
     reinit.add_argument("--where", help="a pandas query on models.parquet")
     reinit.add_argument("--resets", default="0,random",
                         help="comma-separated snapshot indices k and/or 'random' (default: 0,random)")
     reinit.add_argument("--trained-k", type=int, help="snapshot taken as the trained network (default: last)")
     reinit.add_argument("--max-models", type=positive, help="at most this many networks (table order)")
     reinit.add_argument("--whole-network", action="store_true", help="also reset every layer at once")
-    _cluster_arguments(reinit)
-    reinit.add_argument("--json", action="store_true")
-    reinit.set_defaults(handler=_reinit)
-    trajectories = sub.add_parser("trajectories", help="training-trajectory length, variance and distance "
-                                                       "(Loukas et al.) from dense traces")
-    trajectories.add_argument("zoo", help="DIR or DIR@VERSION")
+    trajectories = _study_parser(sub, "trajectories", "training-trajectory length, variance and distance "
+                                                       "(Loukas et al.) from dense traces", _trajectories)
     trajectories.add_argument("--where", help="a pandas query on models.parquet")
     trajectories.add_argument("--tensor", help="traced tensor to measure (default: the first traced)")
     trajectories.add_argument("--by", help="hyperparameter to plot against (default: the one that varies)")
-    _cluster_arguments(trajectories)
-    trajectories.add_argument("--json", action="store_true")
-    trajectories.set_defaults(handler=_trajectories)
     _sane_parser(sub)
 
 
 def _sane_parser(sub) -> None:
-    sane = sub.add_parser("sane", help="SANE: transformer autoencoder over tokenised weights; embeddings, probes")
-    sane.add_argument("action", choices=["train", "embed", "probe", "sample"],
-                      help="train: train and embed (cached); embed: the embeddings table; "
-                           "probe: probes on embeddings next to the s(W) baseline; "
-                           "sample: decode new networks from the embedding space and evaluate them")
-    sane.add_argument("zoo", help="DIR or DIR@VERSION")
+    action = {"choices": ["train", "embed", "probe", "sample"],
+              "help": "train: train and embed (cached); embed: the embeddings table; probe: probes on embeddings "
+                      "next to the s(W) baseline; sample: decode new networks from the embedding space"}
+    sane = _study_parser(sub, "sane", "SANE: transformer autoencoder over tokenised weights; embeddings, probes",
+                         _sane, action=action)
     sane.add_argument("--epochs", type=positive, help="training epochs (default: 20)")
     sane.add_argument("--token-size", type=positive, help="values per token (default: 16)")
     sane.add_argument("--window", type=positive, help="tokens per training window (default: 16)")
@@ -94,14 +75,20 @@ def _sane_parser(sub) -> None:
     sane.add_argument("--n", type=positive, default=16, help="networks to sample (default: 16)")
     sane.add_argument("--bandwidth", type=float, help="sampling noise, × the latents' spread (default: 0.1)")
     sane.add_argument("--publish", action="store_true", help="publish the sampled networks as a new version")
-    _cluster_arguments(sane)
-    sane.add_argument("--json", action="store_true")
-    sane.set_defaults(handler=_sane)
 
 
-def _cluster_arguments(parser) -> None:
+def _study_parser(sub, name: str, help: str, handler, *, action: dict | None = None):
+    """A study subcommand with what every study takes: [ACTION] DIR[@VERSION], the cluster
+    options and --json; the caller adds the study's own options."""
+    parser = sub.add_parser(name, help=help)
+    if action:
+        parser.add_argument("action", **action)
+    parser.add_argument("zoo", help="DIR or DIR@VERSION")
     parser.add_argument("--workers", type=positive, default=2, help="local Dask worker processes (default: 2)")
     parser.add_argument("--dask-address", help="an existing Dask scheduler, e.g. tcp://10.0.0.5:8786")
+    parser.add_argument("--json", action="store_true")
+    parser.set_defaults(handler=handler)
+    return parser
 
 
 def positive(text: str) -> int:

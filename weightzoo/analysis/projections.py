@@ -24,6 +24,7 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
+from weightzoo.analysis.records import json_records, json_safe
 from weightzoo.core.layout import TensorSpec, WeightLayout
 
 HIST_BINS = np.linspace(-1.0, 1.0, 41)
@@ -166,7 +167,7 @@ def summarise(scan: ProjectionScan) -> list[dict]:
         for statistic in ("cos_mean", "mass_le0"):
             for stage in ("init", "trained"):
                 record[f"{statistic}_{stage}"] = float(means.loc[(kind, kind_index), (statistic, stage)])
-        records.append(_json_safe(record))
+        records.append(json_safe(record))
     return records
 
 
@@ -239,7 +240,7 @@ def run_projection_study(zoo, out_dir, *, where: str | None = None, snapshots=No
     plot_trajectories(scan.table, plots[1], title=title)
     return {"table": str(table_path), "plots": [str(p) for p in plots],
             "n_models": int(scan.table["model_id"].nunique()), "summary": summarise(scan),
-            "skipped": [_json_safe(record) for record in scan.skipped]}
+            "skipped": json_records(scan.skipped)}
 
 
 def _row_cosines(rows: np.ndarray) -> np.ndarray:
@@ -309,6 +310,3 @@ def _nothing_to_analyse(selection, include_linear: bool) -> str:
     return f"no {wanted} in the selected models{hint}. Layouts seen: " + "; ".join(seen)
 
 
-def _json_safe(record: dict) -> dict:
-    return {key: (None if isinstance(value, float) and not math.isfinite(value) else value)
-            for key, value in record.items()}

@@ -14,7 +14,6 @@ never an exception and never a missing row.
 
 from __future__ import annotations
 
-import math
 import re
 import warnings
 from pathlib import Path
@@ -29,6 +28,7 @@ from sklearn.metrics import accuracy_score, r2_score
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
+from weightzoo.analysis.records import json_records
 from weightzoo.core.labels import is_categorical  # noqa: F401 - part of this module's API
 from weightzoo.core.statistics import weight_statistics
 from weightzoo.io.tables import RESERVED
@@ -206,9 +206,8 @@ def run_property_study(zoo, out_dir, *, snapshots=None, targets=None, layout_id=
     results_path, plot_path = out / "properties.parquet", out / "properties.png"
     results.to_parquet(results_path, index=False)
     plot_results(results, plot_path, title=f"{features} property prediction, {zoo.root.name} {zoo.version}")
-    records = [{k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in r.items()}
-               for r in results.to_dict("records")]
-    return {"results": str(results_path), "plot": str(plot_path), "n_samples": len(table), "records": records}
+    return {"results": str(results_path), "plot": str(plot_path), "n_samples": len(table),
+            "records": json_records(results)}
 
 
 def plot_results(results: pd.DataFrame, path, *, title: str = "") -> None:

@@ -25,6 +25,7 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
+from weightzoo.analysis.records import json_records
 from weightzoo.core.layout import TensorSpec, WeightLayout
 from weightzoo.core.models import build_model
 from weightzoo.core.spec import TrainingSettings
@@ -134,8 +135,7 @@ def summarise(table: pd.DataFrame) -> list[dict]:
         n_models=("model_id", "nunique"), drop_mean=("drop", "mean"), drop_std=("drop", "std"),
         acc_trained_mean=("acc_trained", "mean"), acc_reset_mean=("acc_reset", "mean"),
         loss_rise_mean=("loss_rise", "mean")).reset_index()
-    return [{key: (None if isinstance(value, float) and not math.isfinite(value) else _plain(value))
-             for key, value in record.items()} for record in grouped.to_dict("records")]
+    return json_records(grouped)
 
 
 def plot_heatmap(table: pd.DataFrame, path, *, title: str = "") -> None:
@@ -171,9 +171,10 @@ def run_reinit_study(zoo, out_dir, *, where: str | None = None, model_ids=None, 
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    table = table if table is not None else reinit_table(zoo, where=where, model_ids=model_ids, resets=resets, trained_k=trained_k,
-                         max_models=max_models, seed=seed, whole_network=whole_network, status=status,
-                         progress=progress)
+    if table is None:
+        table = reinit_table(zoo, where=where, model_ids=model_ids, resets=resets, trained_k=trained_k,
+                             max_models=max_models, seed=seed, whole_network=whole_network, status=status,
+                             progress=progress)
     table_path, plot_path = out / "reinit.parquet", out / "reinit.png"
     table.to_parquet(table_path, index=False)
     plot_heatmap(table, plot_path, title=f"accuracy drop after resetting one layer, {zoo.root.name} {zoo.version}")
@@ -325,5 +326,3 @@ def _reset_order(reset) -> tuple:
     return (1, 0) if text == RANDOM else (0, int(text))
 
 
-def _plain(value):
-    return value.item() if isinstance(value, np.generic) else value

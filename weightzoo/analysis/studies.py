@@ -21,6 +21,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from weightzoo.analysis.meta_classifier import evaluate, train_meta_classifier
+from weightzoo.analysis.records import json_records
 from weightzoo.core.fingerprint import fingerprint
 
 ANALYSIS_CODE_VERSION = "weightzoo-analysis-2"  # bump when a study's results change meaning
@@ -135,8 +136,8 @@ class _incomplete:
 def _summary(target: Path, cached: bool) -> dict:
     results = pd.read_parquet(target / "results.parquet")
     per_class = pd.read_parquet(target / "per_class.parquet")
-    return {"path": str(target), "cached": cached, "results": _records(results),
-            "per_class": _records(per_class), "files": sorted(p.name for p in target.iterdir())}
+    return {"path": str(target), "cached": cached, "results": json_records(results),
+            "per_class": json_records(per_class), "files": sorted(p.name for p in target.iterdir())}
 
 
 def study_summary(path: Path, cached: bool, table: str) -> dict:
@@ -144,13 +145,7 @@ def study_summary(path: Path, cached: bool, table: str) -> dict:
     its main ``table`` as JSON-safe records."""
     path = Path(path)
     return {"path": str(path), "cached": cached, "files": sorted(p.name for p in path.iterdir()),
-            "table": str(path / table), "records": _records(pd.read_parquet(path / table))}
-
-
-def _records(frame: pd.DataFrame) -> list[dict]:
-    """JSON-safe rows: NaN becomes None."""
-    return [{k: (None if isinstance(v, float) and np.isnan(v) else v) for k, v in row.items()}
-            for row in frame.to_dict("records")]
+            "table": str(path / table), "records": json_records(pd.read_parquet(path / table))}
 
 
 def _jsonable(snapshots):

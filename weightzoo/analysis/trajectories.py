@@ -34,13 +34,13 @@ epoch). Every model gets a row with ``result`` analysed / skipped / failed and a
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from weightzoo.analysis.records import json_records
 from weightzoo.analysis.trajectory_plots import plot_trajectories, varying_hyperparameter
 from weightzoo.io.errors import TracesNotFound
 from weightzoo.io.tables import RESERVED
@@ -155,8 +155,8 @@ def run_trajectory_study(zoo, out_dir, *, where: str | None = None, tensor: str 
                               title=f"{zoo.root.name} {zoo.version}")
     analysed = table[table["result"] == "analysed"]
     return {**{k: str(v) for k, v in paths.items()}, "plots": plots, "by": by, "n_models": len(table),
-            "n_analysed": len(analysed), "summary": _jsonable(summarise(analysed, by)),
-            "spearman": _spearman(analysed, by), "records": _jsonable(table.to_dict("records"))}
+            "n_analysed": len(analysed), "summary": json_records(summarise(analysed, by)),
+            "spearman": _spearman(analysed, by), "records": json_records(table)}
 
 
 def summarise(table: pd.DataFrame, by: str | None) -> list[dict]:
@@ -259,6 +259,3 @@ def _spearman(table: pd.DataFrame, by: str | None) -> dict:
     return result
 
 
-def _jsonable(records):
-    """Records with NaN/inf as None and numpy scalars as Python values (strict JSON)."""
-    return json.loads(pd.DataFrame(records).to_json(orient="records", double_precision=15)) if records else []

@@ -6,6 +6,9 @@ import numpy as np
 import pytest
 import torch
 
+from weightzoo.build import build_in_process
+from weightzoo.io.reader import open_zoo
+
 LAYER_TOKENS = (8, 8, 6)
 TOKEN_SIZE = 6
 # the last layer has fewer inputs per unit than the token holds: its tokens end in padding
@@ -46,3 +49,29 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(previous)
+
+
+# Twelve tiny nws-cnn digit classifiers with two initialisations: a real zoo for SANE.
+CNN_SPEC = {
+    "name": "sane-cnn", "architecture": "nws-cnn", "models": 12,
+    "sampling": {"method": "random", "seed": 0},
+    "hyperparameters": {"dataset": "digits", "init": ["kaiming_uniform", "orthogonal"], "conv_layers": 2,
+                        "conv_width": 4, "filter_size": 3, "fc_layers": 1, "fc_width": 8, "optimizer": "adam",
+                        "lr": 0.01, "batch_size": 64},
+    "training": {"epochs": 1, "snapshots": {"count": 1}},
+}
+
+
+@pytest.fixture(scope="module")
+def zoo(tmp_path_factory):
+    """A fresh tiny CNN zoo per test module (modules publish into it), at its v0001."""
+    root = tmp_path_factory.mktemp("sane-cnn") / "zoo"
+    build_in_process(root, CNN_SPEC)
+    return open_zoo(root, "v0001")
+
+
+@pytest.fixture(scope="session")
+def tiny() -> dict:
+    """SANE options small enough to train in a second or two."""
+    return {"epochs": 2, "token_size": 8, "window": 8, "batch_size": 8, "windows_per_sample": 1, "d_model": 16,
+            "latent_dim": 4}

@@ -13,36 +13,18 @@ import torch
 
 from weightzoo.analysis.sane import sampling
 from weightzoo.analysis.sane.study import run_sane_training
-from weightzoo.build import build_in_process
 from weightzoo.io.reader import list_versions, open_zoo
 
-SPEC = {
-    "name": "sane-sampling", "architecture": "nws-cnn", "models": 12,
-    "sampling": {"method": "random", "seed": 0},
-    "hyperparameters": {"dataset": "digits", "init": ["kaiming_uniform", "orthogonal"], "conv_layers": 2,
-                        "conv_width": 4, "filter_size": 3, "fc_layers": 1, "fc_width": 8, "optimizer": "adam",
-                        "lr": 0.01, "batch_size": 64},
-    "training": {"epochs": 1, "snapshots": {"count": 1}},
-}
-TINY = {"epochs": 2, "token_size": 8, "window": 8, "batch_size": 8, "windows_per_sample": 1, "d_model": 16,
-        "latent_dim": 4}
 N = 4
 
 
 @pytest.fixture(scope="module")
-def zoo(tmp_path_factory):
-    root = tmp_path_factory.mktemp("sane-sampling") / "zoo"
-    build_in_process(root, SPEC)
-    return open_zoo(root, "v0001")
+def result(zoo, tiny):
+    return sampling.run_sane_sampling(zoo, tiny, n=N, seed=3)
 
 
-@pytest.fixture(scope="module")
-def result(zoo):
-    return sampling.run_sane_sampling(zoo, TINY, n=N, seed=3)
-
-
-def test_samples_have_the_layout_shape_and_are_deterministic(zoo):
-    training = run_sane_training(zoo, TINY)
+def test_samples_have_the_layout_shape_and_are_deterministic(zoo, tiny):
+    training = run_sane_training(zoo, tiny)
     layout = zoo.layout(training["layout_id"])
     first = sampling.sample_networks(zoo, training, N, seed=5)
     assert first.shape == (N, layout.n_params) and first.dtype == np.float32
@@ -66,14 +48,14 @@ def test_sampled_networks_load_and_run(zoo, result):
     assert output.shape[0] == 3 and torch.isfinite(output).all()
 
 
-def test_the_table_holds_three_kinds_with_finite_accuracies(zoo, result):
+def test_the_table_holds_three_kinds_with_finite_accuracies(zoo, result, tiny):
     table = pd.read_parquet(result["table"])
     counts = table["kind"].value_counts()
     n_anchors = len(sampling.anchor_models(zoo, result["layout_id"]))
     assert counts["sampled"] == N and counts["random"] == N and counts["anchor"] == n_anchors
     assert np.isfinite(table["test_acc"]).all() and np.isfinite(table["test_loss"]).all()
     assert {"samples.parquet", "samples.png", "samples.npy"} <= {p.name for p in Path(result["path"]).iterdir()}
-    again = sampling.run_sane_sampling(zoo, TINY, n=N, seed=3)
+    again = sampling.run_sane_sampling(zoo, tiny, n=N, seed=3)
     assert again["cached"] and again["mean_test_acc"] == result["mean_test_acc"]
 
 
@@ -82,10 +64,10 @@ def test_anchor_accuracy_equals_the_recorded_test_accuracy(result):
     np.testing.assert_allclose(anchors["test_acc"], anchors["acc_recorded"], atol=1e-6)
 
 
-def test_publishing_adds_the_samples_as_a_new_version(zoo, result):
+def test_publishing_adds_the_samples_as_a_new_version(zoo, result, tiny):
     before = open_zoo(zoo.root, "v0001")
     models_before, weights_before = before.models.copy(), before.weights(before.models["model_id"].iloc[0])
-    published = sampling.run_sane_sampling(zoo, TINY, n=N, seed=3, publish=True)
+    published = sampling.run_sane_sampling(zoo, tiny, n=N, seed=3, publish=True)
     assert published["published_version"] == "v0002"
     assert [v["version"] for v in list_versions(zoo.root)][-2:] == ["v0001", "v0002"]
     new = open_zoo(zoo.root, "v0002")
@@ -102,12 +84,12 @@ def test_publishing_adds_the_samples_as_a_new_version(zoo, result):
     reread = open_zoo(zoo.root, "v0001")
     pd.testing.assert_frame_equal(reread.models, models_before)
     np.testing.assert_array_equal(reread.weights(models_before["model_id"].iloc[0]), weights_before)
-    again = sampling.run_sane_sampling(zoo, TINY, n=N, seed=3, publish=True)
+    again = sampling.run_sane_sampling(zoo, tiny, n=N, seed=3, publish=True)
     assert again["published_version"] == "v0002"  # nothing new: no further version
     # generated networks never feed a later training run or its normalisation
     from weightzoo.analysis.sane import study
     layout_id = generated["layout_id"].iloc[0]
-    trained = study.zoo_tokens(new, layout_id, study.tokenizer_for(new.layout(layout_id), TINY["token_size"]),
+    trained = study.zoo_tokens(new, layout_id, study.tokenizer_for(new.layout(layout_id), tiny["token_size"]),
                                pd.read_parquet(f"{result['training']}/layer_stats.parquet"), split="train",
                                where=study.trained_only(new))[1]
     assert not set(trained["model_id"]) & set(generated["model_id"])

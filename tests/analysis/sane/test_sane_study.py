@@ -12,28 +12,9 @@ import torch
 
 from weightzoo.analysis.sane import study
 from weightzoo.analysis.token_stats import denormalize_tokens, layer_statistics
-from weightzoo.build import build_in_process
 from weightzoo.core.models import build_model
 from weightzoo.core.tokens import tokenizer_for
-from weightzoo.io.reader import open_zoo
 
-SPEC = {
-    "name": "sane-study", "architecture": "nws-cnn", "models": 12,
-    "sampling": {"method": "random", "seed": 0},
-    "hyperparameters": {"dataset": "digits", "init": ["kaiming_uniform", "orthogonal"], "conv_layers": 2,
-                        "conv_width": 4, "filter_size": 3, "fc_layers": 1, "fc_width": 8, "optimizer": "adam",
-                        "lr": 0.01, "batch_size": 64},
-    "training": {"epochs": 1, "snapshots": {"count": 1}},
-}
-TINY = {"epochs": 2, "token_size": 8, "window": 8, "batch_size": 8, "windows_per_sample": 1, "d_model": 16,
-        "latent_dim": 4}
-
-
-@pytest.fixture(scope="module")
-def zoo(tmp_path_factory):
-    root = tmp_path_factory.mktemp("sane-study") / "zoo"
-    build_in_process(root, SPEC)
-    return open_zoo(root)
 
 
 def test_augmented_tokens_are_the_same_network(zoo):
@@ -53,19 +34,19 @@ def test_augmented_tokens_are_the_same_network(zoo):
     np.testing.assert_allclose(rebuilt.eval()(x).detach(), zoo.load_model(model_id, 1)(x).detach(), atol=1e-4)
 
 
-def test_training_is_cached_and_embeds_every_snapshot(zoo):
-    first = study.run_sane_training(zoo, TINY)
+def test_training_is_cached_and_embeds_every_snapshot(zoo, tiny):
+    first = study.run_sane_training(zoo, tiny)
     assert not first["cached"] and first["epochs"] == 2 and np.isfinite(first["last_loss"])
     embeddings = pd.read_parquet(first["embeddings"])
     assert len(embeddings) == int(zoo.models["n_snapshots"].sum())  # every split, every snapshot
     assert {"model_id", "k", "split", "e0", "e3"} <= set(embeddings.columns)
     assert "/analyses/v0001/sane/" in first["path"]
-    again = study.run_sane_training(zoo, TINY)
+    again = study.run_sane_training(zoo, tiny)
     assert again["cached"] and again["last_loss"] == first["last_loss"]
 
 
-def test_an_interrupted_run_resumes_from_its_checkpoints(zoo, monkeypatch):
-    options = {**TINY, "seed": 7}
+def test_an_interrupted_run_resumes_from_its_checkpoints(zoo, monkeypatch, tiny):
+    options = {**tiny, "seed": 7}
     real_embed = study.embed_zoo
 
     def crash(*args, **kwargs):
@@ -83,8 +64,8 @@ def test_an_interrupted_run_resumes_from_its_checkpoints(zoo, monkeypatch):
     assert result["epochs"] == 2 and not result["cached"]
 
 
-def test_probes_sit_next_to_the_weight_statistics_baseline(zoo):
-    result = study.run_sane_probe(zoo, TINY, targets=["init", "test_acc"])
+def test_probes_sit_next_to_the_weight_statistics_baseline(zoo, tiny):
+    result = study.run_sane_probe(zoo, tiny, targets=["init", "test_acc"])
     table = pd.read_parquet(result["table"])
     assert set(table["features"]) == {"sane", "stats"} and set(table["target"]) == {"init", "test_acc"}
     assert len(table) == 2 * 2 * 2  # features × targets × (linear, boosted)

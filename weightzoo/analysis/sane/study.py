@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from weightzoo.analysis.records import json_records
 from weightzoo.analysis.properties import (default_targets, feature_columns, feature_table, plot_results,
                                            predict_properties)
 from weightzoo.analysis.sane.batches import window_batches
@@ -172,10 +173,8 @@ def run_sane_probe(zoo, options: dict | None = None, targets=None, progress=None
         results.to_parquet(out / "probes.parquet", index=False)
         shown = results.assign(model=results["model"] + " · " + results["features"])
         plot_results(shown, out / "probes.png", title=f"SANE embeddings vs s(W), {zoo.root.name} {zoo.version}")
-        records = [{k: (None if isinstance(v, float) and np.isnan(v) else v) for k, v in row.items()}
-                   for row in results.to_dict("records")]
         return {"training": training["path"], "table": str(out / "probes.parquet"), "plot": str(out / "probes.png"),
-                "records": records}
+                "records": json_records(results)}
 
     return cached_result(zoo, "sane-probe", {**o, "targets": list(targets) if targets else None}, run)
 
