@@ -29,6 +29,7 @@ from weightzoo.analysis.records import json_records
 from weightzoo.core.layout import TensorSpec, WeightLayout
 from weightzoo.core.models import build_model
 from weightzoo.core.spec import TrainingSettings
+from weightzoo.core.tokens import unit_groups
 from weightzoo.train.evaluate import evaluate_model
 from weightzoo.train.tasks import model_task
 
@@ -63,15 +64,18 @@ class LayerGroup:
 
 
 def layer_groups(layout: WeightLayout) -> list[LayerGroup]:
-    """The layout's layers in order; a batch-norm module joins the layer before it."""
+    """The layout's layers in order; a batch-norm module joins the layer before it.
+
+    Built on the tokeniser's unit groups (one conv/linear layer plus its batch norm), merged
+    back per layout layer where a layer's tensors do not share a unit axis.
+    """
     groups: list[LayerGroup] = []
-    for layer in sorted({t.layer for t in layout.tensors}):
-        specs = tuple(t for t in layout.tensors if t.layer == layer)
-        if specs[0].kind == "batchnorm" and groups:
+    for unit in unit_groups(layout):
+        if groups and groups[-1].layer == unit.layers[0]:
             last = groups[-1]
-            groups[-1] = LayerGroup(last.layer, last.kind, last.tensors + specs)
+            groups[-1] = LayerGroup(last.layer, last.kind, last.tensors + unit.tensors)
         else:
-            groups.append(LayerGroup(layer, specs[0].kind, specs))
+            groups.append(LayerGroup(unit.layers[0], unit.tensors[0].kind, unit.tensors))
     return groups
 
 
