@@ -6,6 +6,7 @@ Exit codes: 0 success, 1 runtime failure, 2 bad input (spec, arguments, unknown 
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import logging
 import os
@@ -13,9 +14,13 @@ import sys
 import time
 from pathlib import Path
 
-from weightzoo.cli_studies import UsageError, add_study_commands, positive as _positive
+from weightzoo.cli_studies import UsageError, positive as _positive
 
 EXIT_FAILURE, EXIT_USAGE = 1, 2
+# Modules that contribute subcommands: each has ``add_commands(subparsers)``.
+COMMAND_MODULES = (
+    "weightzoo.cli_studies",
+)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -66,7 +71,8 @@ def _parser() -> argparse.ArgumentParser:
     info.add_argument("zoo", help="DIR or DIR@VERSION")
     info.add_argument("--json", action="store_true")
     info.set_defaults(handler=_info)
-    add_study_commands(sub)
+    for module in COMMAND_MODULES:
+        importlib.import_module(module).add_commands(sub)
     presets = sub.add_parser("presets", help="list the shipped presets")
     presets.set_defaults(handler=_presets)
     return parser

@@ -17,7 +17,7 @@ class UsageError(ValueError):
     """An argument that parsed but means nothing (e.g. a malformed snapshot range)."""
 
 
-def add_study_commands(sub) -> None:
+def add_commands(sub) -> None:
     """Add the study subcommands to the ``weightzoo`` parser's subparsers."""
     meta = _study_parser(sub, "meta-classify", "NWS meta-classifier: predict hyperparameters from weight slices",
                          _meta_classifier)
