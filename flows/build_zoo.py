@@ -15,7 +15,7 @@ from weightzoo.core.models import ConfigError
 from weightzoo.core.spec import SpecError, load_spec
 from weightzoo.train.fleet import FleetError
 
-from flows.runtime import run_on_dask, threads_per_task
+from flows.runtime import placed_for, run_on_dask, threads_per_task
 
 # errors of the input, not of the machine: retrying cannot help
 PERMANENT_ERRORS = (SpecError, ConfigError, FleetError, build.BuildError, ValueError, TypeError)
@@ -65,13 +65,16 @@ def build_zoo(spec: str | dict = "demo", out: str = "zoo", models: int | None = 
     logger.info("spec %s: %d models in %d groups (plan %s)", spec_obj.name, n_models, len(groups),
                 build.group_digest(groups))
     threads = threads_per_task(workers)
-    futures = {train_group.submit(out, g, threads): g for g in groups}
+    with placed_for(spec_obj.training.device):  # CUDA groups go to workers with a GPU resource
+        futures = {train_group.submit(out, g, threads): g for g in groups}
     fingerprints, done, started = [], 0, time.monotonic()
     for future in as_completed(list(futures)):
         receipts = future.result()
         if build.staged_receipts(out, futures[future]) is None:  # a cached result whose files are gone
             logger.warning("group %.12s: cached but not staged; training again", futures[future].key)
-            receipts = train_group.with_options(refresh_cache=True).submit(out, futures[future], threads).result()
+            with placed_for(spec_obj.training.device):
+                retry = train_group.with_options(refresh_cache=True).submit(out, futures[future], threads)
+            receipts = retry.result()
         fingerprints += [r["fingerprint"] for r in receipts]
         done += len(receipts)
         logger.info("trained %d/%d models (%s)", done, n_models, _eta(started, done, n_models))

@@ -6,9 +6,12 @@ or a LocalCluster of single-threaded worker processes on this machine.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+from typing import Iterator
 
+import dask
 from prefect.logging.handlers import APILogHandler
 from prefect_dask import DaskTaskRunner
 
@@ -17,8 +20,34 @@ def dask_runner(workers: int = 2, address: str | None = None) -> DaskTaskRunner:
     """A Dask task runner: an existing cluster by address, or a LocalCluster of processes."""
     if address:
         return DaskTaskRunner(address=address)
+    # local workers share this machine's GPU (if any): a CUDA task must never wait for a
+    # resource no local worker advertises
     return DaskTaskRunner(cluster_kwargs={"n_workers": workers, "threads_per_worker": 1, "processes": True,
-                                          "dashboard_address": ":0"})
+                                          "dashboard_address": ":0", "resources": {"GPU": 1}})
+
+
+def device_resources(device: str) -> dict[str, int]:
+    """Dask resources a training task on ``device`` needs: one ``GPU`` for CUDA, none for CPU.
+
+    Workers advertise GPUs with ``dask worker ... --resources "GPU=1"``; a task asking for one
+    runs only there, while CPU tasks (which ask for nothing) may run on any worker.
+    """
+    return {}  # MUTANT
+
+
+@contextlib.contextmanager
+def placed_for(device: str) -> Iterator[dict[str, int]]:
+    """Tasks submitted inside this block carry the Dask resources ``device`` needs.
+
+    prefect-dask submits through ``distributed.Client.submit``, which merges the annotations
+    of an enclosing ``dask.annotate`` block into each task it sends to the scheduler.
+    """
+    resources = device_resources(device)
+    if not resources:
+        yield resources
+        return
+    with dask.annotate(resources=resources):
+        yield resources
 
 
 def threads_per_task(workers: int) -> int:

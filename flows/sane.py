@@ -3,6 +3,8 @@
 A task body is one call into ``weightzoo.analysis.sane.study``. Training writes a
 checkpoint after every epoch, so a retried task (or the same command run again after a
 crash) resumes where it stopped; the finished result is cached on (version, options, code).
+Tasks are submitted to the flow's Dask cluster; with ``device: cuda`` they ask for a ``GPU``
+resource, so only workers started with ``--resources "GPU=1"`` run them.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ from prefect import flow, get_run_logger, task
 from weightzoo.analysis.sane.sampling import run_sane_sampling
 from weightzoo.analysis.sane.study import run_sane_probe, run_sane_training
 from weightzoo.io.reader import open_zoo
+
+from flows.runtime import placed_for
 
 COMMANDS = ("train", "embed", "probe", "sample")
 
@@ -44,8 +48,12 @@ def sane_flow(zoo_dir: str, command: str, version: str | None = None, options: d
     ``probe`` adds the probes; ``sample`` draws, evaluates and optionally publishes networks."""
     if command not in COMMANDS:
         raise ValueError(f"unknown SANE command {command!r}; known: {list(COMMANDS)}")
-    if command == "probe":
-        return sane_probe_task(zoo_dir, version, options or {}, targets)
-    if command == "sample":
-        return sane_sample_task(zoo_dir, version, options or {}, sampling or {})
-    return sane_train_task(zoo_dir, version, options or {})
+    options = options or {}
+    with placed_for(str(options.get("device") or "cpu")):  # every command may train
+        if command == "probe":
+            future = sane_probe_task.submit(zoo_dir, version, options, targets)
+        elif command == "sample":
+            future = sane_sample_task.submit(zoo_dir, version, options, sampling or {})
+        else:
+            future = sane_train_task.submit(zoo_dir, version, options)
+    return future.result()

@@ -74,6 +74,8 @@ def _sane_parser(sub) -> None:
     sane.add_argument("--target", action="append", help="probe target (repeatable; default: all that vary)")
     sane.add_argument("--n", type=positive, default=16, help="networks to sample (default: 16)")
     sane.add_argument("--bandwidth", type=float, help="sampling noise, × the latents' spread (default: 0.1)")
+    sane.add_argument("--finetune-epochs", type=int, default=0,
+                      help="sample: also train sampled and random networks this many epochs (default: 0)")
     sane.add_argument("--publish", action="store_true", help="publish the sampled networks as a new version")
 
 
@@ -248,7 +250,10 @@ def _sane(args) -> int:
                "latent_dim": args.latent_dim, "layout_id": args.layout, "device": args.device,
                "snapshots": None if snapshots is None else list(snapshots)}
     options = {k: v for k, v in options.items() if v is not None}
-    sampling = {"n": args.n, "bandwidth": args.bandwidth, "publish": args.publish}
+    if args.finetune_epochs < 0:
+        raise UsageError(f"--finetune-epochs must be >= 0, got {args.finetune_epochs}")
+    sampling = {"n": args.n, "bandwidth": args.bandwidth, "publish": args.publish,
+                "finetune_epochs": args.finetune_epochs}
     result = _run_analysis("sane_flow", {"zoo_dir": path, "command": args.action, "version": version,
                                          "options": options, "targets": args.target, "sampling": sampling}, args)
     if args.json:
@@ -256,8 +261,10 @@ def _sane(args) -> int:
         return 0
     print(f"{result['path']}{' (cached)' if result['cached'] else ''}")
     if args.action == "sample":
-        print(f"  mean test accuracy by kind: {result['mean_test_acc']}\n  table {result['table']}\n"
-              f"  plot {result['plot']}")
+        print(f"  mean test accuracy by kind: {result['mean_test_acc']}")
+        if result.get("finetune_epochs"):
+            print(f"  after {result['finetune_epochs']} epochs of fine-tuning: {result['mean_test_acc_finetuned']}")
+        print(f"  table {result['table']}\n  plot {result['plot']}")
         if result.get("published_version"):
             print(f"  published as {path}@{result['published_version']}")
         return 0

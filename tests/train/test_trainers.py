@@ -12,7 +12,7 @@ from weightzoo.core.models import build_model
 from weightzoo.core.spec import TrainingSettings
 from weightzoo.train.evaluate import evaluate_model
 from weightzoo.train.fleet import FleetError, train_fleet
-from weightzoo.train.single import train_model
+from weightzoo.train.single import finetune_model, train_model
 from weightzoo.train.tasks import model_task
 
 TRAINING = TrainingSettings(epochs=2, snapshot_epochs=(1, 2))
@@ -156,3 +156,20 @@ def test_fleets_with_dropout_and_augmentation_are_reproducible():
     first, second = train_fleet(jobs, TRAINING), train_fleet(jobs, TRAINING)
     for a, b in zip(first, second):
         np.testing.assert_array_equal(a.weights, b.weights)
+
+
+def test_finetuning_the_initialisation_with_the_model_seed_reproduces_training():
+    job = dict(MLP, seed=4, optimizer="momentum", lr=0.02, augmentation="noise", dropout=0.2)
+    trained = train_model(job, TRAINING)
+    model = build_model(job)
+    model.load_state_dict(trained.layout.unflatten(trained.weights[0]), strict=False)
+    assert finetune_model(model, job, model_task(job, TRAINING), 2, seed=4) is None
+    np.testing.assert_array_equal(trained.layout.flatten(model.state_dict()), trained.weights[2])
+    assert not model.training
+
+
+def test_finetuning_reports_divergence():
+    job = dict(MLP, seed=1, optimizer="sgd", lr=1e6)
+    model = build_model(job)
+    failure = finetune_model(model, job, model_task(job, TRAINING), 3, seed=1)
+    assert failure is not None and "fine-tuning epoch" in failure

@@ -61,6 +61,29 @@ def train_model(params: Mapping, training, dataset_options: Mapping | None = Non
     return result
 
 
+def finetune_model(model: torch.nn.Module, params: Mapping, task, epochs: int, *, seed: int = 0) -> str | None:
+    """Train an existing module ``epochs`` more epochs on ``task`` (a TaskData) with the
+    optimiser, learning rate, weight decay, batch size and augmentation of ``params``, as
+    :func:`train_model` would, with fresh optimiser state and streams seeded from ``seed``.
+    Returns None, or why training stopped (a non-finite loss); the module is left in eval mode."""
+    device = next(model.parameters()).device
+    data = [t.to(device) for t in (task.x_train, task.y_train)]
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = make_torch_optimizer(params.get("optimizer", "sgd"), trainable,
+                                     float(params.get("lr", 0.01)), float(params.get("weight_decay") or 0.0))
+    order, augment = generator(seed, ORDER_STREAM), generator(seed, AUGMENT_STREAM)
+    step, failure = 0, None
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed * 7919 + DROPOUT_STREAM)
+        for epoch in range(1, epochs + 1):
+            step, failure = _epoch(model, optimizer, data, task.task, params, (order, augment), step, (None, epoch))
+            if failure:
+                failure = f"{failure} at fine-tuning epoch {epoch}"
+                break
+    model.eval()
+    return failure
+
+
 def _recorder(training, layout, model, params, n_train: int) -> TraceRecorder | None:
     """A recorder holding the initial point, or None when the settings ask for no traces."""
     if training.traces is None:

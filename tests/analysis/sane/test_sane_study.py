@@ -14,7 +14,36 @@ from weightzoo.analysis.sane import study
 from weightzoo.analysis.token_stats import denormalize_tokens, layer_statistics
 from weightzoo.core.models import build_model
 from weightzoo.core.tokens import tokenizer_for
+from weightzoo.io.selection import Selection
 
+
+def test_token_blocks_stream_every_sample_once_in_a_per_epoch_order(zoo):
+    layout_id = study.choose_layout(zoo, None)
+    tokenizer = tokenizer_for(zoo.layout(layout_id), 8)
+    stats = layer_statistics(zoo, layout_id)
+    selection = zoo.select(layout_id=layout_id)
+    whole = study.zoo_tokens(zoo, layout_id, tokenizer, stats)[0]
+
+    def order(epoch):
+        blocks = list(study.token_blocks(selection, tokenizer, stats, shuffle_seed=3, epoch=epoch, block=5))
+        assert max(len(tokens) for tokens, _ in blocks) <= 5
+        for tokens, index in blocks:
+            np.testing.assert_array_equal(tokens, whole[index])  # each block is the rows it names
+        return np.concatenate([index for _, index in blocks])
+
+    first = order(1)
+    assert sorted(first) == list(range(len(selection)))
+    np.testing.assert_array_equal(order(1), first)  # the same epoch streams the same order
+    assert not np.array_equal(order(2), first)
+
+
+def test_training_streams_and_never_loads_the_split_at_once(zoo, tiny, monkeypatch):
+    def whole_split(self):
+        raise AssertionError("SANE training must stream the split, not load it whole")
+
+    monkeypatch.setattr(Selection, "to_numpy", whole_split)
+    result = study.run_sane_training(zoo, {**tiny, "seed": 11})
+    assert result["epochs"] == 2 and result["n_embeddings"] == int(zoo.models["n_snapshots"].sum())
 
 
 def test_augmented_tokens_are_the_same_network(zoo):

@@ -1,7 +1,9 @@
-"""Training batches of token windows with two augmented views, from in-memory token arrays.
+"""Training batches of token windows with two augmented views.
 
-The trainer consumes any iterable of batch dicts; this module makes them from arrays
-[n_samples, n_tokens, token_size] (tests, small zoos). A batch dict holds
+The trainer consumes any iterable of batch dicts. :func:`window_batches` makes them from
+one in-memory array [n_samples, n_tokens, token_size] (tests, small zoos);
+:func:`streamed_window_batches` from a stream of such arrays (blocks read from a zoo one
+after the other, so memory holds one block, never the whole train split). A batch dict holds
 
     tokens [B, W, token_size] float32, mask [B, W, token_size] float32 (1 = real value),
     positions [B, W, 3] int64, and view_a / view_b: dicts with the same three keys.
@@ -46,6 +48,25 @@ def window_batches(token_arrays, mask, positions, window: int, batch_size: int,
     the clean window. A last batch of one window is dropped: NT-Xent needs negatives.
     For the trainer: ``lambda epoch: window_batches(..., seed=seed, epoch=epoch)``.
     """
+    rng = np.random.default_rng([seed, epoch])
+    yield from _windows_of(token_arrays, mask, positions, window, batch_size, augment_fn, rng, windows_per_sample)
+
+
+def streamed_window_batches(blocks, mask, positions, window: int, batch_size: int,
+                            augment_fn: AugmentFn | None = None, seed: int = 0, *, epoch: int = 1,
+                            windows_per_sample: int = 1) -> Iterator[dict]:
+    """Batches of random windows from a stream of token blocks, each [n, n_tokens, token_size].
+
+    Windows are shuffled within a block (the stream decides the order of samples across
+    blocks); block ``b`` draws from ``default_rng([seed, epoch, b])``, so an epoch is
+    deterministic when the stream is. ``mask``/``positions`` are shared ([n_tokens, ...]).
+    """
+    for number, tokens in enumerate(blocks):
+        rng = np.random.default_rng([seed, epoch, number])
+        yield from _windows_of(tokens, mask, positions, window, batch_size, augment_fn, rng, windows_per_sample)
+
+
+def _windows_of(token_arrays, mask, positions, window, batch_size, augment_fn, rng, windows_per_sample):
     tokens = np.asarray(token_arrays, dtype=np.float32)
     if tokens.ndim != 3:
         raise ValueError(f"token_arrays must be [n_samples, n_tokens, token_size], got {tokens.shape}")
@@ -54,7 +75,6 @@ def window_batches(token_arrays, mask, positions, window: int, batch_size: int,
         raise ValueError(f"window {window} must be between 1 and the sequence length {n_tokens}")
     masks = per_sample(mask, n_samples, token_size)
     places = per_sample(positions, n_samples, 3)
-    rng = np.random.default_rng([seed, epoch])
     order = rng.permutation(np.repeat(np.arange(n_samples), windows_per_sample))
     starts = rng.integers(0, n_tokens - window + 1, size=len(order))
     for begin in range(0, len(order), batch_size):

@@ -13,7 +13,10 @@ flat vectors of the run's layout.
 Evaluation rebuilds runnable models from a reference config (the most common config of
 the layout's train models) and measures test loss/accuracy on the reference model's own
 task, next to the same number of randomly initialised networks and the anchors' own
-stored weights. No fine-tuning is done here.
+stored weights. With ``finetune_epochs`` > 0, every sampled and every random network is
+also trained that many epochs on the reference task with the reference config's optimiser
+and batch size (SANE's comparison: a good starting point should stay ahead of a random one
+after the same short training); the ``*_ft`` columns hold the results.
 
 Publishing stages the samples as ok models of the same zoo (fingerprints from the
 training result path, the index and the weights) and publishes a new version extending
@@ -41,10 +44,12 @@ from weightzoo.core.tokens import tokenizer_for
 from weightzoo.io.publish import publish_version
 from weightzoo.io.staging import stage_model
 from weightzoo.train.evaluate import evaluate_model
+from weightzoo.train.single import finetune_model
 
 DEFAULT_BANDWIDTH = 0.1  # kernel std as a fraction of each latent dimension's std across anchors
 KINDS = ("sampled", "random", "anchor")
-SAMPLE_COLUMNS = ("kind", "index", "model_id", "reference_model_id", "test_loss", "test_acc", "acc_recorded")
+SAMPLE_COLUMNS = ("kind", "index", "model_id", "reference_model_id", "test_loss", "test_acc", "acc_recorded",
+                  "finetune_epochs", "test_loss_ft", "test_acc_ft")
 
 
 def anchor_models(zoo, layout_id: str) -> pd.DataFrame:
@@ -137,27 +142,39 @@ def random_networks(config: dict, layout: WeightLayout, n: int, *, seed: int = 0
 
 
 def evaluate_samples(zoo, layout_id: str, flats, *, reference_model_id: str | None = None,
-                     seed: int = 0) -> pd.DataFrame:
-    """Test loss/accuracy of sampled, randomly initialised and anchor networks.
+                     seed: int = 0, finetune_epochs: int = 0) -> tuple[pd.DataFrame, np.ndarray | None]:
+    """Test loss/accuracy of sampled, randomly initialised and anchor networks, and the
+    sampled networks' weights after fine-tuning (None without fine-tuning).
 
     Columns: kind ("sampled", "random", "anchor"), index, model_id (anchors only),
     reference_model_id, test_loss, test_acc, acc_recorded (anchors: the recorded test_acc
-    of their last snapshot). Sampled and random networks run on the reference model's task;
-    each anchor on its own.
+    of their last snapshot), finetune_epochs and test_loss_ft / test_acc_ft (after
+    fine-tuning; NaN for anchors or without it). Sampled and random networks run on the
+    reference model's task; each anchor on its own.
     """
+    if finetune_epochs < 0:
+        raise ValueError(f"finetune_epochs must be >= 0, got {finetune_epochs}")
     flats = np.asarray(flats, dtype=np.float32)
     layout = zoo.layout(layout_id)
     reference = reference_model(zoo, layout_id, reference_model_id)
     config = json.loads(reference["config_json"])
     tasks: dict = {}
     task = _test_data(zoo, reference, config, tasks)
-    rows = []
+    rows, tuned = [], []
     for kind, group in (("sampled", flats), ("random", random_networks(config, layout, len(flats), seed=seed))):
         for i, flat in enumerate(group):
-            loss, acc = evaluate_model(load_flat(config, layout, flat), task.x_test, task.y_test, task.task)
-            rows.append((kind, i, None, reference["model_id"], loss, acc, np.nan))
+            module = load_flat(config, layout, flat)
+            loss, acc = evaluate_model(module, task.x_test, task.y_test, task.task)
+            after = (np.nan, np.nan)
+            if finetune_epochs:
+                finetune_model(module, config, task, finetune_epochs, seed=seed * 100_003 + i)
+                after = evaluate_model(module, task.x_test, task.y_test, task.task)
+                if kind == "sampled":
+                    tuned.append(layout.flatten(module.state_dict()))
+            rows.append((kind, i, None, reference["model_id"], loss, acc, np.nan, finetune_epochs, *after))
     rows += _anchor_rows(zoo, layout_id, reference["model_id"], tasks)
-    return pd.DataFrame(rows, columns=list(SAMPLE_COLUMNS))
+    table = pd.DataFrame(rows, columns=list(SAMPLE_COLUMNS))
+    return table, (np.stack(tuned).astype(np.float32) if tuned else None)
 
 
 def _anchor_rows(zoo, layout_id: str, reference_id: str, tasks: dict) -> list[tuple]:
@@ -167,28 +184,35 @@ def _anchor_rows(zoo, layout_id: str, reference_id: str, tasks: dict) -> list[tu
         k = int(model.n_snapshots) - 1
         task = _test_data(zoo, model, json.loads(model.config_json), tasks)
         loss, acc = evaluate_model(zoo.load_model(model.model_id, k), task.x_test, task.y_test, task.task)
-        rows.append(("anchor", i, model.model_id, reference_id, loss, acc, float(recorded.loc[(model.model_id, k)])))
+        rows.append(("anchor", i, model.model_id, reference_id, loss, acc, float(recorded.loc[(model.model_id, k)]),
+                     0, np.nan, np.nan))
     return rows
 
 
-def sample_fingerprint(training_path: str, index: int, flat: np.ndarray) -> str:
-    """The fingerprint of one sampled network: training result path, index and the weights' sha."""
+def sample_fingerprint(training_path: str, index: int, flat: np.ndarray, tuned: np.ndarray | None = None) -> str:
+    """The fingerprint of one sampled network: training result path, index and the weights'
+    sha (and those of its fine-tuned weights, when it was fine-tuned)."""
     digest = fingerprint(np.ascontiguousarray(flat, dtype=np.float32).tobytes().hex())
+    if tuned is not None:
+        digest = fingerprint(digest, "finetuned", np.ascontiguousarray(tuned, dtype=np.float32).tobytes().hex())
     return fingerprint("sane-sample", str(training_path), int(index), digest)
 
 
-def publish_samples(zoo, flats, table: pd.DataFrame, *, training_path: str, message: str = "") -> str:
+def publish_samples(zoo, flats, table: pd.DataFrame, *, training_path: str, tuned=None, message: str = "") -> str:
     """Stage the sampled networks as ok models of this zoo and publish a version extending
     the latest one (split settings, specs and code version copied from this version's
-    manifest). Returns the new version's name (the latest one if nothing was new)."""
+    manifest). Snapshot 0 is the decoded network; with ``tuned`` (the weights after
+    fine-tuning), snapshot 1 holds them. Returns the new version's name (the latest one
+    if nothing was new)."""
     flats = np.asarray(flats, dtype=np.float32)
+    tuned = [None] * len(flats) if tuned is None else np.asarray(tuned, dtype=np.float32)
     sampled = table[table["kind"] == "sampled"].sort_values("index")
     if len(sampled) != len(flats):
         raise ValueError(f"{len(flats)} networks but {len(sampled)} 'sampled' rows in the table")
     reference = zoo.models.set_index("model_id", drop=False).loc[sampled["reference_model_id"].iloc[0]]
     layout = zoo.layout(reference["layout_id"])
-    fingerprints = [_stage_sample(zoo, layout, reference, training_path, i, flat, row)
-                    for i, (flat, row) in enumerate(zip(flats, sampled.itertuples()))]
+    fingerprints = [_stage_sample(zoo, layout, reference, training_path, i, (flat, after), row)
+                    for i, (flat, after, row) in enumerate(zip(flats, tuned, sampled.itertuples()))]
     manifest = zoo.manifest
     return publish_version(zoo.root, fingerprints, specs=manifest.get("specs", []),
                            code_version=manifest.get("code_version", ""), extend=True,
@@ -196,61 +220,77 @@ def publish_samples(zoo, flats, table: pd.DataFrame, *, training_path: str, mess
                            message=message or f"{len(flats)} networks sampled by SANE from {training_path}")
 
 
-def _stage_sample(zoo, layout: WeightLayout, reference, training_path: str, index: int, flat, row) -> str:
-    fp = sample_fingerprint(training_path, index, flat)
+def _stage_sample(zoo, layout: WeightLayout, reference, training_path: str, index: int, weights, row) -> str:
+    flat, tuned = weights
+    fp = sample_fingerprint(training_path, index, flat, tuned)
     config = json.loads(reference["config_json"])
     record = {"model_id": f"sane-{fp[:12]}", "fingerprint": fp, "status": "ok",
               "message": f"sampled by SANE ({training_path}, #{index})",
               "hyperparameters": {**config, "generated_by": "sane", "sane_result": str(training_path)},
               "config": config, "training": json.loads(reference["training_json"] or "{}"),
               "spec_name": reference["spec_name"], "layout_id": layout.layout_id, "n_params": layout.n_params}
-    snapshot = {"k": 0, "epoch": 0.0, "step": 0, "train_loss": None, "train_acc": None,
-                "test_loss": float(row.test_loss), "test_acc": float(row.test_acc), "gap": None}
-    stage_model(zoo.root, fingerprint=fp, weights=flat[None], snapshots=[snapshot], record=record, layout=layout)
+    snapshots = [{"k": 0, "epoch": 0.0, "step": 0, "train_loss": None, "train_acc": None,
+                  "test_loss": float(row.test_loss), "test_acc": float(row.test_acc), "gap": None}]
+    if tuned is not None:
+        snapshots.append({**snapshots[0], "k": 1, "epoch": float(row.finetune_epochs), "step": None,
+                          "test_loss": float(row.test_loss_ft), "test_acc": float(row.test_acc_ft)})
+    stacked = flat[None] if tuned is None else np.stack([flat, tuned])
+    stage_model(zoo.root, fingerprint=fp, weights=stacked, snapshots=snapshots, record=record, layout=layout)
     return fp
 
 
 def run_sane_sampling(zoo, options: dict | None = None, n: int = 16, *, bandwidth: float | None = None,
-                      publish: bool = False, seed: int = 0, progress=None) -> dict:
-    """Train (cached), sample ``n`` networks, evaluate them beside random and anchor networks.
+                      publish: bool = False, seed: int = 0, finetune_epochs: int = 0, progress=None) -> dict:
+    """Train (cached), sample ``n`` networks, evaluate them beside random and anchor networks
+    (and, with ``finetune_epochs``, again after fine-tuning sampled and random ones).
 
-    Writes ``samples.npy``, ``samples.parquet`` and ``samples.png`` under
-    ``analyses/<v>/sane-sample/<key>/`` (cached). With ``publish``, the samples are also
+    Writes ``samples.npy`` (``samples_finetuned.npy``), ``samples.parquet`` and
+    ``samples.png`` under ``analyses/<v>/sane-sample/<key>/`` (cached). With ``publish``, the samples are also
     published as a new version (idempotent: their fingerprints come from their weights),
     whose name is returned as ``published_version``.
     """
     o = options_with_defaults(options)
-    parameters = {"training": o, "n": int(n), "sample_seed": int(seed), "bandwidth": bandwidth}
+    parameters = {"training": o, "n": int(n), "sample_seed": int(seed), "bandwidth": bandwidth,
+                  "finetune_epochs": int(finetune_epochs)}
 
     def run(out: Path) -> dict:
         training = run_sane_training(zoo, o, progress)
         flats = sample_networks(zoo, training, n, seed=seed, bandwidth=bandwidth)
-        table = evaluate_samples(zoo, training["layout_id"], flats, seed=seed)
+        if progress:
+            progress(f"evaluating {n} sampled and {n} random networks"
+                     + (f", fine-tuning each {finetune_epochs} epochs" if finetune_epochs else ""))
+        table, tuned = evaluate_samples(zoo, training["layout_id"], flats, seed=seed, finetune_epochs=finetune_epochs)
         np.save(out / "samples.npy", flats)
+        if tuned is not None:
+            np.save(out / "samples_finetuned.npy", tuned)
         table.to_parquet(out / "samples.parquet", index=False)
         plot_samples(table, out / "samples.png", title=f"SANE samples, {zoo.root.name} {zoo.version}")
         return {"training": training["path"], "layout_id": training["layout_id"], "n": int(n),
                 "samples": str(out / "samples.npy"), "table": str(out / "samples.parquet"),
-                "plot": str(out / "samples.png"), "mean_test_acc": summarise(table)}
+                "plot": str(out / "samples.png"), "mean_test_acc": summarise(table),
+                "finetune_epochs": int(finetune_epochs), "mean_test_acc_finetuned": summarise(table, "test_acc_ft")}
 
     result = cached_result(zoo, "sane-sample", parameters, run)
     if publish:
         flats = np.load(result["samples"])
         table = pd.read_parquet(result["table"])
-        result["published_version"] = publish_samples(zoo, flats, table, training_path=result["training"])
+        tuned_path = Path(result["samples"]).with_name("samples_finetuned.npy")
+        tuned = np.load(tuned_path) if tuned_path.exists() else None
+        result["published_version"] = publish_samples(zoo, flats, table, training_path=result["training"], tuned=tuned)
         if progress:
             progress(f"published {len(flats)} SANE samples as {result['published_version']}")
     return result
 
 
-def summarise(table: pd.DataFrame) -> dict:
-    """Mean test accuracy per kind (None where not finite)."""
-    means = table.groupby("kind")["test_acc"].mean()
+def summarise(table: pd.DataFrame, column: str = "test_acc") -> dict:
+    """Mean of ``column`` per kind (None where not finite)."""
+    means = table.groupby("kind")[column].mean()
     return {kind: (float(means[kind]) if kind in means and np.isfinite(means[kind]) else None) for kind in KINDS}
 
 
 def plot_samples(table: pd.DataFrame, path, *, title: str = "") -> None:
-    """Test accuracy per kind: a box per kind with the networks as points."""
+    """Test accuracy per kind (and after fine-tuning, where done): a box per kind with the
+    networks as points."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -259,6 +299,10 @@ def plot_samples(table: pd.DataFrame, path, *, title: str = "") -> None:
     ax = fig.add_subplot()
     kinds = [kind for kind in KINDS if kind in set(table["kind"])]
     values = [table.loc[table["kind"] == kind, "test_acc"].dropna().to_numpy() for kind in kinds]
+    tuned = [kind for kind in ("sampled", "random") if table.loc[table["kind"] == kind, "test_acc_ft"].notna().any()]
+    epochs = int(table["finetune_epochs"].max()) if tuned else 0
+    values += [table.loc[table["kind"] == kind, "test_acc_ft"].dropna().to_numpy() for kind in tuned]
+    kinds += [f"{kind}\n+{epochs} ep" for kind in tuned]
     ax.boxplot(values, showfliers=False)
     ax.set_xticks(range(1, len(kinds) + 1), kinds)
     for position, points in enumerate(values, start=1):

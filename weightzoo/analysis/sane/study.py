@@ -4,7 +4,10 @@ One layout at a time (tokens of different layouts do not line up): by default th
 with the most models. Weights are standardised per layer with statistics of the ``train``
 split (computed with Dask), tokenised from the layout, and the autoencoder trains on
 random windows of two augmented views of the train split — a function-preserving
-permutation of hidden units plus multiplicative noise. Embeddings of every snapshot of
+permutation of hidden units plus multiplicative noise. Training and embedding stream the
+weights through the zoo's readers in blocks of ``BLOCK_SAMPLES`` snapshots (a new shuffle
+every epoch, deterministic in (seed, epoch)), so memory holds one block and the readers'
+bounded cache, never the whole split. Embeddings of every snapshot of
 every split are then written as ``embeddings.parquet`` (model_id, k, split, e0…), and the
 probes fit the same linear/boosted models as the s(W) baseline on the same splits, side
 by side.
@@ -22,7 +25,7 @@ import pandas as pd
 from weightzoo.analysis.records import json_records
 from weightzoo.analysis.properties import (default_targets, feature_columns, feature_table, plot_results,
                                            predict_properties)
-from weightzoo.analysis.sane.batches import window_batches
+from weightzoo.analysis.sane.batches import streamed_window_batches
 from weightzoo.analysis.sane.embed import embed_networks
 from weightzoo.analysis.sane.model import SaneConfig, max_positions_of
 from weightzoo.analysis.sane.train import load_sane, train_sane
@@ -35,6 +38,7 @@ DEFAULTS = {"token_size": 16, "window": 16, "epochs": 20, "batch_size": 32, "win
             "permute": True, "noise": 0.05, "seed": 0, "snapshots": None, "layout_id": None,
             "d_model": 64, "n_layers": 2, "latent_dim": 16, "gamma": 0.05, "lr": 1e-3, "device": "cpu"}
 MODEL_KEYS = ("d_model", "n_layers", "latent_dim", "gamma", "lr")
+BLOCK_SAMPLES = 256  # snapshots per streamed read block
 
 
 def options_with_defaults(options: dict | None) -> dict:
@@ -67,11 +71,21 @@ def trained_only(zoo) -> str | None:
     return "generated_by.isnull()" if "generated_by" in zoo.models.columns else None
 
 
+def token_blocks(selection, tokenizer, stats: pd.DataFrame, *, shuffle_seed: int | None = None, epoch: int = 0,
+                 block: int = BLOCK_SAMPLES):
+    """Stream standardised tokens [n, T, S] of a selection through its torch reader, block by
+    block, with each block's sample indices into ``selection.rows``. With ``shuffle_seed``
+    the order is shuffled per (seed, epoch); without, it is the selection's order."""
+    batches = selection.torch_batches(block, shuffle=shuffle_seed is not None, seed=shuffle_seed or 0, epoch=epoch)
+    for batch in batches:
+        tokens = normalize_tokens(tokenizer.tokenize(batch["weights"].numpy()), stats, tokenizer)
+        yield tokens.astype(np.float32), batch["index"].numpy()
+
+
 def zoo_tokens(zoo, layout_id: str, tokenizer, stats: pd.DataFrame, *, split=None, snapshots=None, where=None):
     """Standardised tokens [n, T, S] of the selected snapshots, and their rows (model_id, k, split)."""
     selection = zoo.select(where, snapshots=snapshots, split=split, layout_id=layout_id)
-    flat = selection.to_numpy()
-    tokens = normalize_tokens(tokenizer.tokenize(flat), stats, tokenizer).astype(np.float32)
+    tokens = np.concatenate([block for block, _ in token_blocks(selection, tokenizer, stats)])
     return tokens, selection.rows[["model_id", "k", "split"]].reset_index(drop=True)
 
 
@@ -99,19 +113,20 @@ def train_on_zoo(zoo, out_dir, checkpoint_dir, options: dict | None = None, prog
     layout, tokenizer = zoo.layout(layout_id), tokenizer_for(zoo.layout(layout_id), int(o["token_size"]))
     stats = layer_statistics(zoo, layout_id, split="train", snapshots=o["snapshots"], where=trained_only(zoo))
     save_layer_statistics(stats, out / "layer_stats.parquet")
-    train_tokens, _ = zoo_tokens(zoo, layout_id, tokenizer, stats, split="train", snapshots=o["snapshots"],
-                                 where=trained_only(zoo))
+    train = zoo.select(trained_only(zoo), snapshots=o["snapshots"], split="train", layout_id=layout_id)
     window = min(int(o["window"]), tokenizer.n_tokens)
     config = SaneConfig(token_size=int(o["token_size"]), max_positions=max_positions_of(tokenizer.positions),
                         **{k: o[k] for k in MODEL_KEYS})
     augment = augmentation(layout, tokenizer, permute=bool(o["permute"]), noise=float(o["noise"]))
 
     def batches(epoch):
-        return window_batches(train_tokens, tokenizer.mask, tokenizer.positions, window, int(o["batch_size"]),
-                              augment, int(o["seed"]), epoch=epoch, windows_per_sample=int(o["windows_per_sample"]))
+        blocks = (tokens for tokens, _ in token_blocks(train, tokenizer, stats, shuffle_seed=int(o["seed"]), epoch=epoch))
+        return streamed_window_batches(blocks, tokenizer.mask, tokenizer.positions, window, int(o["batch_size"]),
+                                       augment, int(o["seed"]), epoch=epoch,
+                                       windows_per_sample=int(o["windows_per_sample"]))
 
     if progress:
-        progress(f"SANE on layout {layout_id}: {len(train_tokens)} train samples of {tokenizer.n_tokens} tokens")
+        progress(f"SANE on layout {layout_id}: {len(train)} train samples of {tokenizer.n_tokens} tokens")
     model, history = train_sane(batches, config, checkpoint_dir=checkpoint_dir, epochs=int(o["epochs"]),
                                 seed=int(o["seed"]), progress=progress, device=o["device"], threads=1)
     latest = sorted(Path(checkpoint_dir).glob("epoch-*.pt"))[-1]
@@ -121,7 +136,7 @@ def train_on_zoo(zoo, out_dir, checkpoint_dir, options: dict | None = None, prog
     embeddings.to_parquet(out / "embeddings.parquet", index=False)
     plot_history(history, out / "loss.png")
     last = history[-1]
-    return {"layout_id": layout_id, "n_train_samples": len(train_tokens), "n_tokens": tokenizer.n_tokens,
+    return {"layout_id": layout_id, "n_train_samples": len(train), "n_tokens": tokenizer.n_tokens,
             "epochs": len(history), "first_loss": history[0]["loss"], "last_loss": last["loss"],
             "last_loss_recon": last["loss_recon"], "last_loss_contrast": last["loss_contrast"],
             "n_embeddings": len(embeddings), "embeddings": str(out / "embeddings.parquet"),
@@ -129,11 +144,14 @@ def train_on_zoo(zoo, out_dir, checkpoint_dir, options: dict | None = None, prog
 
 
 def embed_zoo(zoo, model, layout_id: str, tokenizer, stats, *, window: int, snapshots=None) -> pd.DataFrame:
-    """Embeddings of every (model, snapshot) of the layout, all splits: model_id, k, split, e0…"""
-    tokens, rows = zoo_tokens(zoo, layout_id, tokenizer, stats, snapshots=snapshots)
-    vectors = embed_networks(model, tokens, tokenizer.mask, tokenizer.positions, window=window)
+    """Embeddings of every (model, snapshot) of the layout, all splits: model_id, k, split, e0…
+    (streamed block by block through the readers)."""
+    selection = zoo.select(snapshots=snapshots, layout_id=layout_id)
+    vectors = np.zeros((len(selection), model.config.latent_dim), np.float32)
+    for tokens, index in token_blocks(selection, tokenizer, stats):
+        vectors[index] = embed_networks(model, tokens, tokenizer.mask, tokenizer.positions, window=window)
     frame = pd.DataFrame(vectors, columns=[f"e{i}" for i in range(vectors.shape[1])])
-    return pd.concat([rows, frame], axis=1)
+    return pd.concat([selection.rows[["model_id", "k", "split"]].reset_index(drop=True), frame], axis=1)
 
 
 def probe(zoo, embeddings: pd.DataFrame, targets=None, *, seed: int = 0) -> pd.DataFrame:
