@@ -32,7 +32,7 @@ def device_resources(device: str) -> dict[str, int]:
     Workers advertise GPUs with ``dask worker ... --resources "GPU=1"``; a task asking for one
     runs only there, while CPU tasks (which ask for nothing) may run on any worker.
     """
-    return {}  # MUTANT
+    return {"GPU": 1} if device.startswith("cuda") else {}
 
 
 @contextlib.contextmanager

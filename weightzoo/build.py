@@ -22,6 +22,9 @@ from weightzoo.core.models import build_model, model_signature
 from weightzoo.core.sampling import ModelConfig, sample_configs
 from weightzoo.core.spec import ZooSpec, load_spec
 from weightzoo.core.traces import check_trace_tensors
+from weightzoo.io.environment import training_environment
+from weightzoo.io.errors import NotAZooError
+from weightzoo.io.location import staging_root
 from weightzoo.io.publish import publish_version
 from weightzoo.io.reader import list_versions, open_zoo
 from weightzoo.io.staging import find_staged, stage_model
@@ -104,8 +107,9 @@ def _cost(chunk: list[ModelConfig]) -> int:
 
 
 def zoo_identity(zoo_root) -> str:
-    """A random id created with the zoo directory (``.zoo-id``); stable for its lifetime."""
-    root = Path(zoo_root)
+    """A random id created with the zoo directory (``.zoo-id``; for a zoo in object storage, in
+    its local staging root); stable for its lifetime."""
+    root = staging_root(zoo_root)
     path = root / ".zoo-id"
     if not path.exists():
         root.mkdir(parents=True, exist_ok=True)
@@ -122,7 +126,7 @@ def zoo_identity(zoo_root) -> str:
 
 def staged_receipts(zoo_root, group: TrainGroup) -> list[dict] | None:
     """The receipts of a group if every member is staged already, else None."""
-    receipts = [find_staged(zoo_root, fp) for fp in group.fingerprints]
+    receipts = [find_staged(staging_root(zoo_root), fp) for fp in group.fingerprints]
     return receipts if all(receipts) else None
 
 
@@ -134,6 +138,7 @@ def train_and_stage(zoo_root, group: TrainGroup, *, threads: int | None = None, 
     receives one line per epoch.
     """
     set_threads(threads)
+    zoo_root = staging_root(zoo_root)  # training always stages locally, also for an s3:// zoo
     pending = [c for c in group.configs if find_staged(zoo_root, c.fingerprint(CODE_VERSION)) is None]
     if pending:
         training, options = pending[0].training, pending[0].dataset_kwargs
@@ -149,12 +154,15 @@ def train_and_stage(zoo_root, group: TrainGroup, *, threads: int | None = None, 
                 results.append(train_model(config.params, training, options))
                 if progress:
                     progress(f"model {i}/{len(pending)} trained")
+        # which models trained together, in order: with dropout or augmentation it shapes the weights
+        together = {"trainer": "fleet" if fleet and len(pending) > 1 else "single",
+                    "models": [c.model_id for c in pending]}
         for config, result in zip(pending, results):
-            _stage(zoo_root, config, result)
+            _stage(zoo_root, config, result, together)
     return [find_staged(zoo_root, fp) for fp in group.fingerprints]
 
 
-def _stage(zoo_root, config: ModelConfig, result) -> dict:
+def _stage(zoo_root, config: ModelConfig, result, fleet: dict | None = None) -> dict:
     fp = config.fingerprint(CODE_VERSION)
     record = {
         "model_id": config.model_id, "fingerprint": fp, "status": result.status, "message": result.message,
@@ -162,6 +170,8 @@ def _stage(zoo_root, config: ModelConfig, result) -> dict:
         "dataset_options": config.dataset_kwargs, "spec_name": config.spec_name,
         "layout_id": result.layout.layout_id, "n_params": result.layout.n_params,
         "train_seconds": result.seconds, "code_version": CODE_VERSION,
+        # captured here, in the process that trained (see weightzoo.io.environment)
+        "environment": training_environment(config.training.device), "fleet": fleet,
     }
     return stage_model(zoo_root, fingerprint=fp, weights=result.weights, snapshots=result.snapshots,
                        record=record, layout=result.layout, traces=result.traces)
@@ -169,7 +179,10 @@ def _stage(zoo_root, config: ModelConfig, result) -> dict:
 
 def check_extend(zoo_root, groups: list[TrainGroup], extend: bool) -> None:
     """Refuse to add models to a published zoo unless ``extend`` is set."""
-    versions = list_versions(zoo_root) if (Path(zoo_root) / "repo").exists() else []
+    try:
+        versions = list_versions(zoo_root)
+    except NotAZooError:
+        versions = []
     if not versions or extend:
         return
     published = set(open_zoo(zoo_root).models["fingerprint"])

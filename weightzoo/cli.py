@@ -20,6 +20,12 @@ EXIT_FAILURE, EXIT_USAGE = 1, 2
 # Modules that contribute subcommands: each has ``add_commands(subparsers)``.
 COMMAND_MODULES = (
     "weightzoo.cli_studies",
+    "weightzoo.cli_interop",
+    "weightzoo.cli_deploy",
+    "weightzoo.cli_verify",
+    "weightzoo.cli_catalog",
+    "weightzoo.cli_regenerate",
+    "weightzoo.cli_pull",
 )
 
 

@@ -11,8 +11,14 @@ Protocol (crash-safe; a version exists iff its Icechunk tag exists):
    A head commit with the same version and digest and no tag is a crashed earlier attempt:
    it is reused instead of appending the rows again. Any other untagged head commit is an
    abandoned attempt: ``main`` is reset to the latest tag first, so arrays hold no orphans;
-4. tables and manifest go to ``versions/vNNNN.incomplete/`` and are renamed to ``vNNNN/``;
+4. tables and manifest go to ``versions/vNNNN.incomplete/`` and are renamed to ``vNNNN/``
+   (in object storage, which has no rename, they are written straight to ``versions/vNNNN/``,
+   overwriting a crashed attempt's leftovers: no tag names that version yet);
 5. last, the tag ``vNNNN`` is created.
+
+The zoo may be a local path or ``s3://bucket/prefix`` (:mod:`weightzoo.io.location`); staged
+models are always read from a local folder (``staging_root``, default: the location's).
+In object storage there is no publish lock: one publisher per zoo at a time.
 
 Re-publishing with nothing new while extending returns the parent version's name and
 publishes nothing. ``extend=False`` publishes only the given models (a retraction or a
@@ -49,7 +55,9 @@ import icechunk
 import pyarrow.parquet as pq
 
 from weightzoo.io import store, tables, trace_store
+from weightzoo.io.card import render_card, write_card
 from weightzoo.io.errors import SimulatedCrash, StagingError
+from weightzoo.io.location import ZooLocation, parse_location
 from weightzoo.io.staging import find_staged, fsync_dir, load_staged, load_staged_traces, to_jsonable
 
 CRASH_POINTS = ("after_commit", "before_rename", "before_tag")
@@ -59,15 +67,21 @@ PACKAGES = ("torch", "numpy", "zarr", "icechunk", "pyarrow", "pandas", "numcodec
 
 def publish_version(zoo_root, fingerprints: list[str], *, specs: list[dict], code_version: str,
                     extend: bool = True, split_seed: int = 0, split_fractions=(0.7, 0.15, 0.15),
-                    message: str = "") -> str:
-    """Publish staged models as a new version; return its name (or the parent's if nothing is new)."""
+                    message: str = "", staging_root=None, provenance: dict | None = None) -> str:
+    """Publish staged models as a new version; return its name (or the parent's if nothing is new).
+
+    ``staging_root``: the local folder whose ``staging/`` holds the models (default: the
+    zoo's, see :meth:`ZooLocation.staging_root`). ``provenance``, when given, is recorded
+    as the manifest's ``source`` (e.g. where a pulled zoo came from).
+    """
     fractions = tables.check_fractions(split_fractions)
-    root = Path(zoo_root)
-    with store.publish_lock(root):
-        repo = store.open_repository(root, create=True)
+    location = parse_location(zoo_root)
+    root = Path(staging_root) if staging_root is not None else location.staging_root()
+    with store.publish_lock(location):
+        repo = store.open_repository(location, create=True)
         tags = store.version_tags(repo)
         latest = tags[-1] if tags else None
-        known = _read_version(root, latest)
+        known = _read_version(location, latest)
         if extend and latest:
             _check_split_settings(known["manifest"], split_seed, fractions)
         receipts = _collect_receipts(root, fingerprints)
@@ -84,7 +98,9 @@ def publish_version(zoo_root, fingerprints: list[str], *, specs: list[dict], cod
         manifest = _manifest(version, latest if extend else None, snapshot_id, version_tables,
                              specs=specs, code_version=code_version, message=message,
                              split_seed=split_seed, fractions=fractions, new=new)
-        _write_version_dir(root, version, version_tables, manifest)
+        if provenance is not None:
+            manifest["source"] = to_jsonable(provenance)
+        _write_version_dir(location, version, version_tables, manifest)
         _crash_point("before_tag")
         repo.create_tag(version, snapshot_id)
     return version
@@ -101,14 +117,14 @@ def _crash_point(name: str) -> None:
         raise SimulatedCrash(f"simulated crash at {name}")
 
 
-def _read_version(root: Path, version: str | None) -> dict:
+def _read_version(location: ZooLocation, version: str | None) -> dict:
     if version is None:
         return {"manifest": None, "models": [], "snapshots": [], "layouts": []}
-    folder = root / "versions" / version
-    return {"manifest": json.loads((folder / "manifest.json").read_text()),
-            "models": tables.read_rows(folder / "models.parquet"),
-            "snapshots": tables.read_rows(folder / "snapshots.parquet"),
-            "layouts": tables.read_rows(folder / "layouts.parquet")}
+    folder = f"versions/{version}"
+    return {"manifest": json.loads(location.read_bytes(f"{folder}/manifest.json")),
+            "models": location.read_table(f"{folder}/models.parquet").to_pylist(),
+            "snapshots": location.read_table(f"{folder}/snapshots.parquet").to_pylist(),
+            "layouts": location.read_table(f"{folder}/layouts.parquet").to_pylist()}
 
 
 def _check_split_settings(manifest: dict, split_seed: int, fractions) -> None:
@@ -222,7 +238,11 @@ def _version_tables(root, known, keep, new, rows, version, split_seed, fractions
 
 def _manifest(version, parent, snapshot_id, version_tables, *, specs, code_version, message,
               split_seed, fractions, new) -> dict:
+    from weightzoo.io import environment  # imports torch: only when a version is written
+
     models = version_tables["models.parquet"]
+    # the training settings come from the staged records: they were captured where training ran
+    reproduction = environment.training_summary(environment.staged_records(new), len(new))
     return {
         "version": version,
         "parent": parent,
@@ -241,22 +261,22 @@ def _manifest(version, parent, snapshot_id, version_tables, *, specs, code_versi
             "by_layout": dict(sorted(Counter(models.column("layout_id").to_pylist()).items())),
         },
         "packages": _package_versions(),
+        "code": environment.source_revision(),
+        **reproduction,
         "tables": {},
     }
 
 
 def _package_versions() -> dict:
-    versions = {"python": platform.python_version()}
-    for name in PACKAGES:
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            versions[name] = None
-    return versions
+    from weightzoo.io.environment import package_versions
+
+    return package_versions()
 
 
-def _write_version_dir(root: Path, version: str, version_tables: dict, manifest: dict) -> None:
-    versions = root / "versions"
+def _write_version_dir(location: ZooLocation, version: str, version_tables: dict, manifest: dict) -> None:
+    if location.remote:
+        return _write_version_objects(location, version, version_tables, manifest)
+    versions = Path(location.path) / "versions"
     incomplete = versions / f"{version}.incomplete"
     final = versions / version
     shutil.rmtree(incomplete, ignore_errors=True)  # left by an earlier crash
@@ -266,12 +286,30 @@ def _write_version_dir(root: Path, version: str, version_tables: dict, manifest:
         manifest["tables"][name] = _fsync_and_hash(incomplete / name)
     (incomplete / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True, allow_nan=False))
     _fsync_and_hash(incomplete / "manifest.json")
+    parent = manifest.get("parent")
+    write_card(incomplete, version_tables, manifest, versions / parent if parent else None)
     _crash_point("before_rename")
     if final.exists():
         # No tag names it (the version name is new), so it is a crashed attempt's leftover.
         shutil.rmtree(final)
     os.rename(incomplete, final)
     fsync_dir(versions)
+
+
+def _write_version_objects(location: ZooLocation, version: str, version_tables: dict, manifest: dict) -> None:
+    # No rename in object storage: write in place; without its tag the version does not exist.
+    folder = f"versions/{version}"
+    location.delete_dir(folder)  # a crashed attempt's leftovers (the version name is new)
+    for name, table in version_tables.items():
+        manifest["tables"][name] = location.write_table(f"{folder}/{name}", table)
+    parent = manifest.get("parent")
+    parent_tables = ({name: location.read_table(f"versions/{parent}/{name}.parquet")
+                      for name in ("models", "snapshots")} if parent else None)
+    for name, data in render_card(version_tables, manifest, parent_tables).items():
+        location.write_bytes(f"{folder}/{name}", data)
+    _crash_point("before_rename")
+    location.write_bytes(f"{folder}/manifest.json",
+                         json.dumps(manifest, indent=2, sort_keys=True, allow_nan=False).encode())
 
 
 def _fsync_and_hash(path: Path) -> str:

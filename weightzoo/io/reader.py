@@ -3,6 +3,10 @@
 Only tagged versions exist for readers: a ``versions/vNNNN/`` directory without an Icechunk
 tag is a crashed publish and is ignored. Weights are read from
 ``readonly_session(tag=version)``, so an old version never sees rows appended later.
+
+A zoo in object storage (``open_zoo("s3://bucket/prefix")``, see :mod:`weightzoo.io.location`)
+is opened lazily: opening reads the manifest; tables are fetched when first used, and
+weights chunk by chunk (one model row per chunk) as selections ask for them.
 """
 
 from __future__ import annotations
@@ -18,14 +22,16 @@ import zarr
 from weightzoo.core.layout import WeightLayout
 from weightzoo.io import store, trace_store
 from weightzoo.io.errors import CorruptChunkError, TracesNotFound, VersionNotFound
+from weightzoo.io.location import ZooLocation, parse_location
 
 
 def list_versions(zoo_root) -> list[dict]:
     """Published (tagged) versions, oldest first: {version, parent, created_at, n_models, snapshot_id}."""
-    repo = store.open_repository(zoo_root)
+    location = parse_location(zoo_root)
+    repo = store.open_repository(location)
     result = []
     for tag in store.version_tags(repo):
-        manifest = _read_manifest(Path(zoo_root), tag)
+        manifest = _read_manifest(location, tag)
         result.append({"version": tag, "parent": manifest["parent"], "created_at": manifest["created_at"],
                        "n_models": manifest["counts"]["models"], "snapshot_id": repo.lookup_tag(tag)})
     return result
@@ -46,25 +52,28 @@ def open_zoo(zoo_root, version: str | None = None) -> "Zoo":
     elif version not in tags:
         raise VersionNotFound(f"version {version!r} is not published in {zoo_root}; "
                               f"available: {', '.join(tags) or 'none'}")
-    return Zoo(Path(zoo_root), version, repo)
+    return Zoo(zoo_root, version, repo)
 
 
 class Zoo:
     """One published version of a zoo: its manifest, tables, layouts and weights."""
 
-    def __init__(self, root: Path, version: str, repo) -> None:
-        self.root = Path(root)
+    def __init__(self, root, version: str, repo) -> None:
+        self.location: ZooLocation = parse_location(root)
+        # A remote root becomes Path("s3:/bucket/prefix"); parse_location reads that form back.
+        self.root = Path(self.location.url)
         self.version = version
         self._repo = repo
         self._layouts: dict[str, WeightLayout] = {}
-        self.manifest = _read_manifest(self.root, version)
+        self.manifest = _read_manifest(self.location, version)
         tagged = repo.lookup_tag(version)
         if self.manifest["icechunk_snapshot_id"] != tagged:
             raise ValueError(f"{self.folder / 'manifest.json'} names snapshot "
                              f"{self.manifest['icechunk_snapshot_id']} but tag {version} is {tagged}")
 
     def __repr__(self) -> str:
-        return f"Zoo({str(self.root)!r}, version={self.version!r}, models={self.manifest['counts']['models']})"
+        where = self.location.url if self.location.remote else str(self.root)
+        return f"Zoo({where!r}, version={self.version!r}, models={self.manifest['counts']['models']})"
 
     @property
     def folder(self) -> Path:
@@ -74,17 +83,17 @@ class Zoo:
     @cached_property
     def models(self) -> pd.DataFrame:
         """models.parquet: one row per model."""
-        return pd.read_parquet(self.folder / "models.parquet")
+        return self._read_table("models.parquet")
 
     @cached_property
     def snapshots(self) -> pd.DataFrame:
         """snapshots.parquet: one row per (model_id, k)."""
-        return pd.read_parquet(self.folder / "snapshots.parquet")
+        return self._read_table("snapshots.parquet")
 
     @cached_property
     def layouts(self) -> pd.DataFrame:
         """layouts.parquet: one row per (layout_id, tensor)."""
-        return pd.read_parquet(self.folder / "layouts.parquet")
+        return self._read_table("layouts.parquet")
 
     def layout(self, layout_id: str) -> WeightLayout:
         """The WeightLayout of ``layout_id``; KeyError lists the version's layouts."""
@@ -114,8 +123,10 @@ class Zoo:
             # Reading the whole row is one chunk either way; slicing happens in memory.
             values = array[int(row["row"])]
         except Exception as error:  # codec errors surface as ValueError/RuntimeError/IcechunkError
-            raise CorruptChunkError(f"cannot read weights of model {model_id!r} (row {int(row['row'])} of "
-                                    f"weights/{row['layout_id']}, version {self.version}): {error}") from error
+            # one chunk is the whole row, so every snapshot of the model is lost with it
+            raise CorruptChunkError(f"cannot read weights of model {model_id!r}, snapshots k=0..{n_snapshots - 1} "
+                                    f"(row {int(row['row'])} of weights/{row['layout_id']}, version "
+                                    f"{self.version}): {error}") from error
         return values[:n_snapshots] if k is None else values[k]
 
     def trace_array(self, layout_id: str, name: str) -> zarr.Array:
@@ -192,11 +203,17 @@ class Zoo:
             "by_status": _counts(models["status"]),
             "layouts": _counts(models["layout_id"]),
             "test_acc_last": self._last_test_accuracy(),
-            "repo_bytes": sum(p.stat().st_size for p in store.repo_path(self.root).rglob("*") if p.is_file()),
+            "repo_bytes": self.location.total_bytes("repo"),
         }
         if "dataset" in models.columns:
             result["datasets"] = _counts(models["dataset"])
         return result
+
+    def _read_table(self, name: str) -> pd.DataFrame:
+        if not self.location.remote:
+            return pd.read_parquet(self.folder / name)
+        return pd.read_parquet(self.location.file_path(f"versions/{self.version}/{name}"),
+                               filesystem=self.location.filesystem)
 
     @cached_property
     def _session(self):
@@ -239,8 +256,9 @@ def _counts(column: pd.Series) -> dict:
     return {str(key): int(value) for key, value in column.value_counts(dropna=False).sort_index().items()}
 
 
-def _read_manifest(root: Path, version: str) -> dict:
-    path = root / "versions" / version / "manifest.json"
-    if not path.is_file():
-        raise FileNotFoundError(f"version {version} is tagged but {path} is missing")
-    return json.loads(path.read_text())
+def _read_manifest(location: ZooLocation, version: str) -> dict:
+    relative = f"versions/{version}/manifest.json"
+    try:
+        return json.loads(location.read_bytes(relative))
+    except FileNotFoundError:
+        raise FileNotFoundError(f"version {version} is tagged but {location.join(relative)} is missing") from None

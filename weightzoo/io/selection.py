@@ -245,7 +245,24 @@ def read_rows(root, version: str, layout_id: str, rows) -> np.ndarray:
         return array.get_orthogonal_selection((rows, slice(None), slice(None)))
     except Exception as error:  # codec/checksum errors surface as several exception types
         raise CorruptChunkError(f"cannot read rows {rows} of weights/{layout_id} in {root} "
-                                f"version {version}: {error}") from error
+                                f"version {version}: {_bad_models(array, root, version, layout_id, rows)}"
+                                f"{error}") from error
+
+
+def _bad_models(array, root, version: str, layout_id: str, rows: list[int]) -> str:
+    """Error path only: the models (and their snapshots) whose chunks fail, re-read one row at a time."""
+    bad = []
+    for row in rows:
+        try:
+            array[row]
+        except Exception:  # noqa: BLE001 - the same codec errors as the caller's
+            bad.append(row)
+    models = pd.read_parquet(Path(root) / "versions" / version / "models.parquet",
+                             columns=["model_id", "layout_id", "row", "n_snapshots"])
+    models = models[(models["layout_id"] == layout_id) & models["row"].isin(bad)]
+    # one chunk is a whole model row: every snapshot of the model is in it
+    names = [f"model {m.model_id!r} (row {m.row}, snapshots k=0..{m.n_snapshots - 1})" for m in models.itertuples()]
+    return f"damaged chunk of {', '.join(names)}; " if names else ""
 
 
 def weights_array(root, version: str, layout_id: str):

@@ -31,6 +31,7 @@ if "ICECHUNK_LOG" not in os.environ:
     icechunk.set_logs_filter("icechunk=error")
 
 from weightzoo.io.errors import NotAZooError
+from weightzoo.io.location import parse_location
 
 BRANCH = "main"
 VERSION_PATTERN = re.compile(r"^v\d{4}$")
@@ -48,16 +49,19 @@ def weights_path(layout_id: str) -> str:
 
 
 def open_repository(zoo_root, *, create: bool = False) -> icechunk.Repository:
-    """Open the zoo's repository; create it when asked, else raise NotAZooError naming the path."""
-    storage = icechunk.local_filesystem_storage(str(repo_path(zoo_root)))
+    """Open the zoo's repository (a local path or ``s3://bucket/prefix``, see
+    :mod:`weightzoo.io.location`); create it when asked, else raise NotAZooError naming the path."""
+    location = parse_location(zoo_root)
+    storage = location.icechunk_storage()
     if icechunk.Repository.exists(storage):
         return icechunk.Repository.open(storage)
+    where = location.join("repo") if location.remote else repo_path(location.path)
     if not create:
-        raise NotAZooError(f"{Path(zoo_root)} is not a weightzoo store: no Icechunk repository at "
-                           f"{repo_path(zoo_root)}")
+        raise NotAZooError(f"{location} is not a weightzoo store: no Icechunk repository at {where}")
     config = icechunk.RepositoryConfig.default()
     config.inline_chunk_threshold_bytes = 0
-    repo_path(zoo_root).mkdir(parents=True, exist_ok=True)
+    if not location.remote:
+        repo_path(location.path).mkdir(parents=True, exist_ok=True)
     return icechunk.Repository.create(storage, config)
 
 
@@ -80,7 +84,18 @@ def root_snapshot_id(repo: icechunk.Repository) -> str:
 
 @contextmanager
 def publish_lock(zoo_root) -> Iterator[None]:
-    """Hold an exclusive ``flock`` on ``<zoo>/.publish.lock`` so publishers never interleave."""
+    """Hold an exclusive ``flock`` on ``<zoo>/.publish.lock`` so publishers never interleave.
+
+    Object storage has no such lock: a zoo there has ONE publisher at a time (run publishes
+    from one machine, e.g. the build flow's single publish task). A second concurrent
+    publisher is not silently merged: Icechunk rejects a commit on a moved branch and tag
+    creation fails for an existing tag, but it may leave the loser's tables unreadable.
+    """
+    location = parse_location(zoo_root)
+    if location.remote:
+        yield
+        return
+    zoo_root = location.path
     Path(zoo_root).mkdir(parents=True, exist_ok=True)
     with open(Path(zoo_root) / ".publish.lock", "a+") as handle:
         fcntl.flock(handle.fileno(), fcntl.LOCK_EX)

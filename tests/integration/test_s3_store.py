@@ -1,0 +1,163 @@
+"""Zoos in object storage, against a real local S3 server (moto's server app on 127.0.0.1).
+
+The server counts what it serves, so lazy reads are measured, not assumed: a selection of a
+few models fetches only their chunk objects (one per model row).
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+import numpy as np
+import pandas as pd
+import pytest
+from torch import nn
+
+from s3_server import s3_server
+from weightzoo.cli import main
+from weightzoo.core.layout import WeightLayout
+from weightzoo.io import NotAZooError, SimulatedCrash, VersionNotFound, list_versions, open_zoo, publish_version
+from weightzoo.io.location import parse_location
+from weightzoo.io.pull import CRASH_ENV, pull_zoo
+from weightzoo.io.staging import stage_model
+
+pytestmark = pytest.mark.integration
+N_MODELS, N_SNAPSHOTS = 24, 6
+
+
+@pytest.fixture(scope="module")
+def s3(tmp_path_factory):
+    """(endpoint, traffic) of a server for this module; staging goes to a temporary folder."""
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        monkeypatch.setenv("WEIGHTZOO_STAGING_ROOT", str(tmp_path_factory.mktemp("staging-cache")))
+        monkeypatch.delenv("WEIGHTZOO_CRASH_AT", raising=False)
+        with s3_server(monkeypatch) as server:
+            yield server
+
+
+def fresh_url() -> str:
+    """A prefix no other test uses (readers cache arrays per location and version)."""
+    return f"s3://zoos/tests/{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture(scope="module")
+def remote_zoo(s3) -> str:
+    """N_MODELS random MLPs published straight to S3 from local staging."""
+    url = fresh_url()
+    staging_root = parse_location(url).staging_root()
+    fingerprints = [stage_model(staging_root, **_random_model(i))["fingerprint"] for i in range(N_MODELS)]
+    assert publish_version(url, fingerprints, specs=[], code_version="test") == "v0001"
+    return url
+
+
+def test_a_local_zoo_pushed_to_s3_reads_back_the_same(smoke_zoo, s3, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)  # nothing may land in a local folder named after the URL
+    url = fresh_url()
+    report = pull_zoo(smoke_zoo, url)
+    local, remote = open_zoo(smoke_zoo), open_zoo(url)
+    assert report["dest_version"] == remote.version == "v0001"
+    pd.testing.assert_frame_equal(remote.models, local.models)
+    pd.testing.assert_frame_equal(remote.snapshots, local.snapshots)
+    for model_id in local.models["model_id"]:
+        np.testing.assert_array_equal(remote.weights(model_id), local.weights(model_id))
+    np.testing.assert_array_equal(remote.select(snapshots=[1]).to_numpy(), local.select(snapshots=[1]).to_numpy())
+    assert [v["version"] for v in list_versions(url)] == ["v0001"]
+    assert remote.summary()["repo_bytes"] == report["dest_repo_bytes"] > 0
+    assert list(tmp_path.iterdir()) == []
+    assert main(["versions", url, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)[0]["n_models"] == len(local.models)
+
+
+def test_a_crashed_publish_to_s3_shows_no_version_and_resumes(s3, monkeypatch):
+    url = fresh_url()
+    staging_root = parse_location(url).staging_root()
+    fingerprints = [stage_model(staging_root, **_random_model(i))["fingerprint"] for i in range(3)]
+    for point in ("before_rename", "before_tag"):
+        monkeypatch.setenv("WEIGHTZOO_CRASH_AT", point)
+        with pytest.raises(SimulatedCrash):
+            publish_version(url, fingerprints, specs=[], code_version="test")
+        assert list_versions(url) == []
+        with pytest.raises(VersionNotFound):
+            open_zoo(url)
+    assert parse_location(url).exists("versions/v0001/manifest.json"), "the leftover the tag does not name"
+    monkeypatch.delenv("WEIGHTZOO_CRASH_AT")
+    assert publish_version(url, fingerprints, specs=[], code_version="test") == "v0001"
+    zoo = open_zoo(url)
+    np.testing.assert_array_equal(zoo.weights("mlp-002"), _random_model(2)["weights"])
+    assert zoo.manifest["icechunk_snapshot_id"] == list_versions(url)[0]["snapshot_id"]
+
+
+def test_a_missing_zoo_in_s3_is_a_clear_error(s3):
+    with pytest.raises(NotAZooError, match=r"s3://zoos/nothing/here is not a weightzoo store"):
+        open_zoo("s3://zoos/nothing/here")
+
+
+def test_a_small_selection_fetches_only_its_chunks(remote_zoo, s3):
+    _, traffic = s3
+    total = parse_location(remote_zoo).total_bytes("repo/chunks")
+    traffic.reset()
+    zoo = open_zoo(remote_zoo)
+    assert traffic.count(containing=".parquet") == 0, "opening reads the manifest only"
+    small = zoo.select(where="model_id in ['mlp-003', 'mlp-017']", snapshots=[0, 5]).to_numpy()
+    small_bytes, small_requests = traffic.bytes_sent(containing="/chunks/"), traffic.count(containing="/chunks/")
+    traffic.reset()
+    everything = zoo.select().to_numpy()
+    all_bytes, all_requests = traffic.bytes_sent(containing="/chunks/"), traffic.count(containing="/chunks/")
+    print(f"\nselection of 2/{N_MODELS} models: {small_requests} chunk GETs, {small_bytes} bytes; whole zoo: "
+          f"{all_requests} GETs, {all_bytes} bytes; stored chunks {total} bytes; "
+          f"ratio {small_bytes / all_bytes:.3f}")
+    assert small.shape == (4, everything.shape[1])
+    assert small_requests == 2 and all_requests == N_MODELS
+    assert all_bytes == total, "reading everything fetches every chunk once"
+    assert small_bytes < 3 * total / N_MODELS, "two chunks of similar size"
+
+
+def test_a_slice_pulled_from_s3_fetches_a_fraction(remote_zoo, s3, tmp_path):
+    _, traffic = s3
+    total = parse_location(remote_zoo).total_bytes("repo/chunks")
+    traffic.reset()
+    report = pull_zoo(remote_zoo, tmp_path / "slice", where="model_id < 'mlp-004'", snapshots=range(2, 4))
+    chunk_bytes, all_bytes = traffic.bytes_sent(containing="/chunks/"), traffic.bytes_sent()
+    print(f"\npull of 4/{N_MODELS} models, snapshots 2:4: {traffic.count(containing='/chunks/')} chunk GETs, "
+          f"{chunk_bytes} chunk bytes of {total} stored ({chunk_bytes / total:.3f}); {all_bytes} bytes served in "
+          f"{traffic.count()} GETs in all; copied {report['bytes_copied']} weight bytes")
+    assert (report["n_models"], report["n_copied"]) == (4, 4)
+    assert traffic.count(containing="/chunks/") == 4
+    assert chunk_bytes < 6 * total / N_MODELS
+    copy, source = open_zoo(tmp_path / "slice"), open_zoo(remote_zoo)
+    for model_id in copy.models["model_id"]:
+        np.testing.assert_array_equal(copy.weights(model_id), source.weights(model_id)[2:4])
+    assert copy.manifest["source"]["location"] == remote_zoo
+
+
+def test_a_resumed_pull_from_s3_fetches_only_the_models_left(remote_zoo, s3, tmp_path, monkeypatch):
+    _, traffic = s3
+    monkeypatch.setenv(CRASH_ENV, "5")
+    traffic.reset()
+    with pytest.raises(SimulatedCrash):
+        pull_zoo(remote_zoo, tmp_path / "copy")
+    assert traffic.count(containing="/chunks/") == 5
+    monkeypatch.delenv(CRASH_ENV)
+    traffic.reset()
+    report = pull_zoo(remote_zoo, tmp_path / "copy")
+    assert (report["n_copied"], report["n_resumed"]) == (N_MODELS - 5, 5)
+    assert traffic.count(containing="/chunks/") == N_MODELS - 5, "staged models are not fetched again"
+    source, copy = open_zoo(remote_zoo), open_zoo(tmp_path / "copy")
+    for model_id in source.models["model_id"]:
+        np.testing.assert_array_equal(copy.weights(model_id), source.weights(model_id))
+
+
+def _random_model(index: int) -> dict:
+    """stage_model arguments of a seeded random 16-32-10 MLP with N_SNAPSHOTS snapshots."""
+    layout = WeightLayout.from_module(nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 10)))
+    rng = np.random.default_rng(index)
+    model_id, fingerprint = f"mlp-{index:03d}", f"fp-mlp-{index:03d}"
+    hyperparameters = {"lr": float(rng.uniform(1e-3, 1e-1)), "seed": index}
+    record = {"model_id": model_id, "fingerprint": fingerprint, "status": "ok", "message": "",
+              "hyperparameters": hyperparameters, "config": {"architecture": "mlp", **hyperparameters},
+              "training": {"epochs": N_SNAPSHOTS - 1}, "spec_name": "random", "layout_id": layout.layout_id,
+              "n_params": layout.n_params}
+    snapshots = [{"k": k, "epoch": k, "step": 10 * k, "test_acc": float(rng.uniform())} for k in range(N_SNAPSHOTS)]
+    weights = rng.standard_normal((N_SNAPSHOTS, layout.n_params)).astype(np.float32)
+    return {"fingerprint": fingerprint, "weights": weights, "snapshots": snapshots, "record": record, "layout": layout}

@@ -1,0 +1,161 @@
+"""Tiny sources in each foreign layout, written the way the foreign code writes them."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import icechunk
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+icechunk.set_logs_filter("warn,icechunk::storage::object_store=error")
+
+NWS_COLUMNS = ["dataset", "lrate", "batch_size", "batch_norm", "augmentation", "optimizer", "activation",
+               "initialization", "filter_size", "depth_conv", "depth_fc", "width_conv", "width_fc",
+               "weightn_conv", "weightn_fc", "path"]
+# A tiny NWS architecture: 3 conv layers (one per block), widths 1·2^block, one fc layer of 4.
+NWS_ARCH = {"filter_size": 3, "depth_conv": 3, "depth_fc": 1, "width_conv": 1, "width_fc": 4}
+
+
+def nws_tf_variables(rng, bn: bool = True) -> list[tuple[str, np.ndarray]]:
+    """The TF variables of model.deepnn for NWS_ARCH in creation order, TF shapes
+    (conv [h, w, in, out], fc [in, out]), batch norm as tensorlayer creates it."""
+    k, variables, channels = NWS_ARCH["filter_size"], [], 3
+    for block in range(3):
+        width = NWS_ARCH["width_conv"] * 2 ** block
+        variables += [(f"conv{block + 1}1_W", rng.standard_normal((k, k, channels, width))),
+                      (f"conv{block + 1}1_b", rng.standard_normal(width))]
+        variables += _tl_batch_norm(rng, width) if bn else []
+        channels = width
+    features = channels * 4 * 4
+    variables += [("fc1_W", rng.standard_normal((features, 4))), ("fc1_b", rng.standard_normal(4))]
+    variables += _tl_batch_norm(rng, 4) if bn else []
+    return variables + [("fc_final_W", rng.standard_normal((4, 20))), ("fc_final_b", rng.standard_normal(20))]
+
+
+def _tl_batch_norm(rng, width):
+    return [(name, rng.standard_normal(width)) for name in ("beta", "gamma", "moving_mean", "moving_variance")]
+
+
+def print_all_vars(variables, path: Path) -> None:
+    """model.print_all_vars: each variable's [:, :, j, i] (conv) or [:, i] (fc) slices in turn."""
+    parts = []
+    for _, var in variables:
+        if var.ndim == 4:
+            parts += [var[:, :, j, i].reshape(-1) for i in range(var.shape[3]) for j in range(var.shape[2])]
+        elif var.ndim == 2:
+            parts += [var[:, i] for i in range(var.shape[1])]
+        else:
+            parts.append(var.reshape(-1))
+    np.concatenate(parts).astype(np.float64).tofile(path)
+
+
+def write_nws_network(folder: Path, seed: int, bn: bool = True, evaluations: int = 25) -> list:
+    """One network's output folder as classifier.py leaves it; returns its 20 variable lists."""
+    rng = np.random.default_rng(seed)
+    (folder / "weights").mkdir(parents=True)
+    snapshots = [nws_tf_variables(rng, bn) for _ in range(20)]
+    for k, variables in enumerate(snapshots, start=1):
+        print_all_vars(variables, folder / "weights" / f"{k:03d}.bin")
+    errors = np.zeros((evaluations, 5))
+    errors[:, 0] = np.arange(evaluations) * 10  # the step of each per-epoch evaluation
+    errors[:, 1:] = rng.uniform(0, 100, (evaluations, 4))
+    errors.tofile(folder / "error.bin")
+    np.array([evaluations, (evaluations - 1) * 10, evaluations - 1, 12.5]).tofile(folder / "stat.bin")
+    return snapshots
+
+
+def nws_sizes(bn: bool = True) -> tuple[int, int]:
+    """(weightn_conv, weightn_fc) of NWS_ARCH."""
+    sizes = [v.size for _, v in nws_tf_variables(np.random.default_rng(0), bn)]
+    n_conv = 3 * 2 + (3 * 4 if bn else 0)  # variables of the conv part
+    return sum(sizes[:n_conv]), sum(sizes[n_conv:])
+
+
+def make_nws_source(root: Path, n: int = 3) -> dict:
+    """A CSV of n networks (relative paths) and their folders; returns {row: snapshots}."""
+    root.mkdir(parents=True, exist_ok=True)
+    written, n_conv, n_fc = {}, *nws_sizes()
+    with open(root / "nws_main_train.csv", "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(NWS_COLUMNS)
+        for i in range(n):
+            written[i] = write_nws_network(root / f"{i + 1:04d}", seed=i)
+            writer.writerow(["mnist", 0.001 * (i + 1), 64, True, i % 2, i % 3, i % 4, i % 4,
+                             *NWS_ARCH.values(), n_conv, n_fc, f"{i + 1:04d}"])  # a folder named like a number
+    return written
+
+
+class ConvNetSmall(nn.Module):
+    """The Model Zoos MNIST CNN as their code names it (``module_list`` indices 0,3,6,9,11)."""
+
+    def __init__(self, nlin=nn.Tanh):
+        super().__init__()
+        self.module_list = nn.ModuleList([
+            nn.Conv2d(1, 8, 5), nn.MaxPool2d(2), nlin(), nn.Conv2d(8, 6, 5), nn.MaxPool2d(2), nlin(),
+            nn.Conv2d(6, 4, 2), nlin(), nn.Flatten(), nn.Linear(36, 20), nlin(), nn.Linear(20, 10)])
+
+    def forward(self, x):
+        for module in self.module_list:
+            x = module(x)
+        return x
+
+
+def write_modelzoos_network(folder: Path, seed: int, epochs=(0, 1, 2), nlin: str = "tanh") -> list[dict]:
+    """One Ray Tune trial folder; returns the state dicts written, by checkpoint."""
+    torch.manual_seed(seed)
+    model = ConvNetSmall({"tanh": nn.Tanh, "relu": nn.ReLU}[nlin])
+    folder.mkdir(parents=True)
+    params = {"model::type": "CNN", "model::channels_in": 1, "model::o_dim": 10, "model::nlin": nlin,
+              "model::dropout": 0.0, "model::init_type": "kaiming_uniform", "optim::optimizer": "adam",
+              "optim::lr": 1e-3, "optim::wd": 0.0, "training::batchsize": 64, "seed": seed}
+    (folder / "params.json").write_text(json.dumps(params))
+    states, lines = [], []
+    for epoch in epochs:
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(0.01 * torch.randn_like(p))
+        state = {k: v.clone() for k, v in model.state_dict().items()}
+        (folder / f"checkpoint_{epoch:06d}").mkdir()
+        torch.save(state, folder / f"checkpoint_{epoch:06d}" / "checkpoints")
+        states.append(state)
+        lines.append(json.dumps({"epoch": epoch, "training_iteration": epoch, "train_acc": 0.5 + epoch / 10,
+                                 "test_acc": 0.4 + epoch / 10, "train_loss": 1.0 / (epoch + 1),
+                                 "test_loss": 1.1 / (epoch + 1)}))
+    (folder / "result.json").write_text("\n".join(lines) + "\n")
+    return states
+
+
+def write_torch_network(folder: Path, seed: int, *, config: dict | None, wrapped: bool = False) -> list[dict]:
+    """A folder of epoch_<n>.pt files (an MLP for the digits) and metadata.json."""
+    torch.manual_seed(seed)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 16), nn.ReLU(), nn.Linear(16, 10))
+    folder.mkdir(parents=True)
+    states, metrics = [], {}
+    for epoch in (0, 5, 10):
+        state = {k: v + 0.1 * epoch for k, v in model.state_dict().items()}
+        torch.save({"state_dict": state, "epoch": epoch} if wrapped else state, folder / f"epoch_{epoch}.pt")
+        states.append(state)
+        if epoch:
+            metrics[str(epoch)] = {"train_acc": 0.8, "test_acc": 0.7 + epoch / 100, "step": epoch * 10}
+    metadata = {"hyperparameters": {"lr": 0.01 * (seed + 1), "optimizer": "sgd", "dataset": "digits"},
+                "metrics": metrics}
+    if config:
+        metadata["config"] = config
+    (folder / "metadata.json").write_text(json.dumps(metadata))
+    return states
+
+
+MLP_CONFIG = {"architecture": "mlp", "dataset": "digits", "hidden_layers": 1, "hidden_width": 16,
+              "activation": "relu"}
+
+
+@pytest.fixture
+def nws_source(tmp_path):
+    """(source folder, {row: the 20 TF variable lists}) of three good networks."""
+    source = tmp_path / "nws"
+    return source, make_nws_source(source)

@@ -1,0 +1,202 @@
+"""Where a zoo lives: a local directory or an S3-compatible object-store prefix.
+
+A zoo location is a path (``zoo``, ``/data/zoo``) or an URL ``s3://bucket/prefix``. Both hold
+the same layout (``repo/``, ``versions/vNNNN/``; see DESIGN.md); :class:`ZooLocation` opens
+the Icechunk storage and reads and writes the small files (tables, manifests) of either.
+
+Object storage is configured from the environment only, never from code:
+
+- credentials: ``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY`` (``AWS_SESSION_TOKEN``);
+- endpoint (for S3-compatible servers): ``WEIGHTZOO_S3_ENDPOINT``, else ``AWS_ENDPOINT_URL_S3``,
+  else ``AWS_ENDPOINT_URL``; ``http://`` endpoints are allowed, and addressing is path-style;
+- region: ``AWS_REGION``, else ``AWS_DEFAULT_REGION``, else ``us-east-1``.
+
+Staging (training outputs, pulled models) is always local. A zoo in object storage stages
+in ``$WEIGHTZOO_STAGING_ROOT/<bucket>/<prefix>/staging/`` (default root:
+``~/.cache/weightzoo``); a local zoo stages in its own ``staging/`` as before.
+
+``pathlib.Path("s3://b/p")`` collapses the double slash to ``s3:/b/p``; that form is accepted
+too, so code that passes a zoo's root through ``Path`` still reaches the same prefix.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pyarrow as pa
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+S3_PATTERN = re.compile(r"^s3:/{1,2}(?P<bucket>[^/]+)/?(?P<prefix>.*?)/*$")
+DEFAULT_REGION = "us-east-1"
+
+
+@dataclass(frozen=True)
+class ZooLocation:
+    """A parsed zoo location: ``scheme`` "file" (``path`` a local path) or "s3" (``path`` "bucket/prefix")."""
+
+    scheme: str
+    path: str
+
+    def __str__(self) -> str:
+        return self.url
+
+    def __fspath__(self) -> str:
+        return self.url
+
+    @property
+    def remote(self) -> bool:
+        """True for object storage."""
+        return self.scheme != "file"
+
+    @property
+    def url(self) -> str:
+        """The location as a user writes it."""
+        return f"s3://{self.path}" if self.remote else self.path
+
+    @property
+    def bucket(self) -> str:
+        """The bucket of an S3 location."""
+        return self.path.partition("/")[0]
+
+    @property
+    def prefix(self) -> str:
+        """The key prefix of an S3 location ("" for a bucket's root)."""
+        return self.path.partition("/")[2]
+
+    def join(self, relative: str) -> str:
+        """The URL (or local path) of a file inside the zoo, for messages."""
+        return f"{self.url.rstrip('/')}/{relative}"
+
+    def icechunk_storage(self):
+        """The Icechunk storage of the zoo's ``repo/``."""
+        import icechunk
+
+        if not self.remote:
+            return icechunk.local_filesystem_storage(str(Path(self.path) / "repo"))
+        settings = s3_settings()
+        return icechunk.s3_storage(bucket=self.bucket, prefix=_key(self.prefix, "repo"), region=settings["region"],
+                                   endpoint_url=settings["endpoint"], allow_http=settings["allow_http"],
+                                   from_env=True, force_path_style=settings["endpoint"] is not None)
+
+    @cached_property
+    def filesystem(self) -> pafs.FileSystem:
+        """A pyarrow filesystem reaching the zoo's files (local or S3)."""
+        if not self.remote:
+            return pafs.LocalFileSystem()
+        settings = s3_settings()
+        options = {"region": settings["region"]}
+        if settings["endpoint"]:
+            parts = urlsplit(settings["endpoint"])
+            options.update(endpoint_override=parts.netloc or parts.path, scheme=parts.scheme or "https")
+        return pafs.S3FileSystem(**options)
+
+    def file_path(self, relative: str) -> str:
+        """The path of a zoo file as :attr:`filesystem` names it."""
+        if not self.remote:
+            return str(Path(self.path) / relative)
+        return _key(self.path, relative)
+
+    def exists(self, relative: str) -> bool:
+        """Whether a file exists in the zoo."""
+        return self.filesystem.get_file_info(self.file_path(relative)).type == pafs.FileType.File
+
+    def read_bytes(self, relative: str) -> bytes:
+        """A file's content; FileNotFoundError names it when missing."""
+        try:
+            with self.filesystem.open_input_stream(self.file_path(relative)) as stream:
+                return stream.read()
+        except (FileNotFoundError, OSError) as error:
+            if not self.exists(relative):
+                raise FileNotFoundError(f"{self.join(relative)} does not exist") from None
+            raise OSError(f"cannot read {self.join(relative)}: {error}") from error
+
+    def write_bytes(self, relative: str, data: bytes) -> str:
+        """Write (replace) a file; return the sha256 of ``data``.
+
+        On object storage one PUT is atomic for its object: readers see the old or the new file.
+        """
+        with self.filesystem.open_output_stream(self.file_path(relative)) as stream:
+            stream.write(data)
+        return hashlib.sha256(data).hexdigest()
+
+    def read_table(self, relative: str) -> pa.Table:
+        """A Parquet file of the zoo as an Arrow table."""
+        if not self.remote:
+            return pq.read_table(self.file_path(relative))
+        return pq.read_table(self.file_path(relative), filesystem=self.filesystem)
+
+    def write_table(self, relative: str, table: pa.Table) -> str:
+        """Write a Parquet file (one object); return its sha256."""
+        sink = pa.BufferOutputStream()
+        pq.write_table(table, sink)
+        return self.write_bytes(relative, sink.getvalue().to_pybytes())
+
+    def delete_dir(self, relative: str) -> None:
+        """Delete every file under a folder of the zoo (nothing if there is none)."""
+        path = self.file_path(relative)
+        if self.filesystem.get_file_info(path).type != pafs.FileType.NotFound:
+            self.filesystem.delete_dir_contents(path, missing_dir_ok=True)
+
+    def total_bytes(self, relative: str) -> int:
+        """Total size of the files under a folder of the zoo."""
+        selector = pafs.FileSelector(self.file_path(relative), recursive=True, allow_not_found=True)
+        return sum(info.size or 0 for info in self.filesystem.get_file_info(selector)
+                   if info.type == pafs.FileType.File)
+
+    def staging_root(self) -> Path:
+        """The local folder whose ``staging/`` holds this zoo's staged models (see module docstring)."""
+        if not self.remote:
+            return Path(self.path)
+        base = Path(os.environ.get("WEIGHTZOO_STAGING_ROOT") or Path.home() / ".cache" / "weightzoo")
+        return base / self.bucket / (self.prefix or "_root")
+
+
+def parse_location(value) -> ZooLocation:
+    """A ZooLocation from a path, an ``s3://bucket/prefix`` URL or a ZooLocation.
+
+    Raises ValueError naming the text for another URL scheme or an S3 URL without a bucket.
+    """
+    if isinstance(value, ZooLocation):
+        return value
+    text = os.fspath(value) if isinstance(value, os.PathLike) else str(value)
+    if text.startswith("s3:"):
+        match = S3_PATTERN.match(text)
+        if not match:
+            raise ValueError(f"zoo location {text!r}: expected s3://bucket/prefix")
+        return ZooLocation("s3", _key(match["bucket"], match["prefix"]))
+    scheme = urlsplit(text).scheme
+    if "://" in text and scheme not in ("", "file"):
+        raise ValueError(f"zoo location {text!r}: unsupported scheme {scheme!r}; "
+                         f"use a local path or s3://bucket/prefix")
+    return ZooLocation("file", text.removeprefix("file://"))
+
+
+def staging_root(zoo) -> Path:
+    """The local folder whose ``staging/`` holds the staged models of the zoo at ``zoo``
+    (the zoo's own folder when it is local)."""
+    return parse_location(zoo).staging_root()
+
+
+def is_remote(value) -> bool:
+    """Whether a zoo location is in object storage."""
+    return parse_location(value).remote
+
+
+def s3_settings() -> dict:
+    """Endpoint, region and allow_http for S3 from the environment (see module docstring)."""
+    endpoint = (os.environ.get("WEIGHTZOO_S3_ENDPOINT") or os.environ.get("AWS_ENDPOINT_URL_S3")
+                or os.environ.get("AWS_ENDPOINT_URL") or None)
+    region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or DEFAULT_REGION
+    return {"endpoint": endpoint, "region": region,
+            "allow_http": bool(endpoint and endpoint.startswith("http://"))}
+
+
+def _key(*parts: str) -> str:
+    return "/".join(part.strip("/") for part in parts if part.strip("/"))
