@@ -32,12 +32,13 @@ def add_commands(sub) -> None:
 
 
 def _regenerate(args) -> int:
-    from weightzoo.regenerate import RegenerationError, plan_regeneration
+    from weightzoo.regenerate import RegenerationError, check_scratch, plan_regeneration
 
     path, version, _ = _open_version(args.zoo)
     if args.dask_address and not args.scratch:
         raise UsageError("--dask-address: also pass --scratch, a directory every worker can write")
     try:
+        check_scratch(path, args.scratch)
         plan_regeneration(path, version, args.sample, args.seed)  # clear errors before any server starts
     except RegenerationError as error:
         raise UsageError(str(error)) from None

@@ -102,6 +102,7 @@ class _Catalog:
         self.manifests = {zoo.version: zoo.manifest}
 
     def manifest(self, version: str) -> dict:
+        """The manifest of ``version`` ({} if this zoo never published it); loads its rows too."""
         if version not in self.manifests:
             try:
                 added = open_zoo(self.zoo_dir, version)
@@ -114,6 +115,7 @@ class _Catalog:
         return self.manifests[version]
 
     def fleet_of(self, model_id: str) -> tuple[dict | None, dict | None]:
+        """The recorded fleet holding ``model_id`` and its training environment (None if unrecorded)."""
         manifest = self.manifest(self.rows[model_id]["version_added"])
         for fleet in manifest.get("fleets", []):
             if model_id in fleet["models"]:
@@ -123,6 +125,7 @@ class _Catalog:
         return None, None
 
     def job(self, ids: tuple[str, ...], *, fleet, environment, members) -> FleetJob:
+        """The fleet ``ids`` as a job: its members' configs rebuilt from their rows."""
         missing = [i for i in ids if i not in self.rows]
         if missing:
             raise RegenerationError(f"fleet of {members[0]} lists models that no version's models.parquet "
@@ -245,12 +248,17 @@ def regenerate_in_process(zoo_dir, version: str | None = None, *, sample: int = 
         return compare(plan, folder)
 
 
+def check_scratch(zoo_dir, scratch) -> None:
+    """Refuse a scratch directory inside the zoo: a regeneration must not touch what it checks."""
+    if scratch is not None and Path(scratch).resolve().is_relative_to(Path(zoo_dir).resolve()):
+        raise RegenerationError(f"--scratch {scratch}: choose a directory outside the zoo {zoo_dir}")
+
+
 @contextmanager
 def scratch_directory(zoo_dir, parent=None) -> Iterator[Path]:
     """A fresh folder for retrained models: inside ``parent`` (kept afterwards) or a temporary
-    one (removed). Never inside the zoo: a regeneration must not touch what it checks."""
-    if parent is not None and Path(parent).resolve().is_relative_to(Path(zoo_dir).resolve()):
-        raise RegenerationError(f"--scratch {parent}: choose a directory outside the zoo {zoo_dir}")
+    one (removed); never inside the zoo."""
+    check_scratch(zoo_dir, parent)
     if parent is None:
         path = Path(tempfile.mkdtemp(prefix="weightzoo-regenerate-"))
     else:

@@ -12,6 +12,7 @@ model building, grouping). A build that gets past that point would start a Prefe
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -67,8 +68,10 @@ def assert_clear_error(code: int, err: str, argv) -> None:
         return
     lines = [line for line in err.strip().splitlines() if line.strip()]
     assert code == 2, f"{argv} exited {code}: {err}"
-    assert lines and lines[-1].split(": ")[-2].endswith("error") or lines[-1].startswith("error: "), err
-    assert len(lines) <= 2 and (len(lines) == 1 or lines[0].startswith("usage:")), f"{argv}: {err}"
+    if lines and lines[0].startswith("usage:"):  # argparse: usage, then one error line
+        assert re.match(r"weightzoo( [\w-]+)?: error: ", lines[-1]), err
+    else:
+        assert len(lines) == 1 and lines[0].startswith("error: "), f"{argv}: {err}"
 
 
 def with_value(path: str, value) -> dict:

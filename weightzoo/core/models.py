@@ -120,11 +120,11 @@ def model_signature(config: Mapping) -> tuple[tuple[int, ...], int]:
 def build_model(config: Mapping, input_shape=None, output_size=None) -> nn.Module:
     """Build and initialise the model of ``config`` deterministically from its seed."""
     cfg = {**DEFAULTS, **{k: v for k, v in config.items() if v is not None}}
-    if input_shape is None or output_size is None:
-        input_shape, output_size = model_signature(cfg)
     builders = {"nws-cnn": _nws_cnn, "small-cnn": _small_cnn, "large-cnn": _large_cnn, "mlp": _mlp}
     if cfg["architecture"] not in builders:
         raise ConfigError(f"architecture: unknown {cfg['architecture']!r}; expected one of {ARCHITECTURES}")
+    if input_shape is None or output_size is None:
+        input_shape, output_size = model_signature(cfg)
     if cfg["frozen_identity_input"] and cfg["architecture"] != "mlp":
         raise ConfigError(f"frozen_identity_input: only the mlp architecture has a frozen identity input layer, "
                           f"got architecture {cfg['architecture']!r}")

@@ -175,11 +175,8 @@ def flatten_tensors(tensors: Mapping[str, torch.Tensor]) -> np.ndarray:
 
 def unmapped_config(kind: str) -> dict:
     """The config of a network no weightzoo builder reproduces (its hyperparameters are in
-    the models table): ``load_model`` then fails with a ConfigError naming ``imported:<kind>``.
-
-    ``dataset`` carries the marker too because ``build_model`` checks it first.
-    """
-    return {"architecture": f"imported:{kind}", "dataset": f"imported:{kind}"}
+    the models table): ``load_model`` then fails with a ConfigError naming ``imported:<kind>``."""
+    return {"architecture": f"imported:{kind}"}
 
 
 def stage_network(zoo_root, network: ImportedNetwork, source: str) -> dict:
