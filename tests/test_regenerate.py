@@ -99,6 +99,18 @@ def test_zoos_without_recorded_fleets_still_regenerate_members_alone(smoke_zoo, 
     assert all(not m["fleet_recorded"] and m["fleet_size"] == 1 for m in result["members"])
 
 
+def test_models_added_in_a_version_this_zoo_lacks_fall_back_to_its_own_specs(smoke_zoo, tmp_path):
+    zoo = tmp_path / "zoo"
+    shutil.copytree(smoke_zoo, zoo)
+    models_path = zoo / "versions" / "v0001" / "models.parquet"
+    table = pq.read_table(models_path).to_pandas()
+    table["version_added"] = "v0042"  # as in a copy whose models came from another zoo's version
+    table.to_parquet(models_path, index=False)
+    result = regenerate_in_process(zoo, sample=1, seed=0)
+    assert result["n_members"] == 1 and not result["members"][0]["fleet_recorded"]
+    assert result["members"][0]["config_matches_fingerprint"]
+
+
 def test_members_are_chosen_by_seed_and_a_sample_too_large_is_refused(smoke_zoo):
     ids = [f"m{i:02d}" for i in range(20)]
     first = choose_members(ids, 5, seed=1)

@@ -86,9 +86,10 @@ def _parser() -> argparse.ArgumentParser:
 
 def _build(args) -> int:
     from weightzoo.build import check_extend, plan_build
-    from weightzoo.core.spec import load_spec
+    from weightzoo.core.spec import check_model_count, load_spec
 
     spec = load_spec(args.spec if args.spec else (args.preset or "demo"))
+    check_model_count(args.models, "--models")  # a huge count would hang the planner
     groups = plan_build(spec, args.models, max_group=args.max_group, min_groups=args.workers)
     check_extend(args.out, groups, args.extend)  # fail before any server or cluster starts
     n_models = sum(len(g.configs) for g in groups)

@@ -31,6 +31,9 @@ if TYPE_CHECKING:  # traces imports SpecError from here
 
 DATASETS = ("mnist5k", "digits", "sinusoid", "mnist-idx", "cifar10")
 ARCHITECTURES = ("nws-cnn", "small-cnn", "large-cnn", "mlp")
+# Planning a build samples and builds every config up front: a count beyond this is a typo
+# that would hang the planner, not a zoo. The schema's maximum for "models" says the same.
+MAX_MODELS = 1_000_000
 
 
 @dataclass(frozen=True)
@@ -168,6 +171,12 @@ class ZooSpec:
 
     def __hash__(self) -> int:
         return hash(canonical_json(self.to_dict()))
+
+
+def check_model_count(n: int | None, field: str = "models") -> None:
+    """Raise SpecError naming ``field`` unless ``n`` is None or 1..MAX_MODELS."""
+    if n is not None and not 1 <= n <= MAX_MODELS:
+        raise SpecError(field, f"expected a number of models in 1..{MAX_MODELS:,}, got {n}")
 
 
 def load_spec(source: str | Path | Mapping | ZooSpec) -> ZooSpec:

@@ -42,6 +42,7 @@ from weightzoo.core.layout import WeightLayout
 from weightzoo.core.models import build_model
 from weightzoo.core.tokens import tokenizer_for
 from weightzoo.io.publish import publish_version
+from weightzoo.io.location import staging_root
 from weightzoo.io.staging import stage_model
 from weightzoo.train.evaluate import evaluate_model
 from weightzoo.train.single import finetune_model
@@ -235,7 +236,7 @@ def _stage_sample(zoo, layout: WeightLayout, reference, training_path: str, inde
         snapshots.append({**snapshots[0], "k": 1, "epoch": float(row.finetune_epochs), "step": None,
                           "test_loss": float(row.test_loss_ft), "test_acc": float(row.test_acc_ft)})
     stacked = flat[None] if tuned is None else np.stack([flat, tuned])
-    stage_model(zoo.root, fingerprint=fp, weights=stacked, snapshots=snapshots, record=record, layout=layout)
+    stage_model(staging_root(zoo.root), fingerprint=fp, weights=stacked, snapshots=snapshots, record=record, layout=layout)
     return fp
 
 
