@@ -12,7 +12,6 @@ import os
 import uuid
 import json
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Callable
 
 from weightzoo import __version__
@@ -143,9 +142,8 @@ def train_and_stage(zoo_root, group: TrainGroup, *, threads: int | None = None, 
     if pending:
         training, options = pending[0].training, pending[0].dataset_kwargs
         if fleet and len(pending) > 1:
-            report = None
-            if progress:
-                def report(epoch, epochs):
+            def report(epoch, epochs):
+                if progress:
                     progress(f"{len(pending)} models: epoch {epoch}/{epochs}")
             results = train_fleet([c.params for c in pending], training, options, progress=report)
         else:

@@ -27,7 +27,7 @@ import pandas as pd
 
 from weightzoo import build
 from weightzoo.core.fingerprint import CODE_VERSION, fingerprint
-from weightzoo.core.sampling import ModelConfig, _make_config
+from weightzoo.core.sampling import ModelConfig, make_config
 from weightzoo.core.spec import SpecError, load_spec
 from weightzoo.io.environment import training_settings
 from weightzoo.io.errors import VersionNotFound
@@ -149,7 +149,7 @@ class _Catalog:
         except (SpecError, ValueError) as error:
             raise RegenerationError(f"model {row['model_id']}: training_json: {error}") from None
         params = json.loads(row["config_json"])
-        return _make_config(spec, 0, params)  # the sampler's own constructor: same options, same id
+        return make_config(spec, 0, params)  # the sampler's own constructor: same options, same id
 
 
 def retrain(scratch, job: FleetJob, progress=None) -> list[dict]:

@@ -6,7 +6,6 @@ from pathlib import Path
 
 import jsonschema
 import pytest
-import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 

@@ -106,7 +106,7 @@ def sample_configs(spec: ZooSpec, n: int | None = None) -> list[ModelConfig]:
         draws = _grid_draws(spec, n if n is not None else spec.models)
     else:
         draws = _random_draws(spec, n if n is not None else spec.models)
-    return [_make_config(spec, i, params) for i, params in enumerate(draws)]
+    return [make_config(spec, i, params) for i, params in enumerate(draws)]
 
 
 def draw_value(distribution: Distribution, rng: np.random.Generator) -> Any:
@@ -155,7 +155,7 @@ def _grid_draws(spec: ZooSpec, n: int | None) -> Iterator[dict]:
         yield {"seed": base_seed + seed_index, **dict(zip(names, values))}
 
 
-def _make_config(spec: ZooSpec, index: int, params: dict) -> ModelConfig:
+def make_config(spec: ZooSpec, index: int, params: dict) -> ModelConfig:
     params.setdefault("architecture", spec.architecture)
     options = spec.dataset_options.get(params["dataset"], {})
     return ModelConfig(

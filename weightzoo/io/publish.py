@@ -34,9 +34,14 @@ manifest.json::
      "split": {"seed": int, "fractions": [train, val, test]},
      "models_digest": str, "n_new_models": int,
      "counts": {"models": int, "snapshots": int, "by_status": {...}, "by_layout": {...}},
-     "packages": {"python": str, "torch": str, "numpy": str, "zarr": str, "icechunk": str,
-                  "pyarrow": str, "pandas": str, "numcodecs": str},
+     "packages": {"python": str, "torch": str, "numpy": str, ...},
+     "code": {...}, "environment": {"publish": {...}, "training": [...],
+     "models_without_environment": int}, "fleets": [...],   (see weightzoo.io.environment)
+     "source": {...}   (pulled zoos: where from, see weightzoo.io.pull)
      "tables": {"models.parquet": sha256, "snapshots.parquet": sha256, "layouts.parquet": sha256}}
+
+The dataset card (``CARD.md`` and ``card/*.png``, :mod:`weightzoo.io.card`) is written into
+the version's folder before the tag, so it is part of the atomic version.
 """
 
 from __future__ import annotations
@@ -44,11 +49,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import platform
 import shutil
 from collections import Counter
 from datetime import datetime, timezone
-from importlib import metadata
 from pathlib import Path
 
 import icechunk
@@ -62,7 +65,6 @@ from weightzoo.io.staging import find_staged, fsync_dir, load_staged, load_stage
 
 CRASH_POINTS = ("after_commit", "before_rename", "before_tag")
 WRITE_BLOCK_MODELS = 64
-PACKAGES = ("torch", "numpy", "zarr", "icechunk", "pyarrow", "pandas", "numcodecs")
 
 
 def publish_version(zoo_root, fingerprints: list[str], *, specs: list[dict], code_version: str,
