@@ -29,7 +29,7 @@ from weightzoo.io.reader import list_versions, open_zoo
 from weightzoo.io.staging import find_staged, stage_model
 from weightzoo.train.fleet import train_fleet
 from weightzoo.train.single import train_model
-from weightzoo.train.tasks import set_threads
+from weightzoo.train.tasks import deterministic_mode, set_threads
 
 DEFAULT_GROUP_SIZE = 32
 
@@ -140,24 +140,30 @@ def train_and_stage(zoo_root, group: TrainGroup, *, threads: int | None = None, 
     zoo_root = staging_root(zoo_root)  # training always stages locally, also for an s3:// zoo
     pending = [c for c in group.configs if find_staged(zoo_root, c.fingerprint(CODE_VERSION)) is None]
     if pending:
-        training, options = pending[0].training, pending[0].dataset_kwargs
-        if fleet and len(pending) > 1:
-            def report(epoch, epochs):
-                if progress:
-                    progress(f"{len(pending)} models: epoch {epoch}/{epochs}")
-            results = train_fleet([c.params for c in pending], training, options, progress=report)
-        else:
-            results = []
-            for i, config in enumerate(pending, start=1):
-                results.append(train_model(config.params, training, options))
-                if progress:
-                    progress(f"model {i}/{len(pending)} trained")
-        # which models trained together, in order: with dropout or augmentation it shapes the weights
-        together = {"trainer": "fleet" if fleet and len(pending) > 1 else "single",
-                    "models": [c.model_id for c in pending]}
-        for config, result in zip(pending, results):
-            _stage(zoo_root, config, result, together)
+        # the spec's deterministic flag is in force while training and recorded with each model
+        with deterministic_mode(pending[0].training.deterministic):
+            results = _train_pending(pending, fleet, progress)
+            # which models trained together, in order: with dropout or augmentation it shapes the weights
+            together = {"trainer": "fleet" if fleet and len(pending) > 1 else "single",
+                        "models": [c.model_id for c in pending]}
+            for config, result in zip(pending, results):
+                _stage(zoo_root, config, result, together)
     return [find_staged(zoo_root, fp) for fp in group.fingerprints]
+
+
+def _train_pending(pending: list[ModelConfig], fleet: bool, progress) -> list:
+    training, options = pending[0].training, pending[0].dataset_kwargs
+    if fleet and len(pending) > 1:
+        def report(epoch, epochs):
+            if progress:
+                progress(f"{len(pending)} models: epoch {epoch}/{epochs}")
+        return train_fleet([c.params for c in pending], training, options, progress=report)
+    results = []
+    for i, config in enumerate(pending, start=1):
+        results.append(train_model(config.params, training, options))
+        if progress:
+            progress(f"model {i}/{len(pending)} trained")
+    return results
 
 
 def _stage(zoo_root, config: ModelConfig, result, fleet: dict | None = None) -> dict:

@@ -36,6 +36,9 @@ def test_training_settings_come_from_the_training_process_not_the_publisher(tmp_
         torch.set_num_threads(previous)
     (env,) = open_zoo(tmp_path / "zoo").manifest["environment"]["training"]
     assert env["torch_threads"] == 1 and env["n_models"] == 2
+    # the spec's training.deterministic (true by default) was in force while training, and only then
+    assert env["deterministic_algorithms"] and env["cudnn_deterministic"]
+    assert not torch.are_deterministic_algorithms_enabled()
 
 
 def test_source_revision_is_the_git_commit_in_a_checkout_else_the_package_version(monkeypatch):

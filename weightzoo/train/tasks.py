@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Mapping
+import contextlib
+import os
+from typing import Iterator, Mapping
 
 import torch
 
@@ -46,3 +48,23 @@ def set_threads(threads: int | None) -> None:
     """Limit torch's intra-op threads (one Dask worker per core must not oversubscribe)."""
     if threads:
         torch.set_num_threads(max(1, int(threads)))
+
+
+@contextlib.contextmanager
+def deterministic_mode(enabled: bool) -> Iterator[None]:
+    """torch's deterministic algorithms and cuDNN's deterministic, non-benchmarking mode on
+    (or off) for the block, as a spec's ``training.deterministic`` asks; the previous
+    settings are restored. On CPU the kernels used here are deterministic either way; on
+    CUDA this is what makes a rerun bit-identical (with ``CUBLAS_WORKSPACE_CONFIG`` set)."""
+    previous = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
+                torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark)
+    if enabled:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # cuBLAS needs it before its first call
+    torch.use_deterministic_algorithms(bool(enabled))
+    torch.backends.cudnn.deterministic = bool(enabled)
+    torch.backends.cudnn.benchmark = previous[3] and not enabled
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(previous[0], warn_only=previous[1])
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = previous[2], previous[3]
