@@ -64,3 +64,21 @@ def test_cuda_spec_trains_only_on_the_gpu_worker(two_worker_cluster, tmp_path):
         argv, env=env, capture_output=True, text=True, timeout=240, cwd=tmp_path)))
     assert runs[0].returncode == 1 and "CUDA" in runs[0].stderr, runs[0].stderr[-2000:]
     assert workers and set(workers) == {"gpu"}, f"CUDA training ran on {workers}"
+
+
+def test_sane_with_device_cuda_runs_only_on_the_gpu_worker(two_worker_cluster, tmp_path):
+    """SANE asks for the same ``GPU`` resource as CUDA training (no GPU here: it then fails)."""
+    from weightzoo.build import build_in_process
+
+    build_in_process(tmp_path / "zoo", "smoke")
+    env = dict(os.environ, DASK_LOGGING__DISTRIBUTED="warning")
+    argv = [sys.executable, "-m", "weightzoo.cli", "sane", "train", str(tmp_path / "zoo"), "--device", "cuda",
+            "--epochs", "1", "--dask-address", two_worker_cluster]
+    runs = []
+    with Client(two_worker_cluster, timeout=30) as client:
+        names = {address: info["name"] for address, info in client.scheduler_info()["workers"].items()}
+        with get_task_stream(client) as stream:
+            runs.append(subprocess.run(argv, env=env, capture_output=True, text=True, timeout=240, cwd=tmp_path))
+    assert runs[0].returncode != 0 and "CUDA" in runs[0].stderr, runs[0].stderr[-2000:]
+    workers = [names[t["worker"]] for t in stream.data if "sane" in str(t["key"])]
+    assert workers and set(workers) == {"gpu"}, f"SANE ran on {workers}"
