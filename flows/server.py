@@ -55,7 +55,7 @@ def prefect_server(home: str | Path | None = None, *, quiet: bool = True) -> Ite
         os.environ["PREFECT_API_URL"] = url
         yield url
     finally:
-        _stop(process)
+        stop_process(process)
         for key, value in saved.items():
             if value is None:
                 os.environ.pop(key, None)
@@ -85,11 +85,12 @@ def _wait_healthy(url: str, process: subprocess.Popen, log_path: Path) -> None:
                     return
         except OSError:
             time.sleep(0.5)
-    _stop(process)
+    stop_process(process)
     raise ServerError(f"prefect server not healthy after {STARTUP_SECONDS}s; log {log_path}")
 
 
-def _stop(process: subprocess.Popen) -> None:
+def stop_process(process: subprocess.Popen) -> None:
+    """Terminate ``process``, killing it if it does not exit within 20 s."""
     if process.poll() is None:
         process.terminate()
         try:

@@ -66,7 +66,7 @@ def assert_clear_error(code: int, err: str, argv) -> None:
     assert "Traceback" not in err, f"{argv}: {err}"
     if "VALID INPUT" in err:
         return
-    lines = [line for line in err.strip().splitlines() if line.strip()]
+    lines = [line for line in err.strip("\n").split("\n") if line.strip()]  # a value may hold a \r
     assert code == 2, f"{argv} exited {code}: {err}"
     if lines and lines[0].startswith("usage:"):  # argparse: usage, then one error line
         assert re.match(r"weightzoo( [\w-]+)?: error: ", lines[-1]), err
@@ -133,4 +133,4 @@ def test_a_huge_model_count_is_refused_instead_of_hanging_the_planner(tmp_path, 
     argv = [a.format(spec=spec) for a in argv] + ["--out", str(tmp_path / "zoo")]
     code, err = run(argv, capsys)
     assert_clear_error(code, err, argv)
-    assert "1..1,000,000, got 1000000000" in err
+    assert "1000000000" in err and ("1,000,000" in err or "1000000" in err)

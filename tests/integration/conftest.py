@@ -17,7 +17,7 @@ from typing import Callable, Iterator
 
 import pytest
 
-from flows.server import free_port
+from flows.server import free_port, stop_process
 
 STARTUP_SECONDS = 60
 
@@ -38,7 +38,7 @@ def running(argv: list[str], log_path: Path, ready: Callable[[], bool] | None = 
         _wait_ready(process, log_path, ready)
         yield process
     finally:
-        stop(process)
+        stop_process(process)
 
 
 def _wait_ready(process: subprocess.Popen, log_path: Path, ready: Callable[[], bool] | None) -> None:
@@ -48,17 +48,6 @@ def _wait_ready(process: subprocess.Popen, log_path: Path, ready: Callable[[], b
             raise ProcessError(f"{process.args[:4]} not ready (exit code {process.poll()}); log {log_path}:\n"
                                + log_path.read_text(errors="replace")[-3000:])
         time.sleep(0.3)
-
-
-def stop(process: subprocess.Popen) -> None:
-    """Terminate ``process`` (by its id), killing it if it does not exit within 20 s."""
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 def dask_command(*args: str) -> list[str]:

@@ -31,6 +31,16 @@ IMPORTER_VERSION = "weightzoo-interop-1"
 METRICS = ("train_loss", "train_acc", "test_loss", "test_acc")
 
 
+def network_folders(source: Path, is_network) -> list[str]:
+    """``["."]`` when ``source`` is itself one network's folder (``is_network(folder)``), else
+    its sub-folders that are, sorted; SourceError when ``source`` is not a folder."""
+    if not source.is_dir():
+        raise SourceError(source, "expected a folder")
+    if is_network(source):
+        return ["."]
+    return sorted(p.name for p in source.iterdir() if p.is_dir() and is_network(p))
+
+
 class SourceError(ValueError):
     """A foreign network (or a whole source) that cannot be imported; names file and reason."""
 

@@ -24,6 +24,7 @@ from pathlib import Path
 
 from weightzoo.core.models import INITS
 from weightzoo.interop.common import (ContentDigest, ImportedNetwork, SourceError, layout_from_tensors, load_state,
+                                      network_folders,
                                       matching_layout, read_json, read_json_lines, snapshot_row, stack_states,
                                       unmapped_config)
 
@@ -40,11 +41,7 @@ CONFIG_KEY = "weightzoo::config"
 
 def list_networks(source: Path) -> list[str]:
     """Network folders (relative to ``source``): those holding params.json, result.json or checkpoints."""
-    if not source.is_dir():
-        raise SourceError(source, "expected a folder")
-    if _is_network(source):
-        return ["."]
-    return sorted(p.name for p in source.iterdir() if p.is_dir() and _is_network(p))
+    return network_folders(source, _is_network)
 
 
 def _is_network(folder: Path) -> bool:

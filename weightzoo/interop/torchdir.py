@@ -26,6 +26,7 @@ from pathlib import Path
 import yaml
 
 from weightzoo.interop.common import (ContentDigest, ImportedNetwork, SourceError, layout_from_tensors, load_state,
+                                      network_folders,
                                       matching_layout, read_json, snapshot_row, stack_states, unmapped_config)
 
 KIND = "torch"
@@ -36,11 +37,7 @@ METRIC_NAMES = ("train_loss", "train_acc", "test_loss", "test_acc", "gap")
 
 def list_networks(source: Path) -> list[str]:
     """``"."`` for a single network folder, else its sub-folders holding metadata or snapshots."""
-    if not source.is_dir():
-        raise SourceError(source, "expected a folder")
-    if _is_network(source):
-        return ["."]
-    return sorted(p.name for p in source.iterdir() if p.is_dir() and _is_network(p))
+    return network_folders(source, _is_network)
 
 
 def _is_network(folder: Path) -> bool:
