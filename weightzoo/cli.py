@@ -40,10 +40,18 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except Exception as error:  # noqa: BLE001 - one clear line instead of a deep traceback
         code = EXIT_USAGE if _is_input_error(error) else EXIT_FAILURE
-        print(f"error: {error}", file=sys.stderr)
         if os.environ.get("WEIGHTZOO_DEBUG"):
+            print(f"error: {error}", file=sys.stderr)
             raise
+        print(f"error: {_one_line(error)}", file=sys.stderr)
         return code
+
+
+def _one_line(error: Exception) -> str:
+    """The first line of an error (a library's may hold a whole report), with a pointer to the rest."""
+    text = str(error).strip() or type(error).__name__
+    first, _, rest = text.partition("\n")
+    return f"{first} (WEIGHTZOO_DEBUG=1 for details)" if rest.strip() else first
 
 
 def _is_input_error(error: Exception) -> bool:

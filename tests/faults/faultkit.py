@@ -10,6 +10,17 @@ from pathlib import Path
 from weightzoo.io import publish_version
 
 
+def load_io_test_module(file_name: str):
+    """A module of tests/io (its conftest or a test module) by path, to reuse its helpers."""
+    import importlib.util
+
+    path = Path(__file__).parents[1] / "io" / file_name
+    spec = importlib.util.spec_from_file_location(f"io_{path.stem}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def publish(zoo_root, fingerprints, **kwargs) -> str:
     """publish_version with a fixed spec and code version."""
     return publish_version(zoo_root, fingerprints, specs=[{"name": "tiny"}], code_version="test-1", **kwargs)

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from faultkit import chunk_files, flip_byte, publish
+from faultkit import chunk_files, flip_byte, load_io_test_module, publish
 from weightzoo.cli import main
 from weightzoo.io import open_zoo
 from weightzoo.io.errors import CorruptChunkError
@@ -98,3 +98,25 @@ def test_bad_verify_arguments_exit_2_with_one_line(zoo, tmp_path, capsys, argv, 
     assert main([a.format(root=tmp_path) for a in argv]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and message in err and "\n" not in err
+
+
+def test_trace_chunks_are_checked_and_named(zoo_root, stage, make_inputs):
+    from weightzoo.io import stage_model
+
+    make_trace = load_io_test_module("test_io_traces.py").make_trace
+    traced = []
+    for index in range(2):
+        inputs = make_inputs("mlp", index)
+        inputs["record"]["training"]["traces"] = {"tensors": ["0.bias"], "every": 1}
+        stage_model(zoo_root, **inputs, traces=make_trace(inputs["layout"], ["0.bias"], 5, seed=index))
+        traced.append(inputs["record"]["model_id"])
+    publish(zoo_root, [make_inputs("mlp", i)["fingerprint"] for i in range(2)] + stage("conv", [0]))
+    report = verify_version(zoo_root, "v0001")
+    assert report.problems == [] and report.chunks_checked == 3 + 2, "3 weight rows and 2 trace rows"
+
+    for chunk in chunk_files(zoo_root):
+        flip_byte(chunk)
+    problems = verify_version(zoo_root, "v0001").problems
+    assert sorted(p.model_id for p in problems if p.kind == "trace") == sorted(traced)
+    assert {p.model_id for p in problems if p.kind == "chunk"} == set(traced) | {"conv-000"}
+    assert all(p.snapshots == "trace points 0..4" for p in problems if p.kind == "trace")

@@ -45,8 +45,10 @@ class ValidInput(Exception):
 
 
 @pytest.fixture
-def no_build(monkeypatch):
-    """Never start a server or a build from a fuzzed command."""
+def no_build(monkeypatch, tmp_path):
+    """Never start a server or a build from a fuzzed command; relative paths land in tmp_path
+    (opening a zoo path that does not exist still creates an empty ``<path>/repo/`` there)."""
+    monkeypatch.chdir(tmp_path)
     def refuse(spec, args):
         raise ValidInput("VALID INPUT: the build would start")
     monkeypatch.setattr(cli, "_run_build_flow", refuse)
@@ -68,8 +70,9 @@ def assert_clear_error(code: int, err: str, argv) -> None:
         return
     lines = [line for line in err.strip("\n").split("\n") if line.strip()]  # a value may hold a \r
     assert code == 2, f"{argv} exited {code}: {err}"
-    if lines and lines[0].startswith("usage:"):  # argparse: usage, then one error line
-        assert re.match(r"weightzoo( [\w-]+)?: error: ", lines[-1]), err
+    if lines and lines[0].startswith("usage:"):  # argparse: usage, then one error line (which
+        # echoes the bad value as given, newlines included)
+        assert re.search(r"^weightzoo( [\w-]+)?: error: ", err, re.MULTILINE), err
     else:
         assert len(lines) == 1 and lines[0].startswith("error: "), f"{argv}: {err}"
 

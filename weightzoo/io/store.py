@@ -52,12 +52,15 @@ def open_repository(zoo_root, *, create: bool = False) -> icechunk.Repository:
     """Open the zoo's repository (a local path or ``s3://bucket/prefix``, see
     :mod:`weightzoo.io.location`); create it when asked, else raise NotAZooError naming the path."""
     location = parse_location(zoo_root)
+    where = location.join("repo") if location.remote else repo_path(location.path)
+    missing = NotAZooError(f"{location} is not a weightzoo store: no Icechunk repository at {where}")
+    if not create and not location.remote and not where.is_dir():
+        raise missing  # before opening the storage, which would create the folder
     storage = location.icechunk_storage()
     if icechunk.Repository.exists(storage):
         return icechunk.Repository.open(storage)
-    where = location.join("repo") if location.remote else repo_path(location.path)
     if not create:
-        raise NotAZooError(f"{location} is not a weightzoo store: no Icechunk repository at {where}")
+        raise missing
     config = icechunk.RepositoryConfig.default()
     config.inline_chunk_threshold_bytes = 0
     if not location.remote:

@@ -136,7 +136,8 @@ def _check_chunks(zarr_store, version: str, models: pd.DataFrame, report: Versio
         array = store.open_weights_array(zarr_store, layout_id)
         if array is None:
             report.problems.append(Problem(version, "chunk", store.weights_path(layout_id),
-                                           f"array missing; {len(group)} models use it"))
+                                           f"array not found at this version's snapshot (missing, or "
+                                           f"its files under repo/ damaged); {len(group)} models use it"))
             done += len(group)
             continue
         for start in range(0, len(group), BLOCK_ROWS):
