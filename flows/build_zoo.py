@@ -15,7 +15,7 @@ from weightzoo.core.models import ConfigError
 from weightzoo.core.spec import SpecError, load_spec
 from weightzoo.train.fleet import FleetError
 
-from flows.runtime import placed_for, run_on_dask, threads_per_task
+from flows.runtime import placed_for, retry_unless, run_on_dask, threads_per_task
 
 # errors of the input, not of the machine: retrying cannot help
 PERMANENT_ERRORS = (SpecError, ConfigError, FleetError, build.BuildError, ValueError, TypeError)
@@ -27,14 +27,7 @@ def _group_cache_key(context, parameters) -> str:
     return f"train-group-{build.zoo_identity(parameters['zoo_root'])}-{parameters['group'].key}"
 
 
-def _retry_transient(task, task_run, state) -> bool:
-    try:
-        state.result()
-    except PERMANENT_ERRORS:
-        return False
-    except Exception:  # worker lost, out of memory, I/O hiccup
-        return True
-    return False
+_retry_transient = retry_unless(*PERMANENT_ERRORS)  # worker lost, out of memory, I/O hiccup: retry
 
 
 @task(name="train-group", retries=2, retry_delay_seconds=2, retry_condition_fn=_retry_transient,

@@ -15,7 +15,7 @@ from weightzoo.interop.common import SourceError
 from weightzoo.interop.importing import chunk_key, finish_import, list_networks, stage_networks
 from weightzoo.io.staging import find_staged
 
-from flows.runtime import chunked, run_on_dask
+from flows.runtime import chunked, retry_unless, run_on_dask
 
 NETWORKS_PER_CHUNK = 64
 PERMANENT_ERRORS = (SourceError, BuildError, ValueError, TypeError)
@@ -26,14 +26,7 @@ def _chunk_cache_key(context, parameters) -> str:
             f"{chunk_key(parameters['kind'], parameters['source'], parameters['handles'])}")
 
 
-def _retry_transient(task, task_run, state) -> bool:
-    try:
-        state.result()
-    except PERMANENT_ERRORS:
-        return False
-    except Exception:  # worker lost, I/O hiccup
-        return True
-    return False
+_retry_transient = retry_unless(*PERMANENT_ERRORS)  # worker lost, out of memory, I/O hiccup: retry
 
 
 @task(name="import-chunk", retries=2, retry_delay_seconds=2, retry_condition_fn=_retry_transient,

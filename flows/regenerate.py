@@ -11,11 +11,11 @@ from prefect import flow, get_run_logger, task
 
 from weightzoo import regenerate
 
-from flows.build_zoo import _retry_transient
-from flows.runtime import placed_for, run_on_dask
+from flows.build_zoo import PERMANENT_ERRORS
+from flows.runtime import placed_for, retry_unless, run_on_dask
 
 
-@task(name="retrain-fleet", retries=2, retry_delay_seconds=2, retry_condition_fn=_retry_transient,
+@task(name="retrain-fleet", retries=2, retry_delay_seconds=2, retry_condition_fn=retry_unless(*PERMANENT_ERRORS),
       task_run_name="retrain {job.group.key:.12}")
 def retrain_fleet(scratch: str, job: regenerate.FleetJob) -> list[dict]:
     """Retrain one recorded fleet into the scratch directory; returns small receipts."""

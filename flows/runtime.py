@@ -50,6 +50,20 @@ def placed_for(device: str) -> Iterator[dict[str, int]]:
         yield resources
 
 
+def retry_unless(*permanent: type[BaseException]):
+    """A Prefect ``retry_condition_fn``: retry a failed task unless its error is one of
+    ``permanent`` (errors of the input, which no retry can fix)."""
+    def condition(task, task_run, state) -> bool:
+        try:
+            state.result()
+        except permanent:
+            return False
+        except Exception:  # worker lost, out of memory, I/O hiccup
+            return True
+        return False
+    return condition
+
+
 def threads_per_task(workers: int) -> int:
     """torch threads for one task when ``workers`` tasks share this machine's cores."""
     return max(1, (os.cpu_count() or 1) // max(workers, 1))
