@@ -175,3 +175,18 @@ def test_a_study_of_an_s3_zoo_keeps_its_results_in_the_local_staging_root(remote
     assert result["path"].startswith(str(local)) and (local / result["path"].rsplit("/", 1)[-1]).is_dir()
     assert not any(tmp_path.iterdir())
     assert cached_result(zoo, "projections", {"include_linear": True}, None)["cached"]
+
+
+def test_verify_checks_a_zoo_in_s3_and_finds_a_changed_table(remote_zoo, s3):
+    from weightzoo.io.verify import verify_version
+
+    report = verify_version(remote_zoo, "v0001")
+    assert not report.problems and report.tables_checked == 3 and report.chunks_checked == N_MODELS
+    location = parse_location(remote_zoo)
+    original = location.read_bytes("versions/v0001/layouts.parquet")
+    try:
+        location.write_bytes("versions/v0001/layouts.parquet", original + b"\0")
+        (problem,) = verify_version(remote_zoo, "v0001").problems
+        assert problem.file == "versions/v0001/layouts.parquet" and "sha256" in problem.message
+    finally:
+        location.write_bytes("versions/v0001/layouts.parquet", original)

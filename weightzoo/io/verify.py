@@ -5,20 +5,23 @@ A chunk is one model row ``[snapshot, param]`` of ``weights/<layout_id>`` (or on
 trace array), stored as bytes → zstd → crc32c; decoding it checks the crc32c, so a flipped
 byte anywhere in the chunk is found. Rows are read in blocks (one request each, chunks
 fetched concurrently); a block that fails is re-read row by row to name the models whose
-chunks are bad. Nothing is written: verifying a zoo never changes it.
+chunks are bad. Nothing is written: verifying a zoo never changes it. The zoo may be local
+or in object storage (tables are read through :mod:`weightzoo.io.location`).
 """
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Callable
 
 import pandas as pd
 
 from weightzoo.io import store, trace_store
 from weightzoo.io.errors import VersionNotFound
+from weightzoo.io.location import ZooLocation, parse_location
 
 BLOCK_ROWS = 64
 TABLES = ("models.parquet", "snapshots.parquet", "layouts.parquet")
@@ -76,7 +79,7 @@ def verify_version(zoo_root, version: str,
 
     ``progress(done, total)`` is called after each block of chunks.
     """
-    root = Path(zoo_root)
+    root = parse_location(zoo_root)
     report = VersionReport(version, problems=[])
     manifest = _check_manifest(root, version, report)
     if manifest is None:
@@ -89,11 +92,10 @@ def verify_version(zoo_root, version: str,
     return report
 
 
-def _check_manifest(root: Path, version: str, report: VersionReport) -> dict | None:
-    path = root / "versions" / version / "manifest.json"
-    relative = str(path.relative_to(root))
+def _check_manifest(root: ZooLocation, version: str, report: VersionReport) -> dict | None:
+    relative = f"versions/{version}/manifest.json"
     try:
-        manifest = json.loads(path.read_text())
+        manifest = json.loads(root.read_bytes(relative))
     except (OSError, ValueError) as error:
         report.problems.append(Problem(version, "manifest", relative, f"unreadable: {error}"))
         return None
@@ -104,27 +106,26 @@ def _check_manifest(root: Path, version: str, report: VersionReport) -> dict | N
     return manifest
 
 
-def _check_tables(root: Path, version: str, manifest: dict, report: VersionReport) -> None:
+def _check_tables(root: ZooLocation, version: str, manifest: dict, report: VersionReport) -> None:
     expected = manifest.get("tables", {})
     for name in TABLES:
-        path = root / "versions" / version / name
-        relative = str(path.relative_to(root))
+        relative = f"versions/{version}/{name}"
         report.tables_checked += 1
         if name not in expected:
             report.problems.append(Problem(version, "table", relative, "the manifest has no sha256 for it"))
-        elif not path.is_file():
+        elif not root.exists(relative):
             report.problems.append(Problem(version, "table", relative, "missing"))
-        elif (actual := trace_store.sha256_file(path)) != expected[name]:
+        elif (actual := hashlib.sha256(root.read_bytes(relative)).hexdigest()) != expected[name]:
             report.problems.append(Problem(version, "table", relative, f"sha256 {actual[:16]}… does not match "
                                            f"the manifest's {expected[name][:16]}…"))
 
 
-def _read_models(root: Path, version: str, report: VersionReport) -> pd.DataFrame | None:
-    path = root / "versions" / version / "models.parquet"
+def _read_models(root: ZooLocation, version: str, report: VersionReport) -> pd.DataFrame | None:
+    relative = f"versions/{version}/models.parquet"
     try:
-        return pd.read_parquet(path)
+        return pd.read_parquet(io.BytesIO(root.read_bytes(relative)))
     except Exception as error:  # noqa: BLE001 - pyarrow raises several types for a damaged file
-        report.problems.append(Problem(version, "table", str(path.relative_to(root)),
+        report.problems.append(Problem(version, "table", relative,
                                        f"cannot be read, so no chunk was checked: {error}"))
         return None
 
