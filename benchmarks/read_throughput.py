@@ -40,24 +40,16 @@ from weightzoo.core.layout import WeightLayout
 from weightzoo.io import open_zoo, publish_version, stage_model
 from weightzoo.io.selection import weights_array
 
+from write_throughput import staged_inputs  # the same synthetic models (this folder is on sys.path)
+
 
 def build_zoo(root: Path, n_models: int, n_snapshots: int, n_params: int) -> None:
     """Stage and publish ``n_models`` random models of one MLP layout with ~``n_params`` params."""
     hidden = max(1, n_params // 101)  # Linear(100, hidden): 101 * hidden params
     layout = WeightLayout.from_module(nn.Linear(100, hidden))
     rng = np.random.default_rng(0)
-    fingerprints = []
-    for i in range(n_models):
-        record = {"model_id": f"m{i:04d}", "fingerprint": f"fp{i:016d}", "status": "ok", "message": "",
-                  "hyperparameters": {"optimizer": ["sgd", "adam"][i % 2], "lr": float(rng.uniform(1e-3, 0.1))},
-                  "config": {}, "training": {}, "spec_name": "bench", "layout_id": layout.layout_id,
-                  "n_params": layout.n_params}
-        snapshots = [{"k": k, "epoch": k, "step": k, "train_loss": 0.0, "train_acc": 0.0, "test_loss": 0.0,
-                      "test_acc": 0.0, "gap": 0.0} for k in range(n_snapshots)]
-        weights = rng.standard_normal((n_snapshots, layout.n_params), dtype=np.float32)
-        receipt = stage_model(root, fingerprint=record["fingerprint"], weights=weights, snapshots=snapshots,
-                              record=record, layout=layout)
-        fingerprints.append(receipt["fingerprint"])
+    fingerprints = [stage_model(root, **staged_inputs(layout, i, n_snapshots, rng))["fingerprint"]
+                    for i in range(n_models)]
     publish_version(root, fingerprints, specs=[], code_version="bench")
 
 
