@@ -1,4 +1,5 @@
-"""Session-wide fixtures: one real Prefect server for every flow test, and a tiny zoo."""
+"""Session-wide fixtures: one real Prefect server for every flow test, a tiny zoo, and a
+builder of small published zoos for test modules."""
 
 from __future__ import annotations
 
@@ -33,3 +34,17 @@ def smoke_zoo(tmp_path_factory):
     root = tmp_path_factory.mktemp("zoos") / "smoke"
     build_in_process(root, "smoke", threads=None)
     return root
+
+
+@pytest.fixture(scope="session")
+def build_zoo(tmp_path_factory):
+    """``build_zoo(name, spec, version=None)``: train and publish ``spec`` in-process (no Prefect,
+    no Dask) into a fresh folder and open it (at ``version``, else the latest)."""
+    from weightzoo.build import build_in_process
+    from weightzoo.io.reader import open_zoo
+
+    def build(name: str, spec, version: str | None = None):
+        root = tmp_path_factory.mktemp(name) / "zoo"
+        build_in_process(root, spec)
+        return open_zoo(root, version)
+    return build

@@ -31,12 +31,8 @@ PLANTED_CONV = np.array([[[1, 1, 1, 1], [1, -1, 1, -1]],
 
 
 @pytest.fixture(scope="module")
-def cnn_zoo(tmp_path_factory):
-    from weightzoo.build import build_in_process
-
-    root = tmp_path_factory.mktemp("projections") / "zoo"
-    build_in_process(root, CNN_SPEC)
-    return open_zoo(root)
+def cnn_zoo(build_zoo):
+    return build_zoo("projections", CNN_SPEC)
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,6 @@ from torch import nn
 import weightzoo.analysis.reinit as reinit
 from weightzoo.analysis.reinit import layer_groups, random_reinit, reinit_table, run_reinit_study
 from weightzoo.core.layout import WeightLayout
-from weightzoo.io.reader import open_zoo
 
 # Two nws-cnn models on digits, with and without batch norm (two layouts), snapshots k = 0, 1, 2.
 CNN_SPEC = {
@@ -26,13 +25,9 @@ CNN_SPEC = {
 
 
 @pytest.fixture(scope="module")
-def cnn_zoo(tmp_path_factory):
+def cnn_zoo(build_zoo):
     """Trained and published in-process with the package's build steps."""
-    from weightzoo.build import build_in_process
-
-    root = tmp_path_factory.mktemp("reinit") / "zoo"
-    build_in_process(root, CNN_SPEC)
-    return open_zoo(root)
+    return build_zoo("reinit", CNN_SPEC)
 
 
 @pytest.fixture(scope="module")

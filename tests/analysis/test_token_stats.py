@@ -13,7 +13,6 @@ from weightzoo.analysis.token_stats import (COLUMNS, denormalize_tokens, layer_s
                                             normalize_tokens, save_layer_statistics, token_moments)
 from weightzoo.core.models import build_model
 from weightzoo.core.tokens import Tokenizer
-from weightzoo.io.reader import open_zoo
 from weightzoo.io.selection import Selection
 from weightzoo.io.tables import SPLITS
 
@@ -29,13 +28,9 @@ SPEC = {
 
 
 @pytest.fixture(scope="module")
-def zoo(tmp_path_factory):
+def zoo(build_zoo):
     """Trained and published in-process with the package's build steps (about two seconds)."""
-    from weightzoo.build import build_in_process
-
-    root = tmp_path_factory.mktemp("token-stats") / "zoo"
-    build_in_process(root, SPEC)
-    return open_zoo(root)
+    return build_zoo("token-stats", SPEC)
 
 
 @pytest.fixture(scope="module")

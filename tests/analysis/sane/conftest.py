@@ -6,8 +6,6 @@ import numpy as np
 import pytest
 import torch
 
-from weightzoo.build import build_in_process
-from weightzoo.io.reader import open_zoo
 
 LAYER_TOKENS = (8, 8, 6)
 TOKEN_SIZE = 6
@@ -63,11 +61,9 @@ CNN_SPEC = {
 
 
 @pytest.fixture(scope="module")
-def zoo(tmp_path_factory):
+def zoo(build_zoo):
     """A fresh tiny CNN zoo per test module (modules publish into it), at its v0001."""
-    root = tmp_path_factory.mktemp("sane-cnn") / "zoo"
-    build_in_process(root, CNN_SPEC)
-    return open_zoo(root, "v0001")
+    return build_zoo("sane-cnn", CNN_SPEC, "v0001")
 
 
 @pytest.fixture(scope="session")
