@@ -10,7 +10,6 @@ import shutil
 import sys
 from pathlib import Path
 
-from weightzoo.analysis.records import json_records
 from weightzoo.cli_studies import UsageError, positive
 
 DEFAULT_MAX_ROWS = 100
@@ -49,6 +48,7 @@ def _open_version(text: str):
 
 
 def _query(args) -> int:
+    from weightzoo.analysis.records import json_records
     from weightzoo.io.query import QueryError, run_query
 
     zoo = _open_version(args.zoo)

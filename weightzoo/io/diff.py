@@ -12,7 +12,6 @@ recomputed ones.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import pandas as pd
 
@@ -51,15 +50,6 @@ def diff_tables(models_a: pd.DataFrame, snapshots_a: pd.DataFrame, models_b: pd.
     changed = {model_id: fields for model_id, fields in changed.items() if fields}
     return VersionDiff(version_a, version_b, added=sorted(ids_b - ids_a), removed=sorted(ids_a - ids_b),
                        changed=changed, n_unchanged=len(common) - len(changed))
-
-
-def diff_version_dirs(dir_a: Path, dir_b: Path) -> VersionDiff:
-    """Compare the tables of two version directories (``versions/<v>/``)."""
-    return diff_tables(pd.read_parquet(Path(dir_a) / "models.parquet"),
-                       pd.read_parquet(Path(dir_a) / "snapshots.parquet"),
-                       pd.read_parquet(Path(dir_b) / "models.parquet"),
-                       pd.read_parquet(Path(dir_b) / "snapshots.parquet"),
-                       version_a=Path(dir_a).name, version_b=Path(dir_b).name)
 
 
 def diff_versions(zoo_root, version_a: str, version_b: str) -> VersionDiff:

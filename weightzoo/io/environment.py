@@ -41,13 +41,7 @@ GIT_TIMEOUT_SECONDS = 10
 
 def package_versions() -> dict:
     """Python's and the number-shaping packages' installed versions (None if not installed)."""
-    versions = {"python": platform.python_version()}
-    for name in PACKAGES:
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            versions[name] = None
-    return versions
+    return {"python": platform.python_version(), **{name: _version(name) for name in PACKAGES}}
 
 
 @lru_cache(maxsize=1)
@@ -136,17 +130,6 @@ def publish_environment() -> dict:
     """The publishing process's platform (the training settings come from the records)."""
     return {"python": platform.python_version(), "implementation": platform.python_implementation(),
             "platform": platform.platform(), "machine": platform.machine(), "cpu_count": os.cpu_count()}
-
-
-def staged_records(receipts: list[dict]) -> list[dict]:
-    """The staged records behind publish receipts (``receipt["path"]``); unreadable ones are skipped."""
-    records = []
-    for receipt in receipts:
-        try:
-            records.append(json.loads((Path(receipt["path"]) / "record.json").read_text()))
-        except (KeyError, OSError, ValueError):
-            continue
-    return records
 
 
 def training_summary(records: list[dict], n_models: int) -> dict:

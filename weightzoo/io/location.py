@@ -128,8 +128,6 @@ class ZooLocation:
 
     def read_table(self, relative: str) -> pa.Table:
         """A Parquet file of the zoo as an Arrow table."""
-        if not self.remote:
-            return pq.read_table(self.file_path(relative))
         return pq.read_table(self.file_path(relative), filesystem=self.filesystem)
 
     def write_table(self, relative: str, table: pa.Table) -> str:
@@ -182,11 +180,6 @@ def staging_root(zoo) -> Path:
     """The local folder whose ``staging/`` holds the staged models of the zoo at ``zoo``
     (the zoo's own folder when it is local)."""
     return parse_location(zoo).staging_root()
-
-
-def is_remote(value) -> bool:
-    """Whether a zoo location is in object storage."""
-    return parse_location(value).remote
 
 
 def s3_settings() -> dict:

@@ -96,10 +96,10 @@ def publish_version(zoo_root, fingerprints: list[str], *, specs: list[dict], cod
         snapshot_id, rows = _commit_weights(root, repo, version, new, base)
         _crash_point("after_commit")
         keep = known_ids if extend else {r["model_id"] for r in receipts} & known_ids
-        version_tables = _version_tables(root, known, keep, new, rows, version, split_seed, fractions)
+        version_tables, records = _version_tables(root, known, keep, new, rows, version, split_seed, fractions)
         manifest = _manifest(version, latest if extend else None, snapshot_id, version_tables,
                              specs=specs, code_version=code_version, message=message,
-                             split_seed=split_seed, fractions=fractions, new=new)
+                             split_seed=split_seed, fractions=fractions, new=new, records=records)
         if provenance is not None:
             manifest["source"] = to_jsonable(provenance)
         _write_version_dir(location, version, version_tables, manifest)
@@ -215,13 +215,15 @@ def _recover_rows(repo, head: str, new: list[dict]) -> dict[str, int]:
     return rows
 
 
-def _version_tables(root, known, keep, new, rows, version, split_seed, fractions) -> dict:
+def _version_tables(root, known, keep, new, rows, version, split_seed, fractions) -> tuple[dict, list[dict]]:
+    """The version's three tables, and the new models' staged records (read once, for the manifest too)."""
     models = [dict(row, split=tables.assign_split(row["model_id"], split_seed, fractions))
               for row in known["models"] if row["model_id"] in keep]
     snapshots = [row for row in known["snapshots"] if row["model_id"] in keep]
-    layouts = {}
+    layouts, records = {}, []
     for receipt in new:
         staged = load_staged(root, receipt["fingerprint"], weights=False)
+        records.append(staged.record)
         model_id = receipt["model_id"]
         models.append(tables.model_row(staged.record, row=rows[model_id], n_snapshots=receipt["n_snapshots"],
                                        split=tables.assign_split(model_id, split_seed, fractions),
@@ -235,16 +237,16 @@ def _version_tables(root, known, keep, new, rows, version, split_seed, fractions
     layout_rows.sort(key=lambda r: (r["layout_id"], r["index"]))
     return {"models.parquet": tables.models_table(models),
             "snapshots.parquet": tables.snapshots_table(snapshots),
-            "layouts.parquet": tables.layouts_table(layout_rows)}
+            "layouts.parquet": tables.layouts_table(layout_rows)}, records
 
 
 def _manifest(version, parent, snapshot_id, version_tables, *, specs, code_version, message,
-              split_seed, fractions, new) -> dict:
+              split_seed, fractions, new, records) -> dict:
     from weightzoo.io import environment  # imports torch: only when a version is written
 
     models = version_tables["models.parquet"]
     # the training settings come from the staged records: they were captured where training ran
-    reproduction = environment.training_summary(environment.staged_records(new), len(new))
+    reproduction = environment.training_summary(records, len(new))
     return {
         "version": version,
         "parent": parent,
@@ -262,17 +264,12 @@ def _manifest(version, parent, snapshot_id, version_tables, *, specs, code_versi
             "by_status": dict(sorted(Counter(models.column("status").to_pylist()).items())),
             "by_layout": dict(sorted(Counter(models.column("layout_id").to_pylist()).items())),
         },
-        "packages": _package_versions(),
+        "packages": environment.package_versions(),
         "code": environment.source_revision(),
         **reproduction,
         "tables": {},
     }
 
-
-def _package_versions() -> dict:
-    from weightzoo.io.environment import package_versions
-
-    return package_versions()
 
 
 def _write_version_dir(location: ZooLocation, version: str, version_tables: dict, manifest: dict) -> None:

@@ -27,6 +27,8 @@ from pathlib import Path
 import duckdb
 import pandas as pd
 
+from weightzoo.io.location import staging_root
+
 VERSION_TABLES = ("models", "snapshots", "layouts")
 # Staging directories of interrupted studies and SANE checkpoints are not results.
 _NOT_RESULTS = (".incomplete", ".checkpoints")
@@ -78,13 +80,13 @@ def connect(zoo) -> tuple[duckdb.DuckDBPyConnection, list[str], list[str]]:
     """
     connection = duckdb.connect(":memory:")
     views = {}
-    if zoo.folder.is_dir():
+    if not zoo.location.remote:
         views.update({name: f"SELECT * FROM read_parquet({_literal(zoo.folder / f'{name}.parquet')})"
                       for name in VERSION_TABLES})
     else:  # a zoo in object storage: the reader fetches the (small) tables
         for name in VERSION_TABLES:
             connection.register(name, getattr(zoo, name))
-    files, unreadable = _readable(connection, analysis_files(zoo.root, zoo.version))
+    files, unreadable = _readable(connection, analysis_files(staging_root(zoo.root), zoo.version))
     for view in dict.fromkeys(f.view for f in files):
         if view in VERSION_TABLES or view == "analyses":  # a study's name must not hide a built-in view
             unreadable.append(f"{view}: named like a built-in table, not registered")

@@ -210,10 +210,7 @@ class Zoo:
         return result
 
     def _read_table(self, name: str) -> pd.DataFrame:
-        if not self.location.remote:
-            return pd.read_parquet(self.folder / name)
-        return pd.read_parquet(self.location.file_path(f"versions/{self.version}/{name}"),
-                               filesystem=self.location.filesystem)
+        return self.location.read_table(f"versions/{self.version}/{name}").to_pandas()
 
     @cached_property
     def _session(self):

@@ -80,34 +80,35 @@ def verify_version(zoo_root, version: str,
     ``progress(done, total)`` is called after each block of chunks.
     """
     root = parse_location(zoo_root)
+    repo = store.open_repository(root)
     report = VersionReport(version, problems=[])
-    manifest = _check_manifest(root, version, report)
+    manifest = _check_manifest(root, repo, version, report)
     if manifest is None:
         return report
-    _check_tables(root, version, manifest, report)
-    models = _read_models(root, version, report)
+    contents = _check_tables(root, version, manifest, report)
+    models = _read_models(root, version, contents, report)
     if models is not None:
-        session = store.open_repository(root).readonly_session(tag=version)
-        _check_chunks(session.store, version, models, report, progress)
+        _check_chunks(repo.readonly_session(tag=version).store, version, models, report, progress)
     return report
 
 
-def _check_manifest(root: ZooLocation, version: str, report: VersionReport) -> dict | None:
+def _check_manifest(root: ZooLocation, repo, version: str, report: VersionReport) -> dict | None:
     relative = f"versions/{version}/manifest.json"
     try:
         manifest = json.loads(root.read_bytes(relative))
     except (OSError, ValueError) as error:
         report.problems.append(Problem(version, "manifest", relative, f"unreadable: {error}"))
         return None
-    tagged = store.open_repository(root).lookup_tag(version)
+    tagged = repo.lookup_tag(version)
     if manifest.get("icechunk_snapshot_id") != tagged:
         report.problems.append(Problem(version, "manifest", relative, f"names snapshot "
                                        f"{manifest.get('icechunk_snapshot_id')} but tag {version} is {tagged}"))
     return manifest
 
 
-def _check_tables(root: ZooLocation, version: str, manifest: dict, report: VersionReport) -> None:
-    expected = manifest.get("tables", {})
+def _check_tables(root: ZooLocation, version: str, manifest: dict, report: VersionReport) -> dict[str, bytes]:
+    """Check each table's sha256; return the contents of those that could be read."""
+    expected, contents = manifest.get("tables", {}), {}
     for name in TABLES:
         relative = f"versions/{version}/{name}"
         report.tables_checked += 1
@@ -115,15 +116,19 @@ def _check_tables(root: ZooLocation, version: str, manifest: dict, report: Versi
             report.problems.append(Problem(version, "table", relative, "the manifest has no sha256 for it"))
         elif not root.exists(relative):
             report.problems.append(Problem(version, "table", relative, "missing"))
-        elif (actual := hashlib.sha256(root.read_bytes(relative)).hexdigest()) != expected[name]:
+        elif (actual := hashlib.sha256(contents.setdefault(name, root.read_bytes(relative))).hexdigest()) \
+                != expected[name]:
             report.problems.append(Problem(version, "table", relative, f"sha256 {actual[:16]}… does not match "
                                            f"the manifest's {expected[name][:16]}…"))
+    return contents
 
 
-def _read_models(root: ZooLocation, version: str, report: VersionReport) -> pd.DataFrame | None:
+def _read_models(root: ZooLocation, version: str, contents: dict[str, bytes], report: VersionReport):
+    """models.parquet (from the bytes already read for its checksum, when they were), or None."""
     relative = f"versions/{version}/models.parquet"
     try:
-        return pd.read_parquet(io.BytesIO(root.read_bytes(relative)))
+        data = contents.get("models.parquet") or root.read_bytes(relative)
+        return pd.read_parquet(io.BytesIO(data))
     except Exception as error:  # noqa: BLE001 - pyarrow raises several types for a damaged file
         report.problems.append(Problem(version, "table", relative,
                                        f"cannot be read, so no chunk was checked: {error}"))
