@@ -146,8 +146,10 @@ def train_and_stage(zoo_root, group: TrainGroup, *, threads: int | None = None, 
             # which models trained together, in order: with dropout or augmentation it shapes the weights
             together = {"trainer": "fleet" if fleet and len(pending) > 1 else "single",
                         "models": [c.model_id for c in pending]}
+            # captured here, in the process that trained (see weightzoo.io.environment)
+            environment = training_environment(pending[0].training.device)
             for config, result in zip(pending, results):
-                _stage(zoo_root, config, result, together)
+                _stage(zoo_root, config, result, together, environment)
     return [find_staged(zoo_root, fp) for fp in group.fingerprints]
 
 
@@ -166,7 +168,7 @@ def _train_pending(pending: list[ModelConfig], fleet: bool, progress) -> list:
     return results
 
 
-def _stage(zoo_root, config: ModelConfig, result, fleet: dict | None = None) -> dict:
+def _stage(zoo_root, config: ModelConfig, result, fleet: dict | None = None, environment: dict | None = None) -> dict:
     fp = config.fingerprint(CODE_VERSION)
     record = {
         "model_id": config.model_id, "fingerprint": fp, "status": result.status, "message": result.message,
@@ -174,8 +176,7 @@ def _stage(zoo_root, config: ModelConfig, result, fleet: dict | None = None) -> 
         "dataset_options": config.dataset_kwargs, "spec_name": config.spec_name,
         "layout_id": result.layout.layout_id, "n_params": result.layout.n_params,
         "train_seconds": result.seconds, "code_version": CODE_VERSION,
-        # captured here, in the process that trained (see weightzoo.io.environment)
-        "environment": training_environment(config.training.device), "fleet": fleet,
+        "environment": environment, "fleet": fleet,
     }
     return stage_model(zoo_root, fingerprint=fp, weights=result.weights, snapshots=result.snapshots,
                        record=record, layout=result.layout, traces=result.traces)

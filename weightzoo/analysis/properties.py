@@ -29,7 +29,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from weightzoo.analysis.records import json_records
-from weightzoo.core.labels import is_categorical  # noqa: F401 - part of this module's API
+from weightzoo.core.labels import is_categorical
 from weightzoo.core.statistics import weight_statistics
 from weightzoo.io.tables import RESERVED
 

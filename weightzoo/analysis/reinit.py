@@ -121,9 +121,10 @@ def reinit_table(zoo, *, where: str | None = None, model_ids=None, resets=(0, RA
     models = select_models(zoo, where, model_ids, max_models, status)
     plans = [_trained_k(model, trained_k, resets) for model in models.itertuples()]
     tasks: dict[str, object] = {}  # prepared test data per (dataset, data options): loaded once per call
+    recorded = zoo.snapshots.set_index(["model_id", "k"])["test_acc"]  # indexed once, not scanned per model
     rows = []
     for i, (model, k) in enumerate(zip(models.itertuples(), plans), start=1):
-        rows += _reinit_model(zoo, model, k, resets, seed, whole_network, tasks)
+        rows += _reinit_model(zoo, model, k, resets, seed, whole_network, tasks, recorded)
         if progress:
             progress(f"reinit: model {i}/{len(models)} ({model.model_id}, trained k={k})")
     table = pd.DataFrame(rows, columns=list(RESULT_COLUMNS))
@@ -231,7 +232,8 @@ def _trained_k(model, trained_k: int | None, resets: list) -> int:
     return k
 
 
-def _reinit_model(zoo, model, trained_k: int, resets: list, seed: int, whole_network: bool, tasks: dict) -> list:
+def _reinit_model(zoo, model, trained_k: int, resets: list, seed: int, whole_network: bool, tasks: dict,
+                  recorded_acc: pd.Series) -> list:
     """The result rows of one network: every layer group × every reset."""
     layout = zoo.layout(model.layout_id)
     config = json.loads(model.config_json)
@@ -246,7 +248,8 @@ def _reinit_model(zoo, model, trained_k: int, resets: list, seed: int, whole_net
     groups = [(g.layer, g.kind, g.names, g.positions) for g in layer_groups(layout)]
     if whole_network:
         groups.append((WHOLE_NETWORK, "all", "*", np.arange(layout.n_params)))
-    recorded = _recorded_accuracy(zoo, model.model_id, trained_k)
+    value = recorded_acc.get((model.model_id, trained_k))
+    recorded = float(value) if value is not None and pd.notna(value) else math.nan
     rows = []
     for layer, kind, names, positions in groups:
         for reset, source in sources.items():
@@ -289,12 +292,6 @@ def _dataset_options(zoo, spec_name: str, dataset) -> dict:
         if spec.get("name") == spec_name:
             return dict(spec.get("dataset_options", {}).get(dataset, {}))
     return {}
-
-
-def _recorded_accuracy(zoo, model_id: str, k: int) -> float:
-    snapshots = zoo.snapshots
-    match = snapshots[(snapshots["model_id"] == model_id) & (snapshots["k"] == k)]["test_acc"]
-    return float(match.iloc[0]) if len(match) and pd.notna(match.iloc[0]) else math.nan
 
 
 def _heatmap_panel(fig, ax, table: pd.DataFrame, resets: list) -> None:

@@ -49,9 +49,10 @@ def export_modelzoos(zoo, out) -> dict:
     tmp = out.with_name(f"{out.name}.incomplete")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    snapshots = zoo.snapshots.sort_values(["model_id", "k"])
+    by_model = dict(tuple(zoo.snapshots.sort_values(["model_id", "k"]).groupby("model_id", sort=False)))
+    empty = zoo.snapshots.iloc[:0]
     for row in tables.read_rows(zoo.folder / "models.parquet"):
-        _export_model(zoo, row, snapshots[snapshots["model_id"] == row["model_id"]], tmp / row["model_id"])
+        _export_model(zoo, row, by_model.get(row["model_id"], empty), tmp / row["model_id"])
     os.rename(tmp, out)
     return {"format": "modelzoos", "out": str(out), "version": zoo.version, "n_models": len(zoo.models)}
 
