@@ -76,15 +76,13 @@ def run_meta_classifier_study(zoo, label: str, *, snapshots=None, part: str | No
     """
     parameters = {"label": label, "snapshots": _jsonable(snapshots), "part": part, "slice_length": slice_length,
                   "epochs": epochs, "batch_size": batch_size, "seed": seed}
-    target = result_dir(zoo, "meta-classifier", parameters)
-    if (target / "results.parquet").exists():
-        return _summary(target, cached=True)
-    train = zoo.select(snapshots=snapshots, part=part, split="train")
-    test = zoo.select(snapshots=snapshots, part=part, split="test")
-    model = train_meta_classifier(train, label, slice_length=slice_length, epochs=epochs, batch_size=batch_size,
-                                  seed=seed, progress=progress)
-    results, confusion, per_class = evaluate(model, test)
-    with _incomplete(target) as tmp:
+
+    def produce(tmp: Path) -> None:
+        train = zoo.select(snapshots=snapshots, part=part, split="train")
+        test = zoo.select(snapshots=snapshots, part=part, split="test")
+        model = train_meta_classifier(train, label, slice_length=slice_length, epochs=epochs,
+                                      batch_size=batch_size, seed=seed, progress=progress)
+        results, confusion, per_class = evaluate(model, test)
         results.to_parquet(tmp / "results.parquet", index=False)
         per_class.to_parquet(tmp / "per_class.parquet", index=False)
         (tmp / "parameters.json").write_text(json.dumps({**parameters, "classes": [str(c) for c in model.classes],
@@ -94,7 +92,8 @@ def run_meta_classifier_study(zoo, label: str, *, snapshots=None, part: str | No
                     "slice_length": slice_length, "task": model.task, "label": label}, tmp / "meta_classifier.pt")
         if model.task == "classification":
             plot_confusion(confusion, [str(c) for c in model.classes], label, tmp / "confusion.png")
-    return _summary(target, cached=False)
+
+    return _summary(*cached_study(zoo, "meta-classifier", parameters, produce, marker="results.parquet"))
 
 
 def plot_confusion(matrix: np.ndarray, classes: list[str], label: str, path: Path) -> None:
