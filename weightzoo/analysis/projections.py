@@ -235,7 +235,7 @@ def run_projection_study(zoo, out_dir, *, where: str | None = None, snapshots=No
                             status=status, progress=progress)
     table_path, plots = out / "projections.parquet", [out / "histograms.png", out / "trajectories.png"]
     scan.table.to_parquet(table_path, index=False)
-    title = f"filter cosines with the all-ones direction, {zoo.root.name} {zoo.version}"
+    title = f"filter cosines with the all-ones direction, {zoo.handle.name} {zoo.version}"
     plot_histograms(scan.samples, plots[0], title=title)
     plot_trajectories(scan.table, plots[1], title=title)
     return {"table": str(table_path), "plots": [str(p) for p in plots],

@@ -205,7 +205,7 @@ def run_property_study(zoo, out_dir, *, snapshots=None, targets=None, layout_id=
         results = fit_properties(table, targets, features=features, seed=seed)
     results_path, plot_path = out / "properties.parquet", out / "properties.png"
     results.to_parquet(results_path, index=False)
-    plot_results(results, plot_path, title=f"{features} property prediction, {zoo.root.name} {zoo.version}")
+    plot_results(results, plot_path, title=f"{features} property prediction, {zoo.handle.name} {zoo.version}")
     return {"results": str(results_path), "plot": str(plot_path), "n_samples": len(table),
             "records": json_records(results)}
 

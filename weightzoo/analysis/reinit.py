@@ -182,7 +182,7 @@ def run_reinit_study(zoo, out_dir, *, where: str | None = None, model_ids=None, 
                              progress=progress)
     table_path, plot_path = out / "reinit.parquet", out / "reinit.png"
     table.to_parquet(table_path, index=False)
-    plot_heatmap(table, plot_path, title=f"accuracy drop after resetting one layer, {zoo.root.name} {zoo.version}")
+    plot_heatmap(table, plot_path, title=f"accuracy drop after resetting one layer, {zoo.handle.name} {zoo.version}")
     return {"table": str(table_path), "plot": str(plot_path), "n_models": int(table["model_id"].nunique()),
             "summary": summarise(table)}
 
@@ -203,7 +203,7 @@ def select_models(zoo, where=None, model_ids=None, max_models=None, status="ok")
         wanted = [model_ids] if isinstance(model_ids, str) else list(model_ids)
         unknown = [m for m in wanted if m not in set(models["model_id"])]
         if unknown:
-            raise ValueError(f"unknown model id(s) {unknown} in {zoo.root} version {zoo.version}")
+            raise ValueError(f"unknown model id(s) {unknown} in {zoo.handle} version {zoo.version}")
         models = models[models["model_id"].isin(wanted)]
     if status is not None:
         models = models[models["status"] == status]
@@ -288,7 +288,7 @@ def _training_settings(training_json: str) -> TrainingSettings:
 
 def _dataset_options(zoo, spec_name: str, dataset) -> dict:
     """The loader options the spec gave ``dataset``; models.parquet does not store them."""
-    for spec in zoo.manifest.get("specs", []):
+    for spec in zoo.manifest.specs:
         if spec.get("name") == spec_name:
             return dict(spec.get("dataset_options", {}).get(dataset, {}))
     return {}

@@ -23,7 +23,6 @@ from matplotlib.figure import Figure
 from weightzoo.analysis.meta_classifier import evaluate, train_meta_classifier
 from weightzoo.analysis.records import json_records
 from weightzoo.core.fingerprint import fingerprint
-from weightzoo.io.location import staging_root
 
 ANALYSIS_CODE_VERSION = "weightzoo-analysis-2"  # bump when a study's results change meaning
 
@@ -31,9 +30,9 @@ ANALYSIS_CODE_VERSION = "weightzoo-analysis-2"  # bump when a study's results ch
 def result_dir(zoo, study: str, parameters: dict) -> Path:
     """Where the result of ``study`` with ``parameters`` on this zoo version lives: under the
     zoo's ``analyses/``, or for a zoo in object storage under its local staging root."""
-    key = fingerprint(zoo.version, zoo.manifest.get("icechunk_snapshot_id"), study, parameters,
+    key = fingerprint(zoo.version, zoo.manifest.icechunk_snapshot_id, study, parameters,
                       ANALYSIS_CODE_VERSION)[:16]
-    return staging_root(zoo.root) / "analyses" / zoo.version / study / key
+    return zoo.handle.analyses / zoo.version / study / key
 
 
 def cached_study(zoo, study: str, parameters: dict, produce, marker: str) -> tuple[Path, bool]:

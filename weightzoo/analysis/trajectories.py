@@ -152,7 +152,7 @@ def run_trajectory_study(zoo, out_dir, *, where: str | None = None, tensor: str 
     per_epoch.to_parquet(paths["per_epoch"], index=False)
     examples = example_trajectories(zoo, table, by)
     plots = plot_trajectories(table, per_epoch, out, by=by, examples=examples,
-                              title=f"{zoo.root.name} {zoo.version}")
+                              title=f"{zoo.handle.name} {zoo.version}")
     analysed = table[table["result"] == "analysed"]
     return {**{k: str(v) for k, v in paths.items()}, "plots": plots, "by": by, "n_models": len(table),
             "n_analysed": len(analysed), "summary": json_records(summarise(analysed, by)),

@@ -13,6 +13,8 @@ from typing import Mapping
 
 import torch
 from torch import nn
+
+from weightzoo.errors import InputError
 import torch.nn.functional as F
 
 ACTIVATIONS = ("relu", "tanh", "sigmoid", "gelu", "leaky_relu", "elu")
@@ -36,7 +38,12 @@ DEFAULTS = {
 }
 
 
-class ConfigError(ValueError):
+# Hyperparameters that change how a model trains, never which modules and tensors it has:
+# configs differing only in these share one structure (the build plans each structure once).
+TRAINING_ONLY = ("seed", "init", "lr", "optimizer", "batch_size", "augmentation", "label_noise")
+
+
+class ConfigError(InputError):
     """A config that cannot be turned into a model; names the offending key."""
 
 

@@ -22,6 +22,7 @@ from torch import nn
 from weightzoo.core.layout import WeightLayout
 from weightzoo.core.models import Activation, Dropout
 from weightzoo.core.tokens import UnitGroup, unit_groups
+from weightzoo.errors import InputError
 
 # Modules without parameters that act on each channel (or feature) on its own, so they commute
 # with a permutation of channels. Flatten is checked separately (it must keep the batch axis).
@@ -31,7 +32,7 @@ CHANNELWISE = (Activation, Dropout, nn.ReLU, nn.Tanh, nn.Sigmoid, nn.GELU, nn.Le
 WITH_PARAMETERS = (nn.Conv1d, nn.Conv2d, nn.Linear, nn.BatchNorm1d, nn.BatchNorm2d)
 
 
-class PermutationError(ValueError):
+class PermutationError(InputError):
     """A layout (or model) whose hidden units cannot be permuted without changing its function."""
 
 

@@ -24,6 +24,7 @@ import jsonschema
 import yaml
 
 from weightzoo.core.fingerprint import canonical_json
+from weightzoo.errors import InputError
 from weightzoo.core.sampling import Distribution
 
 if TYPE_CHECKING:  # traces imports SpecError from here
@@ -91,7 +92,7 @@ HYPERPARAMETERS: dict[str, Hyperparameter] = {
 """Known hyperparameters and their domains; ``tests`` check this agrees with the schema."""
 
 
-class SpecError(ValueError):
+class SpecError(InputError):
     """A spec is invalid; ``field`` is the dotted path of the offending field."""
 
     def __init__(self, field: str, message: str):

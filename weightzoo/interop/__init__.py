@@ -1,12 +1,8 @@
-"""Import foreign model zoos into weightzoo versions, and export versions back out.
+"""Foreign model-zoo formats: read their networks, write versions back out.
 
 Importers: ``nws`` (Eilertsen et al.), ``modelzoos`` (Schürholt et al.), ``torch``
-(folders of plain PyTorch snapshot files) and ``bundle`` (our own export); see
-:func:`import_source`. Exporters: the
-Model Zoos folder layout and a single ``.npz`` bundle (:mod:`weightzoo.interop.export`).
+(folders of plain PyTorch snapshot files) and ``bundle`` (our own export); the import
+pipeline (:mod:`weightzoo.pipelines.importing`) stages and publishes what they read.
+Exporters: the Model Zoos folder layout and a single ``.npz`` bundle
+(:mod:`weightzoo.interop.export`).
 """
-
-from weightzoo.interop.common import SourceError
-from weightzoo.interop.importing import import_source
-
-__all__ = ["SourceError", "import_source"]

@@ -1,11 +1,12 @@
-"""What every importer shares: the imported network, its fingerprint, staging and publishing.
+"""What every importer shares: the imported network, its fingerprint, reading foreign files.
 
 An importer reads one foreign network at a time into an :class:`ImportedNetwork` (flat
 float32 weights in the source's tensor order, one snapshot row per k, hyperparameters,
 a config and a :class:`WeightLayout`), or raises :class:`SourceError` naming the file
 that is missing or malformed. Networks are staged like trained ones; their fingerprint
 is a hash of the bytes read from the source, so importing the same files again stages
-nothing and publishes nothing new.
+nothing and publishes nothing new (the import pipeline,
+:mod:`weightzoo.pipelines.importing`, stages and publishes them).
 """
 
 from __future__ import annotations
@@ -21,11 +22,10 @@ from typing import Mapping
 import numpy as np
 import torch
 
-from weightzoo import __version__
 from weightzoo.core.fingerprint import fingerprint
 from weightzoo.core.layout import TensorSpec, WeightLayout
 from weightzoo.core.models import ConfigError, build_model
-from weightzoo.io.staging import find_staged, stage_model
+from weightzoo.errors import InputError
 
 IMPORTER_VERSION = "weightzoo-interop-1"
 METRICS = ("train_loss", "train_acc", "test_loss", "test_acc")
@@ -41,7 +41,7 @@ def network_folders(source: Path, is_network) -> list[str]:
     return sorted(p.name for p in source.iterdir() if p.is_dir() and is_network(p))
 
 
-class SourceError(ValueError):
+class SourceError(InputError):
     """A foreign network (or a whole source) that cannot be imported; names file and reason."""
 
     def __init__(self, path, reason: str):
@@ -87,6 +87,7 @@ class ImportedNetwork:
     digest: str
     mapped: bool
     training: dict = field(default_factory=dict)  # what the source says about training, if anything
+    split: str | None = None  # the source's train/val/test split of this network, if it has one
 
     @property
     def fingerprint(self) -> str:
@@ -187,28 +188,6 @@ def unmapped_config(kind: str) -> dict:
     """The config of a network no weightzoo builder reproduces (its hyperparameters are in
     the models table): ``load_model`` then fails with a ConfigError naming ``imported:<kind>``."""
     return {"architecture": f"imported:{kind}"}
-
-
-def stage_network(zoo_root, network: ImportedNetwork, source: str) -> dict:
-    """Stage one imported network (nothing is written if its fingerprint is staged)."""
-    receipt = find_staged(zoo_root, network.fingerprint)
-    if receipt is not None:
-        return receipt
-    finite = np.isfinite(network.weights).all(axis=1)
-    status, message = "ok", ""
-    if not finite.all():
-        status, message = "diverged", f"non-finite weights from snapshot {int(np.argmin(finite))} on"
-    record = {
-        "model_id": network.model_id, "fingerprint": network.fingerprint, "status": status, "message": message,
-        "hyperparameters": network.hyperparameters, "config": network.config,
-        "training": {"imported_from": network.kind, "source": source, "network": network.name,
-                     "source_sha256": network.digest, "mapped_architecture": network.mapped, **network.training},
-        "dataset_options": {}, "spec_name": f"import-{network.kind}", "layout_id": network.layout.layout_id,
-        "n_params": network.layout.n_params, "train_seconds": None,
-        "code_version": f"weightzoo {__version__} / {IMPORTER_VERSION}",
-    }
-    return stage_model(zoo_root, fingerprint=network.fingerprint, weights=network.weights,
-                       snapshots=network.snapshots, record=record, layout=network.layout)
 
 
 def load_state(path: Path, digest: ContentDigest, label: str) -> dict[str, torch.Tensor]:

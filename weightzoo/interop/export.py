@@ -23,7 +23,6 @@ import io
 import json
 import math
 import os
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -36,6 +35,8 @@ from weightzoo.analysis.records import json_safe, json_value
 from weightzoo.core.models import model_signature
 from weightzoo.interop.modelzoos import CONFIG_KEY, RENAMED
 from weightzoo.io import tables
+from weightzoo.io.atomic import atomic_directory
+from weightzoo.io.location import ZooLocation
 
 BUNDLE_FORMAT = "weightzoo-bundle-1"
 TABLES = ("models.parquet", "snapshots.parquet", "layouts.parquet", "manifest.json")
@@ -46,14 +47,11 @@ def export_modelzoos(zoo, out) -> dict:
     """Write every model of ``zoo`` (an opened version) as a Model Zoos folder under ``out``."""
     out = Path(out)
     _refuse_existing(out)
-    tmp = out.with_name(f"{out.name}.incomplete")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
     by_model = dict(tuple(zoo.snapshots.sort_values(["model_id", "k"]).groupby("model_id", sort=False)))
     empty = zoo.snapshots.iloc[:0]
-    for row in tables.read_rows(zoo.folder / "models.parquet"):
-        _export_model(zoo, row, by_model.get(row["model_id"], empty), tmp / row["model_id"])
-    os.rename(tmp, out)
+    with atomic_directory(ZooLocation.local(out.parent), out.name, durable=False) as tmp:
+        for row in zoo.location.read_table(f"{zoo.folder}/models.parquet").to_pylist():
+            _export_model(zoo, row, by_model.get(row["model_id"], empty), tmp / row["model_id"])
     return {"format": "modelzoos", "out": str(out), "version": zoo.version, "n_models": len(zoo.models)}
 
 
@@ -97,7 +95,7 @@ def export_bundle(zoo, out) -> dict:
     """Write ``zoo`` (an opened version) as one ``.npz`` bundle at ``out``."""
     out = Path(out)
     _refuse_existing(out)
-    models = pq.read_table(zoo.folder / "models.parquet")
+    models = zoo.location.read_table(f"{zoo.folder}/models.parquet")
     arrays, rows, shapes = {}, [0] * models.num_rows, {}
     for layout_id in sorted(set(models.column("layout_id").to_pylist())):
         members = [i for i, value in enumerate(models.column("layout_id").to_pylist()) if value == layout_id]
@@ -110,9 +108,9 @@ def export_bundle(zoo, out) -> dict:
     models = models.set_column(models.schema.get_field_index("row"), "row", pa.array(rows, pa.int64()))
     arrays["models.parquet"] = _parquet_bytes(models)
     for name in TABLES[1:]:
-        arrays[name] = np.frombuffer((zoo.folder / name).read_bytes(), dtype=np.uint8)
+        arrays[name] = np.frombuffer(zoo.location.read_bytes(f"{zoo.folder}/{name}"), dtype=np.uint8)
     arrays["bundle.json"] = _text_bytes(json.dumps({"format": BUNDLE_FORMAT, "version": zoo.version,
-                                                    "source": str(zoo.root), "weights": shapes}))
+                                                    "source": zoo.handle.url, "weights": shapes}))
     tmp = out.with_name(f"{out.name}.incomplete")
     with open(tmp, "wb") as handle:
         np.savez(handle, **arrays)

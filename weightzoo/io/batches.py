@@ -107,7 +107,7 @@ class TorchBatches:
         for layout_id in models["layout_id"].iloc[group].unique():
             positions = [int(m) for m in group if models.at[m, "layout_id"] == layout_id]
             positions.sort(key=lambda m: models.at[m, "row"])  # storage order: contiguous reads when possible
-            rows = read_rows(selection.root, selection.version, layout_id,
+            rows = read_rows(selection.handle, selection.version, layout_id,
                              [int(models.at[m, "row"]) for m in positions])
             columns = selection.features(layout_id)
             full = columns.size == rows.shape[2] and columns[0] == 0
@@ -138,7 +138,7 @@ class WeightBatchDataset(torch.utils.data.IterableDataset):
 
     Each DataLoader worker takes every ``num_workers``-th group of models, so an epoch yields
     every sample exactly once across workers. Workers open the Icechunk session themselves
-    (the selection pickles as tables plus ``(root, version)``). Offsets and shuffling follow
+    (the selection pickles as tables plus ``(zoo handle, version)``). Offsets and shuffling follow
     ``epoch``: it advances after each pass in the iterating process; with non-persistent
     workers call :meth:`set_epoch` before each epoch, as with DistributedSampler.
     """

@@ -7,7 +7,7 @@ datasets without accuracy; ``card/accuracy.png``), the runs that did not end ``o
 the diff against the parent version (:mod:`weightzoo.io.diff`).
 
 It is built from the tables in memory (no store access), so the publisher can write it into
-``versions/<v>.incomplete/`` before the rename: the card is part of the atomic version, and
+the version's incomplete folder before it appears: the card is part of the atomic version, and
 an error while writing it aborts the publish before the tag (nothing is lost; the staged
 models stay, so a re-run resumes).
 """
@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 from pathlib import Path
 from typing import Mapping
 
@@ -24,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 from weightzoo.io.diff import diff_tables
+from weightzoo.io.records import Manifest
 from weightzoo.io.tables import RESERVED
 
 CARD_NAME = "CARD.md"
@@ -33,15 +33,14 @@ MAX_PANELS = 16
 CATEGORY_LIMIT = 12  # a column with more distinct values than this is plotted as a histogram
 
 
-def write_card(version_dir: Path, tables: Mapping, manifest: dict, parent_dir: Path | Mapping | None = None) -> Path:
+def write_card(version_dir: Path, tables: Mapping, manifest: Manifest, parent_tables: Mapping | None = None) -> Path:
     """Write ``CARD.md`` and its plots (``card/*.png``) into ``version_dir``; return the card's path.
 
     ``tables`` maps ``models``, ``snapshots`` and ``layouts`` (optionally with ``.parquet``)
     to pyarrow Tables, DataFrames or lists of row dicts; ``manifest`` is the version's
-    manifest. ``parent_dir`` is the parent version's directory, or its ``models`` and
-    ``snapshots`` tables as a mapping like ``tables`` (for a zoo in object storage); None
-    when the manifest names no parent. Plots are written first and the card last, each
-    through a temporary name, so a ``CARD.md`` is always complete.
+    manifest. ``parent_tables`` are the parent version's ``models`` and ``snapshots`` in the
+    same form; None when the manifest names no parent. Plots are written first and the card
+    last, each through a temporary name, so a ``CARD.md`` is always complete.
     """
     version_dir = Path(version_dir)
     frames = _frames(tables)
@@ -55,7 +54,7 @@ def write_card(version_dir: Path, tables: Mapping, manifest: dict, parent_dir: P
         _hyperparameter_section(models, hyper, plots / "hyperparameters.png"),
         _accuracy_section(models, snapshots, plots / "accuracy.png"),
         _failed_section(models, hyper),
-        _diff_section(models, snapshots, manifest, parent_dir),
+        _diff_section(models, snapshots, manifest, parent_tables),
         _files_section(manifest),
     ]
     path = version_dir / CARD_NAME
@@ -68,15 +67,6 @@ def hyperparameter_columns(models: pd.DataFrame) -> list[str]:
     return [column for column in models.columns if column not in RESERVED]
 
 
-def render_card(tables: Mapping, manifest: dict, parent_dir: Path | Mapping | None = None) -> dict[str, bytes]:
-    """The card's files as {relative path: bytes} (``CARD.md``, ``card/<plot>.png``), for
-    stores without a local directory (object storage). Arguments as :func:`write_card`."""
-    with tempfile.TemporaryDirectory(prefix="weightzoo-card-") as folder:
-        write_card(Path(folder), tables, manifest, parent_dir)
-        return {path.relative_to(folder).as_posix(): path.read_bytes()
-                for path in sorted(Path(folder).rglob("*")) if path.is_file()}
-
-
 def _frames(tables: Mapping) -> dict[str, pd.DataFrame]:
     return {name.removesuffix(".parquet"): _frame(table) for name, table in tables.items()}
 
@@ -87,18 +77,17 @@ def _frame(table) -> pd.DataFrame:
     return pd.DataFrame(table) if isinstance(table, list) else table.to_pandas()
 
 
-def _header(manifest: dict) -> str:
-    names = ", ".join(dict.fromkeys(spec.get("name", "?") for spec in manifest.get("specs") or [])) or "zoo"
-    lines = [f"# Dataset card: {names} — version {manifest['version']}", "",
-             f"- parent version: {manifest.get('parent') or 'none (first version)'}",
-             f"- created: {manifest.get('created_at', '?')}",
-             f"- code: {manifest.get('code_version', '?')}",
-             f"- Icechunk snapshot: `{manifest.get('icechunk_snapshot_id', '?')}`"]
-    if manifest.get("message"):
-        lines.append(f"- message: {manifest['message']}")
-    split = manifest.get("split")
-    if split:
-        lines.append(f"- splits by model: seed {split['seed']}, fractions {split['fractions']} (train/val/test)")
+def _header(manifest: Manifest) -> str:
+    names = ", ".join(dict.fromkeys(spec.get("name", "?") for spec in manifest.specs)) or "zoo"
+    lines = [f"# Dataset card: {names} — version {manifest.version}", "",
+             f"- parent version: {manifest.parent or 'none (first version)'}",
+             f"- created: {manifest.created_at}",
+             f"- code: {manifest.code_version or '?'}",
+             f"- Icechunk snapshot: `{manifest.icechunk_snapshot_id}`"]
+    if manifest.message:
+        lines.append(f"- message: {manifest.message}")
+    split = manifest.split
+    lines.append(f"- splits by model: seed {split.seed}, fractions {list(split.fractions)} (train/val/test)")
     return "\n".join(lines)
 
 
@@ -184,18 +173,15 @@ def _failed_section(models: pd.DataFrame, hyper: list[str]) -> str:
             + _markdown_table(["model", "status", *context, "message"], rows) + more)
 
 
-def _diff_section(models: pd.DataFrame, snapshots: pd.DataFrame, manifest: dict, parent_dir: Path | None) -> str:
+def _diff_section(models: pd.DataFrame, snapshots: pd.DataFrame, manifest: Manifest,
+                  parent_tables: Mapping | None) -> str:
     title = "## Changes against the parent version"
-    parent = manifest.get("parent")
-    if parent_dir is None or not parent:
+    if parent_tables is None or not manifest.parent:
         return (f"{title}\n\nThe manifest names no parent version (a first version, or a selection "
                 f"published without extending), so there is nothing to compare against.")
-    if isinstance(parent_dir, Mapping):
-        frames = _frames(parent_dir)
-    else:
-        frames = {name: pd.read_parquet(Path(parent_dir) / f"{name}.parquet") for name in ("models", "snapshots")}
+    frames = _frames(parent_tables)
     diff = diff_tables(frames["models"], frames["snapshots"], models, snapshots,
-                       version_a=parent, version_b=manifest["version"])
+                       version_a=manifest.parent, version_b=manifest.version)
     counts = diff.to_dict()["counts"]
     lines = [f"{title} ({diff.version_a})", "",
              _markdown_table(["added", "removed", "changed", "unchanged"], [list(counts.values())])]
@@ -209,8 +195,8 @@ def _diff_section(models: pd.DataFrame, snapshots: pd.DataFrame, manifest: dict,
     return "\n".join(lines)
 
 
-def _files_section(manifest: dict) -> str:
-    rows = [[f"`{name}`", f"`{digest}`"] for name, digest in sorted((manifest.get("tables") or {}).items())]
+def _files_section(manifest: Manifest) -> str:
+    rows = [[f"`{name}`", f"`{digest}`"] for name, digest in sorted(manifest.tables.items())]
     text = ("## Files\n\nRead them with pandas, pyarrow or DuckDB (`weightzoo query`); weights are in the "
             "Icechunk repository under the tag of this version.")
     return text + ("\n\n" + _markdown_table(["table", "sha256"], rows) if rows else "")

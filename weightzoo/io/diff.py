@@ -52,11 +52,9 @@ def diff_tables(models_a: pd.DataFrame, snapshots_a: pd.DataFrame, models_b: pd.
                        changed=changed, n_unchanged=len(common) - len(changed))
 
 
-def diff_versions(zoo_root, version_a: str, version_b: str) -> VersionDiff:
-    """Compare two published versions of a zoo; VersionNotFound names a missing one."""
-    from weightzoo.io.reader import open_zoo
-
-    zoo_a, zoo_b = open_zoo(zoo_root, version_a), open_zoo(zoo_root, version_b)
+def diff_versions(zoo, version_a: str, version_b: str) -> VersionDiff:
+    """Compare two published versions of ``zoo`` (a ZooHandle); VersionNotFound names a missing one."""
+    zoo_a, zoo_b = zoo.open(version_a), zoo.open(version_b)
     return diff_tables(zoo_a.models, zoo_a.snapshots, zoo_b.models, zoo_b.snapshots,
                        version_a=version_a, version_b=version_b)
 

@@ -132,18 +132,18 @@ def publish_environment() -> dict:
             "platform": platform.platform(), "machine": platform.machine(), "cpu_count": os.cpu_count()}
 
 
-def training_summary(records: list[dict], n_models: int) -> dict:
+def training_summary(records: list, n_models: int) -> dict:
     """Manifest fields from the new models' records: their distinct training environments (with
     counts) and their fleets (deduplicated, in training order)."""
     environments: dict[str, dict] = {}
     fleets: dict[tuple, dict] = {}
     for record in records:
-        env, index = record.get("environment"), None
+        env, index = record.environment, None
         if env is not None:
             key = json.dumps(env, sort_keys=True, default=str)
             environments.setdefault(key, dict(env, n_models=0))["n_models"] += 1
             index = list(environments).index(key)
-        fleet = record.get("fleet")
+        fleet = record.fleet
         if fleet is not None:
             # a fleet trained in one process: its members share one environment
             fleets.setdefault(tuple(fleet["models"]), {"trainer": fleet["trainer"], "models": list(fleet["models"]),

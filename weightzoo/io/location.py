@@ -11,12 +11,9 @@ Object storage is configured from the environment only, never from code:
   else ``AWS_ENDPOINT_URL``; ``http://`` endpoints are allowed, and addressing is path-style;
 - region: ``AWS_REGION``, else ``AWS_DEFAULT_REGION``, else ``us-east-1``.
 
-Staging (training outputs, pulled models) is always local. A zoo in object storage stages
-in ``$WEIGHTZOO_STAGING_ROOT/<bucket>/<prefix>/staging/`` (default root:
-``~/.cache/weightzoo``); a local zoo stages in its own ``staging/`` as before.
-
-``pathlib.Path("s3://b/p")`` collapses the double slash to ``s3:/b/p``; that form is accepted
-too, so code that passes a zoo's root through ``Path`` still reaches the same prefix.
+Where staged models and study results go (always a local folder) is decided by the zoo
+handle (:mod:`weightzoo.io.handle`), which parses the user's text once with
+:meth:`ZooLocation.parse`; nothing below the handle parses a location again.
 """
 
 from __future__ import annotations
@@ -33,7 +30,9 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-S3_PATTERN = re.compile(r"^s3:/{1,2}(?P<bucket>[^/]+)/?(?P<prefix>.*?)/*$")
+from weightzoo.errors import UsageError
+
+S3_PATTERN = re.compile(r"^s3://(?P<bucket>[^/]+)/?(?P<prefix>.*?)/*$")
 DEFAULT_REGION = "us-east-1"
 
 
@@ -44,11 +43,41 @@ class ZooLocation:
     scheme: str
     path: str
 
+    @classmethod
+    def parse(cls, value) -> "ZooLocation":
+        """A location from a path or an ``s3://bucket/prefix`` URL (a ZooLocation is returned as is).
+
+        Raises UsageError naming the text for another URL scheme, an S3 URL without a
+        bucket, or ``s3:/bucket`` (what ``pathlib.Path`` makes of an URL: pass URLs as text).
+        """
+        if isinstance(value, ZooLocation):
+            return value
+        text = os.fspath(value) if isinstance(value, os.PathLike) else str(value)
+        if text.startswith("s3:"):
+            match = S3_PATTERN.match(text)
+            if not match:
+                hint = " (a pathlib.Path turns '//' into '/': pass the URL as a string)" \
+                    if not text.startswith("s3://") else ""
+                raise UsageError(f"zoo location {text!r}: expected s3://bucket/prefix{hint}")
+            return cls("s3", _key(match["bucket"], match["prefix"]))
+        scheme = urlsplit(text).scheme
+        if "://" in text and scheme not in ("", "file"):
+            raise UsageError(f"zoo location {text!r}: unsupported scheme {scheme!r}; "
+                             f"use a local path or s3://bucket/prefix")
+        if not text.strip():
+            raise UsageError("zoo location: empty path")
+        return cls("file", text.removeprefix("file://"))
+
     def __str__(self) -> str:
         return self.url
 
     def __fspath__(self) -> str:
         return self.url
+
+    @classmethod
+    def local(cls, path: str | os.PathLike) -> "ZooLocation":
+        """A location for a local folder (no parsing: the path is taken as is)."""
+        return cls("file", os.fspath(path))
 
     @property
     def remote(self) -> bool:
@@ -126,9 +155,9 @@ class ZooLocation:
             stream.write(data)
         return hashlib.sha256(data).hexdigest()
 
-    def read_table(self, relative: str) -> pa.Table:
-        """A Parquet file of the zoo as an Arrow table."""
-        return pq.read_table(self.file_path(relative), filesystem=self.filesystem)
+    def read_table(self, relative: str, columns: list[str] | None = None) -> pa.Table:
+        """A Parquet file of the zoo as an Arrow table (only ``columns``, if given)."""
+        return pq.read_table(self.file_path(relative), filesystem=self.filesystem, columns=columns)
 
     def write_table(self, relative: str, table: pa.Table) -> str:
         """Write a Parquet file (one object); return its sha256."""
@@ -148,38 +177,19 @@ class ZooLocation:
         return sum(info.size or 0 for info in self.filesystem.get_file_info(selector)
                    if info.type == pafs.FileType.File)
 
-    def staging_root(self) -> Path:
-        """The local folder whose ``staging/`` holds this zoo's staged models (see module docstring)."""
-        if not self.remote:
-            return Path(self.path)
-        base = Path(os.environ.get("WEIGHTZOO_STAGING_ROOT") or Path.home() / ".cache" / "weightzoo")
-        return base / self.bucket / (self.prefix or "_root")
+    def local_path(self, relative: str = "") -> Path | None:
+        """The local path of a file or folder of the zoo; None in object storage."""
+        if self.remote:
+            return None
+        return Path(self.path) / relative if relative else Path(self.path)
 
-
-def parse_location(value) -> ZooLocation:
-    """A ZooLocation from a path, an ``s3://bucket/prefix`` URL or a ZooLocation.
-
-    Raises ValueError naming the text for another URL scheme or an S3 URL without a bucket.
-    """
-    if isinstance(value, ZooLocation):
-        return value
-    text = os.fspath(value) if isinstance(value, os.PathLike) else str(value)
-    if text.startswith("s3:"):
-        match = S3_PATTERN.match(text)
-        if not match:
-            raise ValueError(f"zoo location {text!r}: expected s3://bucket/prefix")
-        return ZooLocation("s3", _key(match["bucket"], match["prefix"]))
-    scheme = urlsplit(text).scheme
-    if "://" in text and scheme not in ("", "file"):
-        raise ValueError(f"zoo location {text!r}: unsupported scheme {scheme!r}; "
-                         f"use a local path or s3://bucket/prefix")
-    return ZooLocation("file", text.removeprefix("file://"))
-
-
-def staging_root(zoo) -> Path:
-    """The local folder whose ``staging/`` holds the staged models of the zoo at ``zoo``
-    (the zoo's own folder when it is local)."""
-    return parse_location(zoo).staging_root()
+    def upload_folder(self, folder: Path, relative: str, *, last: str | None = None) -> dict[str, str]:
+        """Copy every file under a local ``folder`` to ``relative/`` of the zoo, ``last`` after
+        all others; return {relative file name: sha256}."""
+        files = sorted(p for p in folder.rglob("*") if p.is_file())
+        files.sort(key=lambda p: p.relative_to(folder).as_posix() == last)
+        return {p.relative_to(folder).as_posix(): self.write_bytes(f"{relative}/{p.relative_to(folder).as_posix()}",
+                                                                    p.read_bytes()) for p in files}
 
 
 def s3_settings() -> dict:

@@ -1,111 +1,97 @@
-"""Publishing staged models as a new immutable version of a zoo.
+"""Publishing staged models as a new immutable version of a zoo: the ONE publish.
 
-Protocol (crash-safe; a version exists iff its Icechunk tag exists):
+Build, import, SANE sampling and pull all call :func:`publish_version` with a
+:class:`PublishRequest`. Protocol (crash-safe; a version exists iff its Icechunk tag exists):
 
-1. take the exclusive ``<zoo>/.publish.lock``;
-2. the parent is the latest tagged version (when extending); new models are staged models
-   whose model_id the latest version does not hold;
+1. take the zoo's publish lock (:meth:`ZooHandle.publish_lock`);
+2. the parent is the latest tagged version; new models are staged models whose model_id the
+   parent does not hold. With ``keep_parent`` and nothing new, nothing is published;
 3. one Icechunk commit on ``main`` appends their weight rows (and the trace rows of models
    that recorded traces, see :mod:`weightzoo.io.trace_store`), with metadata
    ``{"weightzoo_version": "vNNNN", "models_digest": sha256 of the sorted new model_ids}``.
    A head commit with the same version and digest and no tag is a crashed earlier attempt:
    it is reused instead of appending the rows again. Any other untagged head commit is an
    abandoned attempt: ``main`` is reset to the latest tag first, so arrays hold no orphans;
-4. tables and manifest go to ``versions/vNNNN.incomplete/`` and are renamed to ``vNNNN/``
-   (in object storage, which has no rename, they are written straight to ``versions/vNNNN/``,
-   overwriting a crashed attempt's leftovers: no tag names that version yet);
+4. tables, dataset card and manifest are written to ``versions/vNNNN/`` through
+   :func:`weightzoo.io.atomic.atomic_directory` (locally a rename; in object storage the
+   manifest goes last — without its tag the version does not exist either way);
 5. last, the tag ``vNNNN`` is created.
 
-The zoo may be a local path or ``s3://bucket/prefix`` (:mod:`weightzoo.io.location`); staged
-models are always read from a local folder (``staging_root``, default: the location's).
-In object storage there is no publish lock: one publisher per zoo at a time.
-
-Re-publishing with nothing new while extending returns the parent version's name and
-publishes nothing. ``extend=False`` publishes only the given models (a retraction or a
-fresh selection); models already stored keep their array rows.
-
-``WEIGHTZOO_CRASH_AT`` (test-only) = ``after_commit`` | ``before_rename`` | ``before_tag``
-raises SimulatedCrash at that point.
-
-manifest.json::
-
-    {"version": "v0002", "parent": "v0001" | null, "icechunk_snapshot_id": str,
-     "created_at": UTC ISO-8601, "code_version": str, "message": str, "specs": [...],
-     "split": {"seed": int, "fractions": [train, val, test]},
-     "models_digest": str, "n_new_models": int,
-     "counts": {"models": int, "snapshots": int, "by_status": {...}, "by_layout": {...}},
-     "packages": {"python": str, "torch": str, "numpy": str, ...},
-     "code": {...}, "environment": {"publish": {...}, "training": [...],
-     "models_without_environment": int}, "fleets": [...],   (see weightzoo.io.environment)
-     "source": {...}   (pulled zoos: where from, see weightzoo.io.pull)
-     "tables": {"models.parquet": sha256, "snapshots.parquet": sha256, "layouts.parquet": sha256}}
-
-The dataset card (``CARD.md`` and ``card/*.png``, :mod:`weightzoo.io.card`) is written into
-the version's folder before the tag, so it is part of the atomic version.
+A model's split is the one its staged record fixes (imports that carry a source's split,
+pulls), else a pure function of (model_id, the version's split settings).
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
-import os
-import shutil
 from collections import Counter
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
 import icechunk
+import pyarrow as pa
 import pyarrow.parquet as pq
 
+from weightzoo import __version__
+from weightzoo.errors import InputError, StagingError
 from weightzoo.io import store, tables, trace_store
-from weightzoo.io.card import render_card, write_card
-from weightzoo.io.errors import SimulatedCrash, StagingError
-from weightzoo.io.location import ZooLocation, parse_location
-from weightzoo.io.staging import find_staged, fsync_dir, load_staged, load_staged_traces, to_jsonable
+from weightzoo.io.atomic import atomic_directory
+from weightzoo.io.card import write_card
+from weightzoo.io.handle import ZooHandle
+from weightzoo.io.records import Manifest, Receipt, SplitSettings, StagedRecord, to_jsonable
+from weightzoo.io.staging import find_staged, load_staged, load_staged_traces
 
-CRASH_POINTS = ("after_commit", "before_rename", "before_tag")
 WRITE_BLOCK_MODELS = 64
+TABLE_NAMES = ("models.parquet", "snapshots.parquet", "layouts.parquet")
 
 
-def publish_version(zoo_root, fingerprints: list[str], *, specs: list[dict], code_version: str,
-                    extend: bool = True, split_seed: int = 0, split_fractions=(0.7, 0.15, 0.15),
-                    message: str = "", staging_root=None, provenance: dict | None = None) -> str:
-    """Publish staged models as a new version; return its name (or the parent's if nothing is new).
+@dataclass(frozen=True)
+class PublishRequest:
+    """What to publish and why; see :func:`publish_version`."""
 
-    ``staging_root``: the local folder whose ``staging/`` holds the models (default: the
-    zoo's, see :meth:`ZooLocation.staging_root`). ``provenance``, when given, is recorded
-    as the manifest's ``source`` (e.g. where a pulled zoo came from).
-    """
-    fractions = tables.check_fractions(split_fractions)
-    location = parse_location(zoo_root)
-    root = Path(staging_root) if staging_root is not None else location.staging_root()
-    with store.publish_lock(location):
-        repo = store.open_repository(location, create=True)
+    fingerprints: tuple[str, ...]
+    specs: tuple[dict, ...] = ()
+    message: str = ""
+    split: SplitSettings | None = None  # None: the parent's (the default for a first version)
+    keep_parent: bool = True  # False: the version holds only these models (a retraction or selection)
+    source: dict | None = None  # where the models came from (pulls)
+    staging: Path | None = None  # where they are staged (default: the zoo's staging folder)
+
+
+@dataclass(frozen=True)
+class PublishResult:
+    """The outcome: ``published`` is False when nothing was new (``version`` is then the parent)."""
+
+    version: str
+    parent: str | None
+    n_models: int
+    n_new: int
+    published: bool
+
+
+def publish_version(zoo: ZooHandle, request: PublishRequest) -> PublishResult:
+    """Publish the requested staged models as the zoo's next version (see the module docstring)."""
+    staging = Path(request.staging) if request.staging is not None else zoo.staging
+    with zoo.publish_lock():
+        repo = zoo.repository(create=True)
         tags = store.version_tags(repo)
-        latest = tags[-1] if tags else None
-        known = _read_version(location, latest)
-        if extend and latest:
-            _check_split_settings(known["manifest"], split_seed, fractions)
-        receipts = _collect_receipts(root, fingerprints)
-        known_ids = {row["model_id"] for row in known["models"]}
-        new = sorted((r for r in receipts if r["model_id"] not in known_ids), key=lambda r: r["model_id"])
-        if extend and latest and not new:
-            return latest
+        parent = _Parent.read(zoo, tags[-1] if tags else None)
+        split = _split_settings(parent, request)
+        receipts = _collect_receipts(staging, request.fingerprints)
+        new = sorted((r for r in receipts if r.model_id not in parent.model_ids), key=lambda r: r.model_id)
+        if request.keep_parent and parent.version and not new:
+            return PublishResult(parent.version, parent.manifest.parent, parent.manifest.n_models, 0, False)
         version = store.next_version_name(tags)
-        base = repo.lookup_tag(latest) if latest else store.root_snapshot_id(repo)
-        snapshot_id, rows = _commit_weights(root, repo, version, new, base)
-        _crash_point("after_commit")
-        keep = known_ids if extend else {r["model_id"] for r in receipts} & known_ids
-        version_tables, records = _version_tables(root, known, keep, new, rows, version, split_seed, fractions)
-        manifest = _manifest(version, latest if extend else None, snapshot_id, version_tables,
-                             specs=specs, code_version=code_version, message=message,
-                             split_seed=split_seed, fractions=fractions, new=new, records=records)
-        if provenance is not None:
-            manifest["source"] = to_jsonable(provenance)
-        _write_version_dir(location, version, version_tables, manifest)
-        _crash_point("before_tag")
-        repo.create_tag(version, snapshot_id)
-    return version
+        base = repo.lookup_tag(parent.version) if parent.version else store.root_snapshot_id(repo)
+        snapshot_id, rows = _commit_weights(staging, repo, version, new, base)
+        keep = parent.model_ids if request.keep_parent else {r.model_id for r in receipts} & parent.model_ids
+        version_tables, records = _version_tables(staging, parent, keep, new, rows, version, split)
+        manifest = _manifest(version, parent.version if request.keep_parent else None, snapshot_id,
+                             version_tables, request, split, new, records)
+        _write_version_folder(zoo, version, version_tables, manifest, parent)
+        _tag(repo, version, snapshot_id)
+    return PublishResult(version, manifest.parent, manifest.n_models, len(new), True)
 
 
 def models_digest(model_ids) -> str:
@@ -113,48 +99,61 @@ def models_digest(model_ids) -> str:
     return hashlib.sha256("\n".join(sorted(model_ids)).encode()).hexdigest()
 
 
-def _crash_point(name: str) -> None:
-    # Test-only fault injection; see the module docstring.
-    if os.environ.get("WEIGHTZOO_CRASH_AT") == name:
-        raise SimulatedCrash(f"simulated crash at {name}")
+@dataclass(frozen=True)
+class _Parent:
+    """The latest version's manifest and tables (empty for a first version)."""
+
+    version: str | None
+    manifest: Manifest | None
+    tables: dict  # name -> pa.Table
+
+    @classmethod
+    def read(cls, zoo: ZooHandle, version: str | None) -> "_Parent":
+        if version is None:
+            return cls(None, None, {})
+        folder = f"versions/{version}"
+        manifest = Manifest.from_json(zoo.location.read_bytes(f"{folder}/manifest.json"),
+                                      zoo.location.join(f"{folder}/manifest.json"))
+        return cls(version, manifest, {name: zoo.location.read_table(f"{folder}/{name}") for name in TABLE_NAMES})
+
+    @property
+    def model_ids(self) -> set[str]:
+        if not self.tables:
+            return set()
+        return set(self.tables["models.parquet"].column("model_id").to_pylist())
+
+    def rows(self, name: str) -> list[dict]:
+        return self.tables[name].to_pylist() if self.tables else []
 
 
-def _read_version(location: ZooLocation, version: str | None) -> dict:
-    if version is None:
-        return {"manifest": None, "models": [], "snapshots": [], "layouts": []}
-    folder = f"versions/{version}"
-    return {"manifest": json.loads(location.read_bytes(f"{folder}/manifest.json")),
-            "models": location.read_table(f"{folder}/models.parquet").to_pylist(),
-            "snapshots": location.read_table(f"{folder}/snapshots.parquet").to_pylist(),
-            "layouts": location.read_table(f"{folder}/layouts.parquet").to_pylist()}
-
-
-def _check_split_settings(manifest: dict, split_seed: int, fractions) -> None:
+def _split_settings(parent: _Parent, request: PublishRequest) -> SplitSettings:
     # Splits are canonical: extending with other settings would split new models differently.
-    parent = manifest["split"]
-    if parent["seed"] != split_seed or tuple(parent["fractions"]) != tuple(fractions):
-        raise ValueError(f"version {manifest['version']} was split with seed {parent['seed']} and "
-                         f"fractions {parent['fractions']}; extending it needs the same, got "
-                         f"seed {split_seed} and fractions {list(fractions)}")
+    if parent.manifest is None or not request.keep_parent:
+        return request.split or SplitSettings()
+    if request.split is not None and request.split != parent.manifest.split:
+        raise InputError(f"version {parent.version} was split with seed {parent.manifest.split.seed} and "
+                         f"fractions {list(parent.manifest.split.fractions)}; extending it needs the same, "
+                         f"got seed {request.split.seed} and fractions {list(request.split.fractions)}")
+    return parent.manifest.split
 
 
-def _collect_receipts(root: Path, fingerprints) -> list[dict]:
+def _collect_receipts(staging: Path, fingerprints) -> list[Receipt]:
     receipts, missing = {}, []
     for fingerprint in dict.fromkeys(fingerprints):
-        receipt = find_staged(root, fingerprint)
+        receipt = find_staged(staging, fingerprint)
         if receipt is None:
             missing.append(fingerprint)
         else:
-            receipts.setdefault(receipt["model_id"], receipt)
+            receipts.setdefault(receipt.model_id, receipt)
     if missing:
-        raise StagingError(f"{len(missing)} fingerprints are not staged under {root / 'staging'}: {missing[:10]}")
+        raise StagingError(f"{len(missing)} fingerprints are not staged under {staging}: {missing[:10]}")
     return list(receipts.values())
 
 
-def _commit_weights(root: Path, repo: icechunk.Repository, version: str, new: list[dict],
+def _commit_weights(staging: Path, repo: icechunk.Repository, version: str, new: list[Receipt],
                     base: str) -> tuple[str, dict[str, int]]:
     """Append the new models' rows in one commit; return (snapshot id, model_id → row)."""
-    digest = models_digest(r["model_id"] for r in new)
+    digest = models_digest(r.model_id for r in new)
     head = repo.lookup_branch(store.BRANCH)
     head_meta = repo.lookup_snapshot(head).metadata or {}
     if head != base and head_meta.get("weightzoo_version") == version and head_meta.get("models_digest") == digest:
@@ -164,7 +163,7 @@ def _commit_weights(root: Path, repo: icechunk.Repository, version: str, new: li
     session = repo.writable_session(store.BRANCH)
     rows = {}
     for layout_id, group in _by_layout(new).items():
-        rows.update(_write_layout_rows(root, repo, session, base, layout_id, group))
+        rows.update(_write_layout_rows(staging, repo, session, base, layout_id, group))
     if not session.has_uncommitted_changes:
         return base, rows
     snapshot_id = session.commit(f"weightzoo {version}: {len(new)} new models",
@@ -172,150 +171,120 @@ def _commit_weights(root: Path, repo: icechunk.Repository, version: str, new: li
     return snapshot_id, rows
 
 
-def _by_layout(new: list[dict]) -> dict[str, list[dict]]:
-    groups: dict[str, list[dict]] = {}
+def _by_layout(new: list[Receipt]) -> dict[str, list[Receipt]]:
+    groups: dict[str, list[Receipt]] = {}
     for receipt in new:
-        groups.setdefault(receipt["layout_id"], []).append(receipt)
+        groups.setdefault(receipt.layout_id, []).append(receipt)
     return groups
 
 
-def _write_layout_rows(root, repo, session, base, layout_id, group) -> dict[str, int]:
-    first = load_staged(root, group[0]["fingerprint"], weights=False)
-    n_snapshots = max(r["n_snapshots"] for r in group)
+def _write_layout_rows(staging, repo, session, base, layout_id, group: list[Receipt]) -> dict[str, int]:
+    first = load_staged(staging, group[0].fingerprint, weights=False)
+    n_snapshots = max(r.n_snapshots for r in group)
     array = store.prepare_weights_array(repo, session, base, layout_id, n_snapshots, first.layout.n_params)
     start, rows = array.shape[0], {}
     for offset in range(0, len(group), WRITE_BLOCK_MODELS):
         block = group[offset:offset + WRITE_BLOCK_MODELS]
-        weights = [load_staged(root, r["fingerprint"]).weights for r in block]
-        store.append_rows(array, start + offset, weights)
-        rows.update({r["model_id"]: start + offset + i for i, r in enumerate(block)})
-    traced = [r for r in group if r.get("n_trace_steps")]
+        store.append_rows(array, start + offset, [load_staged(staging, r.fingerprint).weights for r in block])
+        rows.update({r.model_id: start + offset + i for i, r in enumerate(block)})
+    traced = [(rows[r.model_id], r) for r in group if r.n_trace_steps]
     if traced:
-        _write_layout_traces(root, session, first.layout, [(rows[r["model_id"]], r) for r in traced])
+        _write_layout_traces(staging, session, first.layout, traced)
     return rows
 
 
-def _write_layout_traces(root, session, layout, traced: list[tuple[int, dict]]) -> None:
+def _write_layout_traces(staging, session, layout, traced: list[tuple[int, Receipt]]) -> None:
     """Write traced models' traces as the rows their weights got; one model in memory at a time."""
-    names = dict.fromkeys(name for _, receipt in traced for name in receipt["trace_tensors"])
+    names = dict.fromkeys(name for _, receipt in traced for name in receipt.trace_tensors)
     arrays = trace_store.prepare_trace_arrays(
         session.store, layout.layout_id, {name: layout.tensor(name).length for name in names},
-        n_rows=1 + max(row for row, _ in traced), n_steps=max(r["n_trace_steps"] for _, r in traced))
+        n_rows=1 + max(row for row, _ in traced), n_steps=max(r.n_trace_steps for _, r in traced))
     for row, receipt in traced:
-        trace_store.write_trace_row(arrays, row, load_staged_traces(root, receipt["fingerprint"]))
+        trace_store.write_trace_row(arrays, row, load_staged_traces(staging, receipt.fingerprint))
 
 
-def _recover_rows(repo, head: str, new: list[dict]) -> dict[str, int]:
+def _recover_rows(repo, head: str, new: list[Receipt]) -> dict[str, int]:
     # The crashed attempt appended each layout's new models, in this same order, at the end.
     session = repo.readonly_session(snapshot_id=head)
     rows = {}
     for layout_id, group in _by_layout(new).items():
         end = store.open_weights_array(session.store, layout_id).shape[0]
-        rows.update({r["model_id"]: end - len(group) + i for i, r in enumerate(group)})
+        rows.update({r.model_id: end - len(group) + i for i, r in enumerate(group)})
     return rows
 
 
-def _version_tables(root, known, keep, new, rows, version, split_seed, fractions) -> tuple[dict, list[dict]]:
+def _version_tables(staging, parent: _Parent, keep, new: list[Receipt], rows, version,
+                    split: SplitSettings) -> tuple[dict[str, pa.Table], list[StagedRecord]]:
     """The version's three tables, and the new models' staged records (read once, for the manifest too)."""
-    models = [dict(row, split=tables.assign_split(row["model_id"], split_seed, fractions))
-              for row in known["models"] if row["model_id"] in keep]
-    snapshots = [row for row in known["snapshots"] if row["model_id"] in keep]
+    models = [row for row in parent.rows("models.parquet") if row["model_id"] in keep]  # splits never move
+    snapshots = [row for row in parent.rows("snapshots.parquet") if row["model_id"] in keep]
     layouts, records = {}, []
     for receipt in new:
-        staged = load_staged(root, receipt["fingerprint"], weights=False)
-        records.append(staged.record)
-        model_id = receipt["model_id"]
-        models.append(tables.model_row(staged.record, row=rows[model_id], n_snapshots=receipt["n_snapshots"],
-                                       split=tables.assign_split(model_id, split_seed, fractions),
-                                       version_added=version, n_trace_steps=receipt.get("n_trace_steps", 0),
-                                       steps_per_epoch=receipt.get("steps_per_epoch")))
-        snapshots.extend(tables.snapshot_rows(model_id, staged.snapshots))
+        staged = load_staged(staging, receipt.fingerprint, weights=False)
+        record = staged.record
+        records.append(record)
+        model_split = record.split or tables.assign_split(record.model_id, split.seed, split.fractions)
+        models.append(tables.model_row(record, row=rows[record.model_id], n_snapshots=receipt.n_snapshots,
+                                       split=model_split, version_added=version,
+                                       n_trace_steps=receipt.n_trace_steps, steps_per_epoch=receipt.steps_per_epoch))
+        snapshots.extend(tables.snapshot_rows(record.model_id, staged.snapshots))
         layouts.setdefault(staged.layout.layout_id, tables.layout_rows(staged.layout))
     used = {row["layout_id"] for row in models}
-    layout_rows = [row for row in known["layouts"] if row["layout_id"] in used and row["layout_id"] not in layouts]
-    layout_rows += [row for layout_id, rows_ in layouts.items() for row in rows_]
+    layout_rows = [row for row in parent.rows("layouts.parquet")
+                   if row["layout_id"] in used and row["layout_id"] not in layouts]
+    layout_rows += [row for rows_ in layouts.values() for row in rows_]
     layout_rows.sort(key=lambda r: (r["layout_id"], r["index"]))
     return {"models.parquet": tables.models_table(models),
             "snapshots.parquet": tables.snapshots_table(snapshots),
             "layouts.parquet": tables.layouts_table(layout_rows)}, records
 
 
-def _manifest(version, parent, snapshot_id, version_tables, *, specs, code_version, message,
-              split_seed, fractions, new, records) -> dict:
+def _manifest(version, parent, snapshot_id, version_tables, request: PublishRequest, split: SplitSettings,
+              new: list[Receipt], records: list[StagedRecord]) -> Manifest:
     from weightzoo.io import environment  # imports torch: only when a version is written
 
     models = version_tables["models.parquet"]
-    # the training settings come from the staged records: they were captured where training ran
-    reproduction = environment.training_summary(records, len(new))
-    return {
-        "version": version,
-        "parent": parent,
-        "icechunk_snapshot_id": snapshot_id,
-        "created_at": datetime.now(timezone.utc).isoformat(),
-        "code_version": code_version,
-        "message": message,
-        "specs": to_jsonable(list(specs)),
-        "split": {"seed": int(split_seed), "fractions": list(fractions)},
-        "models_digest": models_digest(r["model_id"] for r in new),
-        "n_new_models": len(new),
-        "counts": {
-            "models": models.num_rows,
-            "snapshots": version_tables["snapshots.parquet"].num_rows,
-            "by_status": dict(sorted(Counter(models.column("status").to_pylist()).items())),
-            "by_layout": dict(sorted(Counter(models.column("layout_id").to_pylist()).items())),
-        },
-        "packages": environment.package_versions(),
-        "code": environment.source_revision(),
-        **reproduction,
-        "tables": {},
-    }
+    producers = sorted({record.code_version for record in records if record.code_version})
+    return Manifest(
+        version=version, parent=parent, icechunk_snapshot_id=snapshot_id,
+        created_at=datetime.now(timezone.utc).isoformat(),
+        code_version=" / ".join([f"weightzoo {__version__}", *producers]),
+        message=request.message, specs=to_jsonable(list(request.specs)), split=split,
+        models_digest=models_digest(r.model_id for r in new), n_new_models=len(new),
+        counts={"models": models.num_rows, "snapshots": version_tables["snapshots.parquet"].num_rows,
+                "by_status": dict(sorted(Counter(models.column("status").to_pylist()).items())),
+                "by_layout": dict(sorted(Counter(models.column("layout_id").to_pylist()).items()))},
+        packages=environment.package_versions(), code=environment.source_revision(),
+        # the training settings come from the staged records: captured where training ran
+        **environment.training_summary(records, len(new)),
+        source=to_jsonable(request.source) if request.source is not None else None,
+        tables={},
+    )
 
 
-
-def _write_version_dir(location: ZooLocation, version: str, version_tables: dict, manifest: dict) -> None:
-    if location.remote:
-        return _write_version_objects(location, version, version_tables, manifest)
-    versions = Path(location.path) / "versions"
-    incomplete = versions / f"{version}.incomplete"
-    final = versions / version
-    shutil.rmtree(incomplete, ignore_errors=True)  # left by an earlier crash
-    incomplete.mkdir(parents=True)
-    for name, table in version_tables.items():
-        pq.write_table(table, incomplete / name)
-        manifest["tables"][name] = _fsync_and_hash(incomplete / name)
-    (incomplete / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True, allow_nan=False))
-    _fsync_and_hash(incomplete / "manifest.json")
-    parent = manifest.get("parent")
-    write_card(incomplete, version_tables, manifest, versions / parent if parent else None)
-    _crash_point("before_rename")
-    if final.exists():
-        # No tag names it (the version name is new), so it is a crashed attempt's leftover.
-        shutil.rmtree(final)
-    os.rename(incomplete, final)
-    fsync_dir(versions)
+def _write_version_folder(zoo: ZooHandle, version: str, version_tables: dict, manifest: Manifest,
+                          parent: _Parent) -> None:
+    relative = f"versions/{version}"
+    # no tag names this version yet, so whatever is there is a crashed attempt's leftover
+    with atomic_directory(zoo.location, relative, replace=True, last="manifest.json",
+                          clean_leftovers=True) as folder:
+        for name, table in version_tables.items():
+            pq.write_table(table, folder / name)
+        manifest = manifest.with_tables({name: _sha256(folder / name) for name in version_tables})
+        parent_tables = ({"models": parent.tables["models.parquet"], "snapshots": parent.tables["snapshots.parquet"]}
+                         if parent.tables and manifest.parent else None)
+        write_card(folder, version_tables, manifest, parent_tables)
+        (folder / "manifest.json").write_bytes(manifest.to_json())
 
 
-def _write_version_objects(location: ZooLocation, version: str, version_tables: dict, manifest: dict) -> None:
-    # No rename in object storage: write in place; without its tag the version does not exist.
-    folder = f"versions/{version}"
-    location.delete_dir(folder)  # a crashed attempt's leftovers (the version name is new)
-    for name, table in version_tables.items():
-        manifest["tables"][name] = location.write_table(f"{folder}/{name}", table)
-    parent = manifest.get("parent")
-    parent_tables = ({name: location.read_table(f"versions/{parent}/{name}.parquet")
-                      for name in ("models", "snapshots")} if parent else None)
-    for name, data in render_card(version_tables, manifest, parent_tables).items():
-        location.write_bytes(f"{folder}/{name}", data)
-    _crash_point("before_rename")
-    location.write_bytes(f"{folder}/manifest.json",
-                         json.dumps(manifest, indent=2, sort_keys=True, allow_nan=False).encode())
+def _tag(repo: icechunk.Repository, version: str, snapshot_id: str) -> None:
+    # the commit point: a version exists iff its tag does
+    repo.create_tag(version, snapshot_id)
 
 
-def _fsync_and_hash(path: Path) -> str:
+def _sha256(path: Path) -> str:
     digest = hashlib.sha256()
-    with open(path, "rb+") as handle:
+    with open(path, "rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
-        os.fsync(handle.fileno())
     return digest.hexdigest()
-

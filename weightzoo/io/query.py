@@ -27,14 +27,15 @@ from pathlib import Path
 import duckdb
 import pandas as pd
 
-from weightzoo.io.location import staging_root
+from weightzoo.errors import InputError
+
 
 VERSION_TABLES = ("models", "snapshots", "layouts")
 # Staging directories of interrupted studies and SANE checkpoints are not results.
 _NOT_RESULTS = (".incomplete", ".checkpoints")
 
 
-class QueryError(ValueError):
+class QueryError(InputError):
     """A query that cannot run: bad SQL, an unknown table, or a statement that is not a read."""
 
 
@@ -60,9 +61,10 @@ def view_name(study: str, table: str) -> str:
     return table if table.startswith(study) else f"{study}_{table}"
 
 
-def analysis_files(zoo_root, version: str) -> list[AnalysisFile]:
-    """The finished analysis tables stored for ``version``, sorted by view and key."""
-    base = Path(zoo_root) / "analyses" / version
+def analysis_files(analyses: Path, version: str) -> list[AnalysisFile]:
+    """The finished analysis tables stored for ``version`` under ``analyses`` (a zoo handle's
+    ``analyses`` folder), sorted by view and key."""
+    base = Path(analyses) / version
     found = []
     for path in base.glob("*/*/*.parquet"):
         study, key = path.parent.parent.name, path.parent.name
@@ -80,13 +82,13 @@ def connect(zoo) -> tuple[duckdb.DuckDBPyConnection, list[str], list[str]]:
     """
     connection = duckdb.connect(":memory:")
     views = {}
-    if not zoo.location.remote:
-        views.update({name: f"SELECT * FROM read_parquet({_literal(zoo.folder / f'{name}.parquet')})"
-                      for name in VERSION_TABLES})
-    else:  # a zoo in object storage: the reader fetches the (small) tables
-        for name in VERSION_TABLES:
+    for name in VERSION_TABLES:
+        local = zoo.location.local_path(f"{zoo.folder}/{name}.parquet")
+        if local is not None:
+            views[name] = f"SELECT * FROM read_parquet({_literal(local)})"
+        else:  # a zoo in object storage: the reader fetches the (small) tables
             connection.register(name, getattr(zoo, name))
-    files, unreadable = _readable(connection, analysis_files(staging_root(zoo.root), zoo.version))
+    files, unreadable = _readable(connection, analysis_files(zoo.handle.analyses, zoo.version))
     for view in dict.fromkeys(f.view for f in files):
         if view in VERSION_TABLES or view == "analyses":  # a study's name must not hide a built-in view
             unreadable.append(f"{view}: named like a built-in table, not registered")

@@ -13,72 +13,80 @@ from __future__ import annotations
 
 import json
 from functools import cached_property
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import zarr
 
 from weightzoo.core.layout import WeightLayout
+from weightzoo.errors import CorruptChunkError, RecordError, TracesNotFound, VersionNotFound
 from weightzoo.io import store, trace_store
-from weightzoo.io.errors import CorruptChunkError, TracesNotFound, VersionNotFound
-from weightzoo.io.location import ZooLocation, parse_location
+from weightzoo.io.handle import ZooHandle
+from weightzoo.io.location import ZooLocation
+from weightzoo.io.records import Manifest
 
 
-def list_versions(zoo_root) -> list[dict]:
-    """Published (tagged) versions, oldest first: {version, parent, created_at, n_models, snapshot_id}."""
-    location = parse_location(zoo_root)
-    repo = store.open_repository(location)
+def list_versions(zoo) -> list[dict]:
+    """Published (tagged) versions of ``zoo`` (a handle, path or URL), oldest first:
+    {version, parent, created_at, n_models, snapshot_id}."""
+    zoo = ZooHandle.at(zoo)
+    repo = zoo.repository()
     result = []
     for tag in store.version_tags(repo):
-        manifest = _read_manifest(location, tag)
-        result.append({"version": tag, "parent": manifest["parent"], "created_at": manifest["created_at"],
-                       "n_models": manifest["counts"]["models"], "snapshot_id": repo.lookup_tag(tag)})
+        manifest = _read_manifest(zoo.location, tag)
+        result.append({"version": tag, "parent": manifest.parent, "created_at": manifest.created_at,
+                       "n_models": manifest.n_models, "snapshot_id": repo.lookup_tag(tag)})
     return result
 
 
-def open_zoo(zoo_root, version: str | None = None) -> "Zoo":
-    """Open the latest tagged version (or the named one) of the zoo at ``zoo_root``.
+def open_zoo(zoo, version: str | None = None) -> "Zoo":
+    """Open the latest tagged version (or the named one) of ``zoo`` (a path, an ``s3://`` URL
+    or a :class:`ZooHandle`).
 
-    Raises NotAZooError for a path without a repository and VersionNotFound (listing the
+    Raises NotAZooError for a location without a repository and VersionNotFound (listing the
     available versions) for a version that was never published.
     """
-    repo = store.open_repository(zoo_root)
-    tags = store.version_tags(repo)
-    if version is None:
-        if not tags:
-            raise VersionNotFound(f"{zoo_root} has no published versions yet")
-        version = tags[-1]
-    elif version not in tags:
-        raise VersionNotFound(f"version {version!r} is not published in {zoo_root}; "
-                              f"available: {', '.join(tags) or 'none'}")
-    return Zoo(zoo_root, version, repo)
+    return ZooHandle.at(zoo).open(version)
 
 
 class Zoo:
     """One published version of a zoo: its manifest, tables, layouts and weights."""
 
-    def __init__(self, root, version: str, repo) -> None:
-        self.location: ZooLocation = parse_location(root)
-        # A remote root becomes Path("s3:/bucket/prefix"); parse_location reads that form back.
-        self.root = Path(self.location.url)
+    def __init__(self, handle: ZooHandle, version: str) -> None:
+        self.handle = handle
         self.version = version
-        self._repo = repo
         self._layouts: dict[str, WeightLayout] = {}
-        self.manifest = _read_manifest(self.location, version)
-        tagged = repo.lookup_tag(version)
-        if self.manifest["icechunk_snapshot_id"] != tagged:
-            raise ValueError(f"{self.folder / 'manifest.json'} names snapshot "
-                             f"{self.manifest['icechunk_snapshot_id']} but tag {version} is {tagged}")
+        self.manifest: Manifest = _read_manifest(handle.location, version)
+        tagged = handle.repository().lookup_tag(version)
+        if self.manifest.icechunk_snapshot_id != tagged:
+            raise RecordError(f"{self.location.join(self.folder + '/manifest.json')} names snapshot "
+                              f"{self.manifest.icechunk_snapshot_id} but tag {version} is {tagged}")
+
+    @classmethod
+    def open(cls, handle: ZooHandle, version: str | None = None) -> "Zoo":
+        """The published ``version`` of the zoo (default: the latest); see :func:`open_zoo`."""
+        tags = handle.version_tags()
+        if version is None:
+            if not tags:
+                raise VersionNotFound(f"{handle} has no published versions yet")
+            version = tags[-1]
+        elif version not in tags:
+            raise VersionNotFound(f"version {version!r} is not published in {handle}; "
+                                  f"available: {', '.join(tags) or 'none'}")
+        return cls(handle, version)
 
     def __repr__(self) -> str:
-        where = self.location.url if self.location.remote else str(self.root)
-        return f"Zoo({where!r}, version={self.version!r}, models={self.manifest['counts']['models']})"
+        return f"Zoo({self.handle.url!r}, version={self.version!r}, models={self.manifest.n_models})"
 
     @property
-    def folder(self) -> Path:
-        """The version's directory of tables."""
-        return self.root / "versions" / self.version
+    def location(self) -> ZooLocation:
+        """Where the zoo's store is (local folder or object storage)."""
+        return self.handle.location
+
+    @property
+    def folder(self) -> str:
+        """The version's folder, relative to the zoo (``versions/vNNNN``)."""
+        return f"versions/{self.version}"
 
     @cached_property
     def models(self) -> pd.DataFrame:
@@ -210,11 +218,11 @@ class Zoo:
         return result
 
     def _read_table(self, name: str) -> pd.DataFrame:
-        return self.location.read_table(f"versions/{self.version}/{name}").to_pandas()
+        return self.location.read_table(f"{self.folder}/{name}").to_pandas()
 
     @cached_property
     def _session(self):
-        return self._repo.readonly_session(tag=self.version)
+        return self.handle.repository().readonly_session(tag=self.version)
 
     @cached_property
     def _positions(self) -> dict[str, int]:
@@ -222,14 +230,14 @@ class Zoo:
 
     def _model(self, model_id: str) -> pd.Series:
         if model_id not in self._positions:
-            raise KeyError(f"no model {model_id!r} in {self.root} version {self.version}")
+            raise KeyError(f"no model {model_id!r} in {self.handle} version {self.version}")
         return self.models.iloc[self._positions[model_id]]
 
     def _no_traces_message(self, model_id: str) -> str:
         counts = self.models.get("n_trace_steps", pd.Series(dtype="float64")).fillna(0)
         traced = int((counts > 0).sum())
         if not traced:
-            return (f"version {self.version} of {self.root} has no traces: no model was trained with "
+            return (f"version {self.version} of {self.handle} has no traces: no model was trained with "
                     f"training.traces set")
         return f"model {model_id!r} has no traces in version {self.version} ({traced} of its models have)"
 
@@ -253,9 +261,9 @@ def _counts(column: pd.Series) -> dict:
     return {str(key): int(value) for key, value in column.value_counts(dropna=False).sort_index().items()}
 
 
-def _read_manifest(location: ZooLocation, version: str) -> dict:
+def _read_manifest(location: ZooLocation, version: str) -> Manifest:
     relative = f"versions/{version}/manifest.json"
     try:
-        return json.loads(location.read_bytes(relative))
+        return Manifest.from_json(location.read_bytes(relative), location.join(relative))
     except FileNotFoundError:
         raise FileNotFoundError(f"version {version} is tagged but {location.join(relative)} is missing") from None

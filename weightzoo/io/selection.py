@@ -10,14 +10,13 @@ select them with ``part="all"`` (plus ``layers``/``tensors``).
 
 Reading: one storage chunk is one model row ``[snapshot, param]``, so every reader reads
 whole rows and slices snapshots and features in memory. Readers open the version's
-read-only Icechunk session themselves from ``(root, version)`` (cached per process), so a
-selection pickles cheaply into Dask tasks and DataLoader workers and never ships arrays.
+read-only Icechunk session themselves from ``(zoo handle, version)`` (cached per process), so
+a selection pickles cheaply into Dask tasks and DataLoader workers and never ships arrays.
 """
 
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -25,7 +24,7 @@ import pandas as pd
 from weightzoo.core.labels import is_categorical
 from weightzoo.core.layout import WeightLayout
 from weightzoo.io import store
-from weightzoo.io.errors import CorruptChunkError
+from weightzoo.errors import CorruptChunkError
 from weightzoo.io.tables import SPLITS
 
 PARTS = {"conv": ["conv"], "fc": ["linear"], "all": None}
@@ -75,15 +74,15 @@ def select(zoo, where: str | None = None, *, snapshots=None, part: str | None = 
     rows = rows[front + [c for c in rows.columns if c not in front]]
     description = {"where": where, "snapshots": snapshots, "part": part, "layers": layers,
                    "tensors": tensors, "split": split, "status": status, **equals}
-    return Selection(zoo.root, zoo.version, models, rows, ks, layouts, features,
+    return Selection(zoo.handle, zoo.version, models, rows, ks, layouts, features,
                      {key: value for key, value in description.items() if value is not None})
 
 
 class Selection:
     """(model, snapshot) samples of one version with a per-layout choice of weight positions."""
 
-    def __init__(self, root, version, models, rows, ks, layouts, features, description) -> None:
-        self.root, self.version = Path(root), version
+    def __init__(self, handle, version, models, rows, ks, layouts, features, description) -> None:
+        self.handle, self.version = handle, version
         self.models: pd.DataFrame = models  # selected models, sorted by (layout_id, row)
         self.rows: pd.DataFrame = rows  # one row per sample: model_id, layout_id, row, k, labels
         self.layouts: dict[str, WeightLayout] = layouts
@@ -123,7 +122,7 @@ class Selection:
         for lid in self._features:
             keep = (self.models["layout_id"] == lid).to_numpy()
             result[lid] = Selection(
-                self.root, self.version, self.models[keep].reset_index(drop=True),
+                self.handle, self.version, self.models[keep].reset_index(drop=True),
                 self.rows[self.rows["layout_id"] == lid].reset_index(drop=True),
                 [k for k, kept in zip(self._ks, keep) if kept], {lid: self.layouts[lid]},
                 {lid: self._features[lid]}, dict(self._description, layout_id=lid))
@@ -132,7 +131,7 @@ class Selection:
     def blocks(self, chunk_samples: int = 100) -> list[tuple]:
         """Read tasks over consecutive model rows of one layout, each ≥ ``chunk_samples`` if possible.
 
-        A block is ``(root, version, layout_id, rows, ks, column_ranges)``; pass it to
+        A block is ``(handle, version, layout_id, rows, ks, column_ranges)``; pass it to
         :func:`read_block`. Blocks never split a model row (one storage chunk).
         """
         result, current, count = [], [], 0
@@ -154,8 +153,8 @@ class Selection:
 
         n_features = self.n_features
         blocks = self.blocks(chunk_samples)
-        name = "weightzoo-select-" + tokenize(str(self.root), self.version, blocks)
-        # Each task holds only (root, version, rows, ...): the worker opens the array itself.
+        name = "weightzoo-select-" + tokenize(self.handle.url, self.version, blocks)
+        # Each task holds only (handle, version, rows, ...): the worker opens the array itself.
         graph = {(name, i, 0): (read_block, block) for i, block in enumerate(blocks)}
         chunks = (tuple(sum(len(k) for k in block[4]) for block in blocks), (n_features,))
         return da.Array(HighLevelGraph.from_collections(name, graph, dependencies=[]), name,
@@ -219,7 +218,7 @@ class Selection:
         layout_id = self.models.at[positions[0], "layout_id"]
         rows = tuple(int(self.models.at[p, "row"]) for p in positions)
         ks = tuple(tuple(int(k) for k in self._ks[p]) for p in positions)
-        return (str(self.root), self.version, layout_id, rows, ks, _ranges(self._features[layout_id]))
+        return (self.handle, self.version, layout_id, rows, ks, _ranges(self._features[layout_id]))
 
     def _require_samples(self) -> None:
         if not len(self):
@@ -229,27 +228,27 @@ class Selection:
 
 def read_block(block: tuple) -> np.ndarray:
     """Read one block from :meth:`Selection.blocks`: float32 [sum of len(ks), n_features]."""
-    root, version, layout_id, rows, ks, column_ranges = block
-    data = read_rows(root, version, layout_id, rows)
+    handle, version, layout_id, rows, ks, column_ranges = block
+    data = read_rows(handle, version, layout_id, rows)
     columns = _ranges_index(column_ranges)
     return np.concatenate([data[i][list(k)][:, columns] for i, k in enumerate(ks)]).astype(np.float32, copy=False)
 
 
-def read_rows(root, version: str, layout_id: str, rows) -> np.ndarray:
+def read_rows(handle, version: str, layout_id: str, rows) -> np.ndarray:
     """Whole model rows [len(rows), n_snapshot, n_param] of ``weights/<layout_id>`` at ``version``."""
-    array = weights_array(root, version, layout_id)
+    array = weights_array(handle, version, layout_id)
     rows = list(rows)
     try:
         if rows == list(range(rows[0], rows[0] + len(rows))):
             return array[rows[0]:rows[0] + len(rows)]  # contiguous: one request, chunks fetched concurrently
         return array.get_orthogonal_selection((rows, slice(None), slice(None)))
     except Exception as error:  # codec/checksum errors surface as several exception types
-        raise CorruptChunkError(f"cannot read rows {rows} of weights/{layout_id} in {root} "
-                                f"version {version}: {_bad_models(array, root, version, layout_id, rows)}"
+        raise CorruptChunkError(f"cannot read rows {rows} of weights/{layout_id} in {handle} "
+                                f"version {version}: {_bad_models(array, handle, version, layout_id, rows)}"
                                 f"{error}") from error
 
 
-def _bad_models(array, root, version: str, layout_id: str, rows: list[int]) -> str:
+def _bad_models(array, handle, version: str, layout_id: str, rows: list[int]) -> str:
     """Error path only: the models (and their snapshots) whose chunks fail, re-read one row at a time."""
     bad = []
     for row in rows:
@@ -257,19 +256,19 @@ def _bad_models(array, root, version: str, layout_id: str, rows: list[int]) -> s
             array[row]
         except Exception:  # noqa: BLE001 - the same codec errors as the caller's
             bad.append(row)
-    models = pd.read_parquet(Path(root) / "versions" / version / "models.parquet",
-                             columns=["model_id", "layout_id", "row", "n_snapshots"])
+    models = handle.location.read_table(f"versions/{version}/models.parquet",
+                                        columns=["model_id", "layout_id", "row", "n_snapshots"]).to_pandas()
     models = models[(models["layout_id"] == layout_id) & models["row"].isin(bad)]
     # one chunk is a whole model row: every snapshot of the model is in it
     names = [f"model {m.model_id!r} (row {m.row}, snapshots k=0..{m.n_snapshots - 1})" for m in models.itertuples()]
     return f"damaged chunk of {', '.join(names)}; " if names else ""
 
 
-def weights_array(root, version: str, layout_id: str):
+def weights_array(handle, version: str, layout_id: str):
     """The read-only array, opened once per process (after fork, a worker reopens its own)."""
-    key = (os.getpid(), str(root), version, layout_id)
+    key = (os.getpid(), handle.url, version, layout_id)
     if key not in _ARRAYS:
-        session = store.open_repository(root).readonly_session(tag=version)
+        session = handle.repository().readonly_session(tag=version)
         _ARRAYS[key] = store.open_weights_array(session.store, layout_id)
     return _ARRAYS[key]
 

@@ -1,27 +1,26 @@
-"""Staged training outputs: one directory per model fingerprint under ``<zoo>/staging/``.
+"""Staged models: one folder per model fingerprint in a zoo's local staging folder.
 
-A staged model is the cache of one training run, waiting to be published::
+A staged model is the cache of one training run (or one imported, sampled or pulled
+network), waiting to be published. Staging is the ONE cache of a build: a model whose
+fingerprint is staged is never trained again. ``staging`` below is the folder itself
+(``ZooHandle.staging``, or a scratch folder for regeneration)::
 
-    staging/<fingerprint>/
+    <staging>/<fingerprint>/
         weights.npy      float32 [n_snapshots, n_params]
         snapshots.json   one dict per snapshot k (NaN stored as null)
-        record.json      model_id, status, hyperparameters, config, training, ...
+        record.json      the StagedRecord (weightzoo.io.records)
         layout.json      the WeightLayout records
         traces.npz       dense training traces, when the model recorded any (see io.trace_store)
-        receipt.json     fingerprint, model_id, sha256 of weights.npy (and traces.npz), ...
+        receipt.json     the Receipt: fingerprint, model_id, sha256 of weights.npy (and traces.npz), ...
 
-The directory appears atomically (written as ``<fingerprint>.tmp-<random>/`` then renamed),
-so a directory without the ``.tmp-`` suffix is complete. Deleting ``staging/`` only costs
+The folder appears atomically (:func:`weightzoo.io.atomic.atomic_directory`), so a folder
+without the ``.incomplete-`` suffix is complete. Deleting the staging folder only costs
 retraining; published versions never read from it.
 """
 
 from __future__ import annotations
 
 import json
-import math
-import os
-import secrets
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,134 +28,96 @@ import numpy as np
 
 from weightzoo.core.layout import WeightLayout
 from weightzoo.core.traces import Trace
-from weightzoo.io.errors import StagingError
+from weightzoo.errors import RecordError, StagingError
+from weightzoo.io.atomic import atomic_directory
+from weightzoo.io.location import ZooLocation
+from weightzoo.io.records import Receipt, StagedRecord, dumps
 from weightzoo.io.trace_store import read_trace_npz, sha256_file, write_trace_npz
-
-REQUIRED_RECORD_KEYS = (
-    "model_id", "fingerprint", "status", "message", "hyperparameters", "config",
-    "training", "spec_name", "layout_id", "n_params",
-)
-STATUSES = ("ok", "diverged", "failed")
 
 
 @dataclass(frozen=True)
 class StagedModel:
     """A staged model read back from disk, its weights checked against the receipt."""
 
-    receipt: dict
+    receipt: Receipt
     weights: np.ndarray | None
     snapshots: list[dict]
-    record: dict
+    record: StagedRecord
     layout: WeightLayout
 
 
-def staging_dir(zoo_root) -> Path:
-    """The ``staging/`` folder of a zoo."""
-    return Path(zoo_root) / "staging"
+def stage_model(staging: Path, record: StagedRecord, *, weights: np.ndarray, snapshots: list[dict],
+                layout: WeightLayout, traces: Trace | None = None) -> Receipt:
+    """Write one model's outputs to ``<staging>/<fingerprint>/`` atomically; return its receipt.
 
-
-def stage_model(zoo_root, *, fingerprint: str, weights: np.ndarray, snapshots: list[dict],
-                record: dict, layout: WeightLayout, traces: Trace | None = None) -> dict:
-    """Write one model's training outputs to ``staging/<fingerprint>/`` atomically.
-
-    Returns the receipt: {fingerprint, model_id, path, sha256, layout_id, n_snapshots, status,
-    n_trace_steps} and, with ``traces``, {trace_tensors, steps_per_epoch, traces_sha256}.
-    Staging the same fingerprint again replaces the earlier directory.
+    Staging the same fingerprint again replaces the earlier folder.
     """
     weights = np.ascontiguousarray(weights, dtype=np.float32)
-    _check_inputs(fingerprint, weights, snapshots, record, layout)
-    _check_traces(fingerprint, traces, layout)
-    final = staging_dir(zoo_root) / fingerprint
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = final.parent / f"{fingerprint}.tmp-{secrets.token_hex(6)}"
-    tmp.mkdir()
-    try:
-        receipt = _write_files(tmp, final, fingerprint, weights, snapshots, record, layout, traces)
-        fsync_dir(tmp)
-        _replace_dir(tmp, final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    _check_inputs(record, weights, snapshots, layout)
+    _check_traces(record.fingerprint, traces, layout)
+    final = Path(staging) / record.fingerprint
+    with atomic_directory(ZooLocation.local(staging), record.fingerprint, replace=True) as tmp:
+        receipt = _write_files(tmp, final, record, weights, snapshots, layout, traces)
     return receipt
 
 
-def find_staged(zoo_root, fingerprint: str) -> dict | None:
-    """The receipt of a completely staged model, or None (in-progress tmp dirs do not count)."""
-    path = staging_dir(zoo_root) / fingerprint / "receipt.json"
+def find_staged(staging: Path, fingerprint: str) -> Receipt | None:
+    """The receipt of a completely staged model, or None (folders still being written do not count)."""
+    path = Path(staging) / fingerprint / "receipt.json"
     if not path.is_file():
         return None
     try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError:
+        return Receipt.from_dict(json.loads(path.read_text()), str(path))
+    except (json.JSONDecodeError, RecordError):
         return None
 
 
-def load_staged(zoo_root, fingerprint: str, *, weights: bool = True) -> StagedModel:
-    """Read a staged model; raise StagingError naming the file if weights.npy fails its sha256.
+def load_staged(staging: Path, fingerprint: str, *, weights: bool = True) -> StagedModel:
+    """Read a staged model; StagingError names the file if weights.npy fails its sha256.
 
-    ``weights=False`` reads only the small files (``StagedModel.weights`` is then None);
-    the publisher uses it to plan a version before streaming weights block by block.
+    ``weights=False`` reads only the small files (``StagedModel.weights`` is then None).
     """
-    folder = staging_dir(zoo_root) / fingerprint
-    receipt = find_staged(zoo_root, fingerprint)
+    folder = Path(staging) / fingerprint
+    receipt = find_staged(staging, fingerprint)
     if receipt is None:
-        raise StagingError(f"no complete staged model for fingerprint {fingerprint!r} in {folder.parent}")
-    array = _read_weights(folder / "weights.npy", receipt) if weights else None
-    layout = WeightLayout.from_records(json.loads((folder / "layout.json").read_text()))
+        raise StagingError(f"no complete staged model for fingerprint {fingerprint!r} in {staging}")
+    try:
+        record = StagedRecord.from_dict(json.loads((folder / "record.json").read_text()), str(folder / "record.json"))
+    except RecordError as error:
+        raise StagingError(str(error)) from None
     return StagedModel(
         receipt=receipt,
-        weights=array,
+        weights=_read_weights(folder / "weights.npy", receipt) if weights else None,
         snapshots=json.loads((folder / "snapshots.json").read_text()),
-        record=json.loads((folder / "record.json").read_text()),
-        layout=layout,
+        record=record,
+        layout=WeightLayout.from_records(json.loads((folder / "layout.json").read_text())),
     )
 
 
-def load_staged_traces(zoo_root, fingerprint: str) -> Trace:
+def load_staged_traces(staging: Path, fingerprint: str) -> Trace:
     """The staged traces of a model; StagingError if it has none or traces.npz fails its sha256."""
-    receipt = find_staged(zoo_root, fingerprint)
-    path = staging_dir(zoo_root) / fingerprint / "traces.npz"
-    if receipt is None or not receipt.get("n_trace_steps"):
-        raise StagingError(f"no staged traces for fingerprint {fingerprint!r} in {path.parent.parent}")
+    receipt = find_staged(staging, fingerprint)
+    path = Path(staging) / fingerprint / "traces.npz"
+    if receipt is None or not receipt.n_trace_steps:
+        raise StagingError(f"no staged traces for fingerprint {fingerprint!r} in {staging}")
     digest = sha256_file(path)
-    if digest != receipt["traces_sha256"]:
+    if digest != receipt.traces_sha256:
         raise StagingError(f"{path} is corrupt: sha256 {digest} does not match the receipt's "
-                           f"{receipt['traces_sha256']}")
+                           f"{receipt.traces_sha256}")
     return read_trace_npz(path)
 
 
-def to_jsonable(value):
-    """Convert numpy scalars/arrays and non-finite floats to strict-JSON values (NaN → None)."""
-    if isinstance(value, dict):
-        return {str(k): to_jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [to_jsonable(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return to_jsonable(value.tolist())
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
-
-
-def _read_weights(path: Path, receipt: dict) -> np.ndarray:
+def _read_weights(path: Path, receipt: Receipt) -> np.ndarray:
     digest = sha256_file(path)
-    if digest != receipt["sha256"]:
-        raise StagingError(f"{path} is corrupt: sha256 {digest} does not match the receipt's {receipt['sha256']}")
+    if digest != receipt.sha256:
+        raise StagingError(f"{path} is corrupt: sha256 {digest} does not match the receipt's {receipt.sha256}")
     return np.load(path, allow_pickle=False)
 
 
-def _check_inputs(fingerprint, weights, snapshots, record, layout) -> None:
-    missing = [key for key in REQUIRED_RECORD_KEYS if key not in record]
-    if missing:
-        raise StagingError(f"record for {fingerprint!r} lacks keys {missing}")
-    if record["fingerprint"] != fingerprint:
-        raise StagingError(f"record fingerprint {record['fingerprint']!r} != {fingerprint!r}")
-    if record["status"] not in STATUSES:
-        raise StagingError(f"status {record['status']!r} of {fingerprint!r} is not one of {STATUSES}")
-    if record["layout_id"] != layout.layout_id:
-        raise StagingError(f"record layout_id {record['layout_id']!r} != layout's {layout.layout_id!r}")
+def _check_inputs(record: StagedRecord, weights, snapshots, layout) -> None:
+    fingerprint = record.fingerprint
+    if record.layout_id != layout.layout_id:
+        raise StagingError(f"record layout_id {record.layout_id!r} != layout's {layout.layout_id!r}")
     if weights.ndim != 2 or weights.shape[1] != layout.n_params:
         raise StagingError(f"weights of {fingerprint!r} have shape {weights.shape}; "
                            f"expected [n_snapshots, {layout.n_params}]")
@@ -179,63 +140,21 @@ def _check_traces(fingerprint, traces: Trace | None, layout: WeightLayout) -> No
         raise StagingError(f"traces of {fingerprint!r}: {error}") from None
 
 
-def _write_files(tmp: Path, final: Path, fingerprint, weights, snapshots, record, layout, traces) -> dict:
+def _write_files(tmp: Path, final: Path, record: StagedRecord, weights, snapshots, layout, traces) -> Receipt:
     with open(tmp / "weights.npy", "wb") as handle:
         np.save(handle, weights, allow_pickle=False)
-        _flush(handle)
-    trace_receipt = {"n_trace_steps": 0}
+    trace_fields = {}
     if traces is not None:
         with open(tmp / "traces.npz", "wb") as handle:
             write_trace_npz(handle, traces)
-            _flush(handle)
-        trace_receipt = {"n_trace_steps": traces.n_points, "trace_tensors": list(traces.tensors),
-                         "steps_per_epoch": traces.steps_per_epoch, "traces_sha256": sha256_file(tmp / "traces.npz")}
-    _write_json(tmp / "snapshots.json", snapshots)
-    _write_json(tmp / "record.json", record)
-    _write_json(tmp / "layout.json", layout.to_records())
-    receipt = {
-        "fingerprint": fingerprint,
-        "model_id": str(record["model_id"]),
-        "path": str(final.resolve()),
-        "sha256": sha256_file(tmp / "weights.npy"),
-        "layout_id": layout.layout_id,
-        "n_snapshots": int(weights.shape[0]),
-        "status": record["status"],
-        **trace_receipt,
-    }
+        trace_fields = {"n_trace_steps": traces.n_points, "trace_tensors": tuple(traces.tensors),
+                        "steps_per_epoch": traces.steps_per_epoch, "traces_sha256": sha256_file(tmp / "traces.npz")}
+    (tmp / "snapshots.json").write_text(dumps(snapshots))
+    (tmp / "record.json").write_text(dumps(record.to_dict()))
+    (tmp / "layout.json").write_text(dumps(layout.to_records()))
+    receipt = Receipt(fingerprint=record.fingerprint, model_id=str(record.model_id), path=str(final.resolve()),
+                      sha256=sha256_file(tmp / "weights.npy"), layout_id=layout.layout_id,
+                      n_snapshots=int(weights.shape[0]), status=record.status, **trace_fields)
     # The receipt goes last: find_staged treats its presence as "complete".
-    _write_json(tmp / "receipt.json", receipt)
+    (tmp / "receipt.json").write_text(dumps(receipt.to_dict()))
     return receipt
-
-
-def _write_json(path: Path, value) -> None:
-    with open(path, "w") as handle:
-        json.dump(to_jsonable(value), handle, sort_keys=True, allow_nan=False)
-        _flush(handle)
-
-
-def _flush(handle) -> None:
-    handle.flush()
-    os.fsync(handle.fileno())
-
-
-def fsync_dir(path: Path) -> None:
-    """Make a directory's entries (renames, new files) durable."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _replace_dir(tmp: Path, final: Path) -> None:
-    # rename() cannot replace a non-empty directory; move the old one aside first so the
-    # complete path never points at a half-written model.
-    old = None
-    if final.exists():
-        old = final.parent / f"{final.name}.old-{secrets.token_hex(6)}"
-        os.rename(final, old)
-    os.rename(tmp, final)
-    fsync_dir(final.parent)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)

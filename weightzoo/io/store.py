@@ -1,4 +1,4 @@
-"""The Icechunk repository under ``<zoo>/repo/`` and its weight arrays.
+"""The weight arrays in a zoo's Icechunk repository (opened by :class:`weightzoo.io.handle.ZooHandle`).
 
 Arrays ``weights/<layout_id>`` are float32 ``[model_row, snapshot, param]`` with chunks
 ``(1, n_snapshot, n_param)``: one chunk per model row, so a row is written by exactly one
@@ -6,66 +6,29 @@ writer and read with one request. Codecs: bytes → zstd → crc32c; crc32c is a
 so any flipped byte in a stored chunk is detected before decompression. Missing snapshots
 (a model with fewer snapshots than its array) are NaN.
 
-Every chunk is stored as its own object under ``repo/chunks/`` (inline threshold 0): tiny
-networks would otherwise be inlined into Icechunk manifests, which are rewritten on every
-commit.
+Every chunk is stored as its own object under ``repo/chunks/`` (inline threshold 0, set when
+the handle creates the repository): tiny networks would otherwise be inlined into Icechunk
+manifests, which are rewritten on every commit.
 """
 
 from __future__ import annotations
 
-import fcntl
-import os
 import re
-from contextlib import contextmanager
-from pathlib import Path
-from typing import Iterator
 
 import icechunk
 import numpy as np
 import zarr
 from zarr.codecs import Crc32cCodec, ZstdCodec
 
-if "ICECHUNK_LOG" not in os.environ:
-    # Icechunk warns that local storage is unsafe for concurrent commits; every commit of
-    # ours holds the publish lock, so that warning would only be noise for users.
-    icechunk.set_logs_filter("icechunk=error")
-
-from weightzoo.io.errors import NotAZooError
-from weightzoo.io.location import parse_location
 
 BRANCH = "main"
 VERSION_PATTERN = re.compile(r"^v\d{4}$")
 COPY_BLOCK_ROWS = 64
 
 
-def repo_path(zoo_root) -> Path:
-    """Where a zoo keeps its Icechunk repository."""
-    return Path(zoo_root) / "repo"
-
-
 def weights_path(layout_id: str) -> str:
     """The array path of a layout's weights inside the repository."""
     return f"weights/{layout_id}"
-
-
-def open_repository(zoo_root, *, create: bool = False) -> icechunk.Repository:
-    """Open the zoo's repository (a local path or ``s3://bucket/prefix``, see
-    :mod:`weightzoo.io.location`); create it when asked, else raise NotAZooError naming the path."""
-    location = parse_location(zoo_root)
-    where = location.join("repo") if location.remote else repo_path(location.path)
-    missing = NotAZooError(f"{location} is not a weightzoo store: no Icechunk repository at {where}")
-    if not create and not location.remote and not where.is_dir():
-        raise missing  # before opening the storage, which would create the folder
-    storage = location.icechunk_storage()
-    if icechunk.Repository.exists(storage):
-        return icechunk.Repository.open(storage)
-    if not create:
-        raise missing
-    config = icechunk.RepositoryConfig.default()
-    config.inline_chunk_threshold_bytes = 0
-    if not location.remote:
-        repo_path(location.path).mkdir(parents=True, exist_ok=True)
-    return icechunk.Repository.create(storage, config)
 
 
 def version_tags(repo: icechunk.Repository) -> list[str]:
@@ -83,29 +46,6 @@ def root_snapshot_id(repo: icechunk.Repository) -> str:
     """The repository's initial (empty) snapshot."""
     *_, root = repo.ancestry(branch=BRANCH)
     return root.id
-
-
-@contextmanager
-def publish_lock(zoo_root) -> Iterator[None]:
-    """Hold an exclusive ``flock`` on ``<zoo>/.publish.lock`` so publishers never interleave.
-
-    Object storage has no such lock: a zoo there has ONE publisher at a time (run publishes
-    from one machine, e.g. the build flow's single publish task). A second concurrent
-    publisher is not silently merged: Icechunk rejects a commit on a moved branch and tag
-    creation fails for an existing tag, but it may leave the loser's tables unreadable.
-    """
-    location = parse_location(zoo_root)
-    if location.remote:
-        yield
-        return
-    zoo_root = location.path
-    Path(zoo_root).mkdir(parents=True, exist_ok=True)
-    with open(Path(zoo_root) / ".publish.lock", "a+") as handle:
-        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
 
 
 def open_weights_array(store, layout_id: str, mode: str = "r") -> zarr.Array | None:

@@ -80,17 +80,18 @@ def hyperparameter_column(name: str) -> str:
     return f"hp_{name}" if name in RESERVED else name
 
 
-def model_row(record: Mapping, *, row: int, split: str, n_snapshots: int, version_added: str,
+def model_row(record, *, row: int, split: str, n_snapshots: int, version_added: str,
               n_trace_steps: int = 0, steps_per_epoch: int | None = None) -> dict:
-    """One models-table row from a staged record."""
-    result = {"model_id": str(record["model_id"]), "fingerprint": record["fingerprint"],
-              "layout_id": record["layout_id"], "row": int(row)}
-    for name, value in record["hyperparameters"].items():
+    """One models-table row from a staged record (:class:`weightzoo.io.records.StagedRecord`)."""
+    result = {"model_id": str(record.model_id), "fingerprint": record.fingerprint,
+              "layout_id": record.layout_id, "row": int(row)}
+    for name, value in record.hyperparameters.items():
         result[hyperparameter_column(name)] = value
-    result.update(split=split, status=record["status"], message=str(record.get("message") or ""),
-                  n_params=int(record["n_params"]), n_snapshots=int(n_snapshots),
-                  n_trace_steps=int(n_trace_steps), steps_per_epoch=steps_per_epoch, spec_name=record["spec_name"], config_json=canonical_json(record["config"]),
-                  training_json=canonical_json(record["training"]), version_added=version_added)
+    result.update(split=split, status=record.status, message=str(record.message or ""),
+                  n_params=int(record.n_params), n_snapshots=int(n_snapshots), n_trace_steps=int(n_trace_steps),
+                  steps_per_epoch=steps_per_epoch, spec_name=record.spec_name,
+                  config_json=canonical_json(record.config), training_json=canonical_json(record.training),
+                  version_added=version_added)
     return result
 
 
@@ -126,11 +127,6 @@ def snapshots_table(rows: list[dict]) -> pa.Table:
 def layouts_table(rows: list[dict]) -> pa.Table:
     """A typed layouts table."""
     return pa.Table.from_pylist(rows, schema=LAYOUT_SCHEMA)
-
-
-def read_rows(path) -> list[dict]:
-    """A Parquet table as a list of dicts with Python values (ints stay ints, nulls None)."""
-    return pq.read_table(path).to_pylist()
 
 
 def _infer_type(values: list) -> tuple[pa.DataType, list]:

@@ -13,15 +13,16 @@ from __future__ import annotations
 
 import hashlib
 import io
-import json
 from dataclasses import asdict, dataclass
 from typing import Callable
 
 import pandas as pd
 
+from weightzoo.errors import VersionNotFound
 from weightzoo.io import store, trace_store
-from weightzoo.io.errors import VersionNotFound
-from weightzoo.io.location import ZooLocation, parse_location
+from weightzoo.io.handle import ZooHandle
+from weightzoo.io.location import ZooLocation
+from weightzoo.io.records import Manifest
 
 BLOCK_ROWS = 64
 TABLES = ("models.parquet", "snapshots.parquet", "layouts.parquet")
@@ -60,27 +61,26 @@ class VersionReport:
         return result
 
 
-def versions_to_verify(zoo_root, version: str | None, every: bool) -> list[str]:
+def versions_to_verify(zoo: ZooHandle, version: str | None, every: bool) -> list[str]:
     """The versions a verify run covers: the named one, every one, or the latest."""
-    tags = store.version_tags(store.open_repository(zoo_root))
+    tags = zoo.version_tags()
     if version is not None:
         if version not in tags:
-            raise VersionNotFound(f"version {version!r} is not published in {zoo_root}; "
+            raise VersionNotFound(f"version {version!r} is not published in {zoo}; "
                                   f"available: {', '.join(tags) or 'none'}")
         return [version]
     if not tags:
-        raise VersionNotFound(f"{zoo_root} has no published versions yet")
+        raise VersionNotFound(f"{zoo} has no published versions yet")
     return tags if every else tags[-1:]
 
 
-def verify_version(zoo_root, version: str,
+def verify_version(zoo: ZooHandle, version: str,
                    progress: Callable[[int, int], None] | None = None) -> VersionReport:
     """Check one version's manifest, table checksums and every chunk its models use.
 
     ``progress(done, total)`` is called after each block of chunks.
     """
-    root = parse_location(zoo_root)
-    repo = store.open_repository(root)
+    root, repo = zoo.location, zoo.repository()
     report = VersionReport(version, problems=[])
     manifest = _check_manifest(root, repo, version, report)
     if manifest is None:
@@ -92,23 +92,23 @@ def verify_version(zoo_root, version: str,
     return report
 
 
-def _check_manifest(root: ZooLocation, repo, version: str, report: VersionReport) -> dict | None:
+def _check_manifest(root: ZooLocation, repo, version: str, report: VersionReport) -> Manifest | None:
     relative = f"versions/{version}/manifest.json"
     try:
-        manifest = json.loads(root.read_bytes(relative))
-    except (OSError, ValueError) as error:
+        manifest = Manifest.from_json(root.read_bytes(relative), relative)
+    except (OSError, ValueError) as error:  # RecordError is a ValueError
         report.problems.append(Problem(version, "manifest", relative, f"unreadable: {error}"))
         return None
     tagged = repo.lookup_tag(version)
-    if manifest.get("icechunk_snapshot_id") != tagged:
+    if manifest.icechunk_snapshot_id != tagged:
         report.problems.append(Problem(version, "manifest", relative, f"names snapshot "
-                                       f"{manifest.get('icechunk_snapshot_id')} but tag {version} is {tagged}"))
+                                       f"{manifest.icechunk_snapshot_id} but tag {version} is {tagged}"))
     return manifest
 
 
-def _check_tables(root: ZooLocation, version: str, manifest: dict, report: VersionReport) -> dict[str, bytes]:
+def _check_tables(root: ZooLocation, version: str, manifest: Manifest, report: VersionReport) -> dict[str, bytes]:
     """Check each table's sha256; return the contents of those that could be read."""
-    expected, contents = manifest.get("tables", {}), {}
+    expected, contents = manifest.tables, {}
     for name in TABLES:
         relative = f"versions/{version}/{name}"
         report.tables_checked += 1

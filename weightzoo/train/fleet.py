@@ -24,6 +24,7 @@ from torch.func import functional_call, stack_module_state, vmap
 
 from weightzoo.core.layout import WeightLayout
 from weightzoo.core.models import Activation, build_model
+from weightzoo.errors import InputError
 from weightzoo.data import augment_batch
 from weightzoo.train.evaluate import EVAL_CHUNK, correct, per_sample_loss
 from weightzoo.train.optim import StackedOptimizer
@@ -34,7 +35,7 @@ from weightzoo.train.tasks import (AUGMENT_STREAM, DROPOUT_STREAM, ORDER_STREAM,
 from weightzoo.train.traces import TraceRecorder, steps_per_epoch
 
 
-class FleetError(ValueError):
+class FleetError(InputError):
     """Models that cannot be trained together; names what differs."""
 
 

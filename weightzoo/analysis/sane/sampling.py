@@ -41,13 +41,14 @@ from weightzoo.core.fingerprint import fingerprint
 from weightzoo.core.layout import WeightLayout
 from weightzoo.core.models import build_model
 from weightzoo.core.tokens import tokenizer_for
-from weightzoo.io.publish import publish_version
-from weightzoo.io.location import staging_root
+from weightzoo.io.publish import PublishRequest, publish_version
+from weightzoo.io.records import StagedRecord
 from weightzoo.io.staging import stage_model
 from weightzoo.train.evaluate import evaluate_model
 from weightzoo.train.single import finetune_model
 
 DEFAULT_BANDWIDTH = 0.1  # kernel std as a fraction of each latent dimension's std across anchors
+SAMPLER_VERSION = "weightzoo-sane-sample-1"  # the producer recorded with every sampled network
 KINDS = ("sampled", "random", "anchor")
 SAMPLE_COLUMNS = ("kind", "index", "model_id", "reference_model_id", "test_loss", "test_acc", "acc_recorded",
                   "finetune_epochs", "test_loss_ft", "test_acc_ft")
@@ -201,8 +202,8 @@ def sample_fingerprint(training_path: str, index: int, flat: np.ndarray, tuned: 
 
 def publish_samples(zoo, flats, table: pd.DataFrame, *, training_path: str, tuned=None, message: str = "") -> str:
     """Stage the sampled networks as ok models of this zoo and publish a version extending
-    the latest one (split settings, specs and code version copied from this version's
-    manifest). Snapshot 0 is the decoded network; with ``tuned`` (the weights after
+    the latest one (specs copied from this version's manifest; the split settings are the
+    latest version's). Snapshot 0 is the decoded network; with ``tuned`` (the weights after
     fine-tuning), snapshot 1 holds them. Returns the new version's name (the latest one
     if nothing was new)."""
     flats = np.asarray(flats, dtype=np.float32)
@@ -214,29 +215,28 @@ def publish_samples(zoo, flats, table: pd.DataFrame, *, training_path: str, tune
     layout = zoo.layout(reference["layout_id"])
     fingerprints = [_stage_sample(zoo, layout, reference, training_path, i, (flat, after), row)
                     for i, (flat, after, row) in enumerate(zip(flats, tuned, sampled.itertuples()))]
-    manifest = zoo.manifest
-    return publish_version(zoo.root, fingerprints, specs=manifest.get("specs", []),
-                           code_version=manifest.get("code_version", ""), extend=True,
-                           split_seed=manifest["split"]["seed"], split_fractions=manifest["split"]["fractions"],
-                           message=message or f"{len(flats)} networks sampled by SANE from {training_path}")
+    return publish_version(zoo.handle, PublishRequest(
+        fingerprints=tuple(fingerprints), specs=tuple(zoo.manifest.specs),
+        message=message or f"{len(flats)} networks sampled by SANE from {training_path}")).version
 
 
 def _stage_sample(zoo, layout: WeightLayout, reference, training_path: str, index: int, weights, row) -> str:
     flat, tuned = weights
     fp = sample_fingerprint(training_path, index, flat, tuned)
     config = json.loads(reference["config_json"])
-    record = {"model_id": f"sane-{fp[:12]}", "fingerprint": fp, "status": "ok",
-              "message": f"sampled by SANE ({training_path}, #{index})",
-              "hyperparameters": {**config, "generated_by": "sane", "sane_result": str(training_path)},
-              "config": config, "training": json.loads(reference["training_json"] or "{}"),
-              "spec_name": reference["spec_name"], "layout_id": layout.layout_id, "n_params": layout.n_params}
+    record = StagedRecord(model_id=f"sane-{fp[:12]}", fingerprint=fp, status="ok",
+                          message=f"sampled by SANE ({training_path}, #{index})",
+                          hyperparameters={**config, "generated_by": "sane", "sane_result": str(training_path)},
+                          config=config, training=json.loads(reference["training_json"] or "{}"),
+                          spec_name=reference["spec_name"], layout_id=layout.layout_id, n_params=layout.n_params,
+                          code_version=SAMPLER_VERSION)
     snapshots = [{"k": 0, "epoch": 0.0, "step": 0, "train_loss": None, "train_acc": None,
                   "test_loss": float(row.test_loss), "test_acc": float(row.test_acc), "gap": None}]
     if tuned is not None:
         snapshots.append({**snapshots[0], "k": 1, "epoch": float(row.finetune_epochs), "step": None,
                           "test_loss": float(row.test_loss_ft), "test_acc": float(row.test_acc_ft)})
     stacked = flat[None] if tuned is None else np.stack([flat, tuned])
-    stage_model(staging_root(zoo.root), fingerprint=fp, weights=stacked, snapshots=snapshots, record=record, layout=layout)
+    stage_model(zoo.handle.staging, record, weights=stacked, snapshots=snapshots, layout=layout)
     return fp
 
 
@@ -265,7 +265,7 @@ def run_sane_sampling(zoo, options: dict | None = None, n: int = 16, *, bandwidt
         if tuned is not None:
             np.save(out / "samples_finetuned.npy", tuned)
         table.to_parquet(out / "samples.parquet", index=False)
-        plot_samples(table, out / "samples.png", title=f"SANE samples, {zoo.root.name} {zoo.version}")
+        plot_samples(table, out / "samples.png", title=f"SANE samples, {zoo.handle.url} {zoo.version}")
         return {"training": training["path"], "layout_id": training["layout_id"], "n": int(n),
                 "samples": str(out / "samples.npy"), "table": str(out / "samples.parquet"),
                 "plot": str(out / "samples.png"), "mean_test_acc": summarise(table),

@@ -190,7 +190,7 @@ def run_sane_probe(zoo, options: dict | None = None, targets=None, progress=None
         results = probe(zoo, pd.read_parquet(training["embeddings"]), targets, seed=int(o["seed"]))
         results.to_parquet(out / "probes.parquet", index=False)
         shown = results.assign(model=results["model"] + " · " + results["features"])
-        plot_results(shown, out / "probes.png", title=f"SANE embeddings vs s(W), {zoo.root.name} {zoo.version}")
+        plot_results(shown, out / "probes.png", title=f"SANE embeddings vs s(W), {zoo.handle.name} {zoo.version}")
         return {"training": training["path"], "table": str(out / "probes.parquet"), "plot": str(out / "probes.png"),
                 "records": json_records(results)}
 

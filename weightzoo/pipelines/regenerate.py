@@ -8,8 +8,8 @@ a fleet draws one random stream for all its models, so a member trained alone or
 fleet gets other weights. Members of zoos published before fleets were recorded are trained
 alone (reported as ``fleet_recorded: false``).
 
-``flows/regenerate.py`` runs :func:`retrain` as Dask tasks; :func:`regenerate_in_process`
-does the same steps without Prefect (tests, notebooks).
+:func:`run_regeneration` is the recipe: it runs :func:`retrain` for every fleet on a runner
+(in this process, or as Prefect tasks on Dask), then :func:`compare`.
 """
 
 from __future__ import annotations
@@ -25,19 +25,21 @@ from typing import Iterator
 import numpy as np
 import pandas as pd
 
-from weightzoo import build
 from weightzoo.core.fingerprint import CODE_VERSION, fingerprint
 from weightzoo.core.sampling import ModelConfig, make_config
 from weightzoo.core.spec import SpecError, load_spec
+from weightzoo.errors import InputError, VersionNotFound
 from weightzoo.io.environment import training_settings
-from weightzoo.io.errors import VersionNotFound
-from weightzoo.io.reader import open_zoo
+from weightzoo.io.handle import ZooHandle
+from weightzoo.io.records import Manifest
 from weightzoo.io.staging import load_staged
+from weightzoo.pipelines.build import TrainGroup, train_group
+from weightzoo.pipelines.runner import Runner
 
 METRICS = ("train_loss", "train_acc", "test_loss", "test_acc", "gap")
 
 
-class RegenerationError(ValueError):
+class RegenerationError(InputError):
     """A regeneration that cannot be planned as asked (e.g. a sample larger than the version)."""
 
 
@@ -45,7 +47,7 @@ class RegenerationError(ValueError):
 class FleetJob:
     """One recorded fleet to retrain; ``members`` are the sampled models it regenerates."""
 
-    group: build.TrainGroup
+    group: TrainGroup
     model_ids: tuple[str, ...]  # stored ids, aligned with group.configs
     stored_fingerprints: tuple[str, ...]
     members: tuple[str, ...]
@@ -58,7 +60,7 @@ class FleetJob:
 class RegenerationPlan:
     """What to retrain for a sample of one version."""
 
-    zoo_dir: str
+    zoo: ZooHandle
     version: str
     members: tuple[str, ...]
     jobs: tuple[FleetJob, ...]
@@ -78,37 +80,37 @@ def choose_members(model_ids, sample: int, seed: int = 0) -> list[str]:
     return sorted(ids[i] for i in chosen)
 
 
-def plan_regeneration(zoo_dir, version: str | None, sample: int, seed: int = 0) -> RegenerationPlan:
+def plan_regeneration(handle: ZooHandle, version: str | None, sample: int, seed: int = 0) -> RegenerationPlan:
     """Choose the members and find each one's recorded fleet, environment and configs."""
-    zoo = open_zoo(zoo_dir, version)
+    zoo = handle.open(version)
     members = choose_members(zoo.models["model_id"], sample, seed)
-    catalog = _Catalog(zoo_dir, zoo)
+    catalog = _Catalog(handle, zoo)
     jobs: dict[tuple, dict] = {}
     for member in members:
         fleet, environment = catalog.fleet_of(member)
         ids = tuple(fleet["models"]) if fleet else (member,)
         job = jobs.setdefault(ids, {"fleet": fleet, "environment": environment, "members": []})
         job["members"].append(member)
-    return RegenerationPlan(str(zoo_dir), zoo.version, tuple(members),
+    return RegenerationPlan(handle, zoo.version, tuple(members),
                             tuple(catalog.job(ids, **job) for ids, job in jobs.items()))
 
 
 class _Catalog:
     """Rows, specs and fleets of a version and of the versions its models were added in."""
 
-    def __init__(self, zoo_dir, zoo) -> None:
-        self.zoo_dir, self.zoo = zoo_dir, zoo
+    def __init__(self, handle: ZooHandle, zoo) -> None:
+        self.handle, self.zoo = handle, zoo
         self.rows = {row["model_id"]: row for row in zoo.models.to_dict("records")}
-        self.manifests = {zoo.version: zoo.manifest}
+        self.manifests: dict[str, Manifest | None] = {zoo.version: zoo.manifest}
 
-    def manifest(self, version: str) -> dict:
-        """The manifest of ``version`` ({} if this zoo never published it); loads its rows too."""
+    def manifest(self, version: str) -> Manifest | None:
+        """The manifest of ``version`` (None if this zoo never published it); loads its rows too."""
         if version not in self.manifests:
             try:
-                added = open_zoo(self.zoo_dir, version)
+                added = self.handle.open(version)
             except VersionNotFound:  # e.g. a pulled zoo: its models were added in the source zoo
-                self.manifests[version] = {}
-                return {}
+                self.manifests[version] = None
+                return None
             self.manifests[version] = added.manifest
             for row in added.models.to_dict("records"):  # fleet members retracted later
                 self.rows.setdefault(row["model_id"], row)
@@ -117,10 +119,10 @@ class _Catalog:
     def fleet_of(self, model_id: str) -> tuple[dict | None, dict | None]:
         """The recorded fleet holding ``model_id`` and its training environment (None if unrecorded)."""
         manifest = self.manifest(self.rows[model_id]["version_added"])
-        for fleet in manifest.get("fleets", []):
+        for fleet in manifest.fleets if manifest else []:
             if model_id in fleet["models"]:
                 index = fleet.get("environment")
-                envs = manifest.get("environment", {}).get("training", [])
+                envs = manifest.environment.get("training", [])
                 return fleet, (envs[index] if index is not None and index < len(envs) else None)
         return None, None
 
@@ -132,15 +134,16 @@ class _Catalog:
                                     f"holds: {missing[:5]}")
         configs = tuple(self.config(self.rows[i]) for i in ids)
         key = fingerprint([c.fingerprint(CODE_VERSION) for c in configs])
-        return FleetJob(build.TrainGroup(key, configs[0].spec_name, configs), ids,
+        return FleetJob(TrainGroup(key, configs[0].spec_name, configs), ids,
                         tuple(self.rows[i]["fingerprint"] for i in ids), tuple(members),
                         trainer=fleet["trainer"] if fleet else "single", environment=environment,
                         recorded=fleet is not None)
 
     def config(self, row: dict) -> ModelConfig:
         """The model's config as recorded: config_json, training_json and its spec's dataset options."""
-        specs = {s["name"]: s for s in self.manifest(row["version_added"]).get("specs", [])}
-        specs = specs or {s["name"]: s for s in self.zoo.manifest.get("specs", [])}
+        added = self.manifest(row["version_added"])
+        specs = {s["name"]: s for s in added.specs} if added else {}
+        specs = specs or {s["name"]: s for s in self.zoo.manifest.specs}
         if row["spec_name"] not in specs:
             raise RegenerationError(f"model {row['model_id']}: spec {row['spec_name']!r} is not in the manifest "
                                     f"of {row['version_added']} (specs: {sorted(specs)})")
@@ -152,7 +155,7 @@ class _Catalog:
         return make_config(spec, 0, params)  # the sampler's own constructor: same options, same id
 
 
-def retrain(scratch, job: FleetJob, progress=None) -> list[dict]:
+def retrain(scratch, job: FleetJob, *, progress=None) -> list:
     """Retrain one fleet into its own folder of ``scratch`` under its recorded settings.
 
     ``progress`` receives one line per epoch. The folder is emptied first: after a retried
@@ -162,8 +165,7 @@ def retrain(scratch, job: FleetJob, progress=None) -> list[dict]:
     folder = job_folder(scratch, job)
     shutil.rmtree(folder, ignore_errors=True)
     with training_settings(job.environment):
-        return build.train_and_stage(folder, job.group, threads=None, fleet=job.trainer == "fleet",
-                                     progress=progress)
+        return train_group(folder, job.group, None, fleet=job.trainer == "fleet", progress=progress)
 
 
 def job_folder(scratch, job: FleetJob) -> Path:
@@ -198,9 +200,9 @@ def compare_metrics(stored: pd.DataFrame, regenerated: list[dict]) -> dict:
     return result
 
 
-def compare(plan: RegenerationPlan, scratch) -> dict:
+def compare(plan: RegenerationPlan, scratch, *, progress=None) -> dict:
     """Compare every sampled member's regenerated snapshots with the stored ones; the report."""
-    zoo = open_zoo(plan.zoo_dir, plan.version)
+    zoo = plan.zoo.open(plan.version)
     members = []
     for job in plan.jobs:
         for model_id in job.members:
@@ -215,7 +217,7 @@ def _compare_member(zoo, job: FleetJob, model_id: str, scratch) -> dict:
     stored_rows = zoo.snapshots[zoo.snapshots["model_id"] == model_id]
     weights = compare_weights(zoo.weights(model_id), staged.weights)
     return {"model_id": model_id, **weights, "metrics_max_abs_diff": compare_metrics(stored_rows, staged.snapshots),
-            "status": staged.record["status"], "stored_status": zoo.models.set_index("model_id").at[model_id, "status"],
+            "status": staged.record.status, "stored_status": zoo.models.set_index("model_id").at[model_id, "status"],
             "config_matches_fingerprint": config.fingerprint(CODE_VERSION) == job.stored_fingerprints[index],
             "fleet_size": len(job.model_ids), "fleet_recorded": job.recorded, "trainer": job.trainer,
             "torch_threads": (job.environment or {}).get("torch_threads")}
@@ -228,37 +230,35 @@ def report(plan: RegenerationPlan, members: list[dict]) -> dict:
     metrics = {name: max((m["metrics_max_abs_diff"].get(name) or 0.0 for m in members), default=0.0)
                for name in metric_names}
     n_exact = sum(m["exact"] for m in members)
-    return {"zoo": plan.zoo_dir, "version": plan.version, "n_members": len(members), "n_exact": n_exact,
+    return {"zoo": plan.zoo.url, "version": plan.version, "n_members": len(members), "n_exact": n_exact,
             "all_exact": n_exact == len(members), "max_abs_diff": max(diffs, default=0.0),
             "metrics_max_abs_diff": metrics, "n_fleets": len(plan.jobs),
             "n_models_trained": plan.n_models_trained, "members": sorted(members, key=lambda m: m["model_id"])}
 
 
-def regenerate_in_process(zoo_dir, version: str | None = None, *, sample: int = 1, seed: int = 0,
-                          scratch=None) -> dict:
-    """Plan, retrain and compare in this process (no Prefect or Dask); return the report.
-
-    ``scratch`` (default: a temporary directory, removed afterwards) receives the retrained
-    models under a fresh subdirectory, so an earlier run's staged models are never reused.
-    """
-    plan = plan_regeneration(zoo_dir, version, sample, seed)
-    with scratch_directory(zoo_dir, scratch) as folder:
+def run_regeneration(plan: RegenerationPlan, runner: Runner, scratch=None) -> dict:
+    """The regeneration recipe: retrain every fleet of ``plan`` on ``runner`` into a fresh
+    scratch folder (inside ``scratch``, kept; else a temporary one, removed), then compare.
+    Nothing is cached: the point is to train again."""
+    with scratch_directory(plan.zoo, scratch) as folder:
         for job in plan.jobs:
-            retrain(folder, job)
-        return compare(plan, folder)
+            for _ in runner.map(retrain, [(str(folder), job)], device=job.group.configs[0].training.device):
+                pass
+        return runner.call(compare, plan, str(folder))
 
 
-def check_scratch(zoo_dir, scratch) -> None:
+def check_scratch(zoo: ZooHandle, scratch) -> None:
     """Refuse a scratch directory inside the zoo: a regeneration must not touch what it checks."""
-    if scratch is not None and Path(scratch).resolve().is_relative_to(Path(zoo_dir).resolve()):
-        raise RegenerationError(f"--scratch {scratch}: choose a directory outside the zoo {zoo_dir}")
+    inside = [folder for folder in (zoo.location.local_path(), zoo.work) if folder is not None]
+    if scratch is not None and any(Path(scratch).resolve().is_relative_to(f.resolve()) for f in inside):
+        raise RegenerationError(f"--scratch {scratch}: choose a directory outside the zoo {zoo}")
 
 
 @contextmanager
-def scratch_directory(zoo_dir, parent=None) -> Iterator[Path]:
+def scratch_directory(zoo: ZooHandle, parent=None) -> Iterator[Path]:
     """A fresh folder for retrained models: inside ``parent`` (kept afterwards) or a temporary
     one (removed); never inside the zoo."""
-    check_scratch(zoo_dir, parent)
+    check_scratch(zoo, parent)
     if parent is None:
         path = Path(tempfile.mkdtemp(prefix="weightzoo-regenerate-"))
     else:

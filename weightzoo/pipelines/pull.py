@@ -1,16 +1,17 @@
 """Pulling a selection of a zoo (local or in object storage) into a new zoo of its own.
 
-``pull_zoo(source, dest, version=..., where=..., snapshots=range(a, b))``:
+``pull_zoo(source, dest, where=..., snapshots=range(a, b))`` with ``source`` an opened version
+and ``dest`` a zoo handle:
 
-1. open the source version (lazily: only the chunks of the selected models are fetched);
-2. write the pull's plan to ``<staging root>/.pull.json``; an unfinished pull into the same
+1. the source version is read lazily: only the chunks of the selected models are fetched;
+2. write the pull's plan to ``<dest work folder>/.pull.json``; an unfinished pull into the same
    destination must be the same plan (re-run it to resume, or delete the staging folder);
 3. stage each selected model under its fingerprint in the destination's local staging folder
    (:mod:`weightzoo.io.staging`: atomic per model), after checking that the staged weights'
    sha256 equals the sha256 of what was read; Icechunk's crc32c is checked on every chunk read.
    Models staged by an interrupted earlier run are not fetched again;
-4. publish them as the destination's first version (:func:`publish_version`), keeping model
-   ids, fingerprints and splits, with the manifest's ``source`` naming the source location,
+4. publish them as the destination's first version (the one publish), keeping model ids,
+   fingerprints and splits, with the manifest's ``source`` naming the source location,
    version, snapshot id and selection;
 5. read every published row back and compare its sha256 with the one read from the source;
    then delete the staged copies (they only serve resuming).
@@ -18,15 +19,12 @@
 A snapshot range ``A:B`` keeps snapshots ``A..B-1`` renumbered ``k = 0..B-A-1`` (epoch and step
 keep their values; ``source.snapshots`` records ``[A, B]``). Dense traces are copied whole.
 The destination may also be ``s3://...``: pulling a local zoo there publishes it to object storage.
-
-``WEIGHTZOO_PULL_CRASH_AFTER=N`` (test-only) raises SimulatedCrash after N models are staged.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 from pathlib import Path
 from typing import Callable
@@ -34,73 +32,71 @@ from typing import Callable
 import numpy as np
 
 from weightzoo.core.traces import TRACE_COLUMNS, Trace
-from weightzoo.io.errors import SimulatedCrash, StagingError
-from weightzoo.io.location import ZooLocation, parse_location
-from weightzoo.io.publish import publish_version
-from weightzoo.io.reader import Zoo, list_versions, open_zoo
-from weightzoo.io.staging import find_staged, load_staged, stage_model, staging_dir
+from weightzoo.errors import InputError, StagingError
+from weightzoo.io.handle import ZooHandle
+from weightzoo.io.publish import PublishRequest, publish_version
+from weightzoo.io.reader import Zoo, list_versions
+from weightzoo.io.records import StagedRecord
+from weightzoo.io.staging import find_staged, load_staged, stage_model
 from weightzoo.io.tables import RESERVED
 
 PLAN_FILE = ".pull.json"
-CRASH_ENV = "WEIGHTZOO_PULL_CRASH_AFTER"
 
 
-class PullError(ValueError):
+class PullError(InputError):
     """A pull that cannot go ahead as asked (destination not new, another unfinished pull)."""
 
 
-def pull_zoo(source, dest, *, version: str | None = None, where: str | None = None, snapshots: range | None = None,
+def pull_zoo(zoo: Zoo, target: ZooHandle, *, where: str | None = None, snapshots: range | None = None,
              progress: Callable[[str], None] | None = None) -> dict:
-    """Copy the selected models of ``source@version`` into the new zoo ``dest``; return a report.
+    """Copy the selected models of the opened version ``zoo`` into the new zoo ``target``; a report.
 
     Report: source, version, dest, dest_version, where, snapshots, n_models, n_copied,
     n_resumed, bytes_copied (float32 weights staged by this run), source_repo_bytes,
     dest_repo_bytes, checksums {model_id: sha256 of its float32 weights}.
     """
-    zoo = open_zoo(source, version)
     selection = zoo.select(where, snapshots=snapshots, status=None)
     if not len(selection.models):
-        raise PullError(f"--where {where!r} selects no model of {zoo.location}@{zoo.version}")
-    target = parse_location(dest)
+        raise PullError(f"--where {where!r} selects no model of {zoo.handle}@{zoo.version}")
     plan = _plan(zoo, where, snapshots, list(selection.models["model_id"]))
     finished = _finished_pull(target, plan)
-    stage_root = target.staging_root()
     if finished is not None:
-        (stage_root / PLAN_FILE).unlink(missing_ok=True)
+        (target.work / PLAN_FILE).unlink(missing_ok=True)
         return finished
-    _claim(stage_root, plan, target)
+    _claim(target, plan)
     records = _source_records(zoo)
     trained = _training_records(zoo.manifest)
     checksums, counts = {}, {"copied": 0, "resumed": 0, "bytes_copied": 0}
     for model in selection.models.itertuples():
-        row = dict(records[model.model_id], trained=trained.get(model.model_id, {}))
-        checksums[model.model_id] = _stage_one(zoo, stage_root, row, snapshots, counts)
+        row = dict(records[model.model_id], trained=trained.get(model.model_id, {}),
+                   producer=zoo.manifest.code_version)
+        checksums[model.model_id] = _stage_one(zoo, target.staging, row, snapshots, counts)
         if progress:
             progress(f"{counts['copied'] + counts['resumed']}/{len(selection.models)} models staged")
-    published = _publish(zoo, target, stage_root, plan, list(selection.models["fingerprint"]))
+    published = _publish(zoo, target, plan, list(selection.models["fingerprint"]))
     _verify(target, published, checksums)
-    _clean_staging(stage_root, list(selection.models["fingerprint"]))
+    _clean_staging(target, list(selection.models["fingerprint"]))
     return _report(zoo, target, published, plan, checksums, counts)
 
 
 def _plan(zoo: Zoo, where, snapshots, model_ids: list[str]) -> dict:
-    where_from = zoo.location.url if zoo.location.remote else str(Path(zoo.location.path).resolve())
+    local = zoo.location.local_path()
+    where_from = str(local.resolve()) if local is not None else zoo.location.url
     return {"location": where_from, "version": zoo.version,
-            "icechunk_snapshot_id": zoo.manifest["icechunk_snapshot_id"], "where": where,
+            "icechunk_snapshot_id": zoo.manifest.icechunk_snapshot_id, "where": where,
             "snapshots": None if snapshots is None else [snapshots.start, snapshots.stop],
             "model_ids": model_ids}
 
 
-def _finished_pull(target: ZooLocation, plan: dict) -> dict | None:
+def _finished_pull(target: ZooHandle, plan: dict) -> dict | None:
     """The report of an identical pull already published into ``target`` (re-running it is a no-op)."""
-    try:
-        versions = list_versions(target)
-    except FileNotFoundError:  # NotAZooError: the destination is new
+    if not target.exists():
         return None
+    versions = list_versions(target)
     if not versions:
         return None
-    done = open_zoo(target, versions[0]["version"])
-    if len(versions) == 1 and done.manifest.get("source") == plan:
+    done = target.open(versions[0]["version"])
+    if len(versions) == 1 and done.manifest.source == plan:
         checksums = {mid: _sha256(done.weights(mid)) for mid in done.models["model_id"]}
         return _report(None, target, versions[0]["version"], plan, checksums,
                        {"copied": 0, "resumed": len(checksums), "bytes_copied": 0})
@@ -108,36 +104,36 @@ def _finished_pull(target: ZooLocation, plan: dict) -> dict | None:
                     f"pull into a new location")
 
 
-def _claim(stage_root: Path, plan: dict, target: ZooLocation) -> None:
-    path = stage_root / PLAN_FILE
+def _claim(target: ZooHandle, plan: dict) -> None:
+    path = target.work / PLAN_FILE
     if path.is_file():
         earlier = json.loads(path.read_text())
         if earlier != plan:
             raise PullError(f"{target} has an unfinished pull of {earlier['location']}@{earlier['version']} "
                             f"(where={earlier['where']!r}, snapshots={earlier['snapshots']}); re-run that pull "
-                            f"to finish it, or delete {path} and {stage_root / 'staging'}")
+                            f"to finish it, or delete {path} and {target.staging}")
         return
-    stage_root.mkdir(parents=True, exist_ok=True)
+    target.work.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(plan, sort_keys=True))
 
 
 def _source_records(zoo: Zoo) -> dict[str, dict]:
     # Arrow rows keep ints as ints and nulls as None, so the pulled tables get the same types.
-    rows = zoo.location.read_table(f"versions/{zoo.version}/models.parquet").to_pylist()
+    rows = zoo.location.read_table(f"{zoo.folder}/models.parquet").to_pylist()
     snaps: dict[str, list[dict]] = {}
-    for snap in zoo.location.read_table(f"versions/{zoo.version}/snapshots.parquet").to_pylist():
+    for snap in zoo.location.read_table(f"{zoo.folder}/snapshots.parquet").to_pylist():
         snaps.setdefault(snap["model_id"], []).append(snap)
     return {row["model_id"]: dict(row, snapshot_rows=sorted(snaps.get(row["model_id"], []), key=lambda s: s["k"]))
             for row in rows}
 
 
-def _training_records(manifest: dict) -> dict[str, dict]:
+def _training_records(manifest) -> dict[str, dict]:
     """model_id → the ``environment`` and ``fleet`` its training recorded, rebuilt from the
     source manifest, so the pulled version's manifest describes how its members were trained."""
     environments = [{k: v for k, v in env.items() if k != "n_models"}
-                    for env in (manifest.get("environment") or {}).get("training", [])]
+                    for env in manifest.environment.get("training", [])]
     result: dict[str, dict] = {}
-    for fleet in manifest.get("fleets") or []:
+    for fleet in manifest.fleets:
         index = fleet.get("environment")
         for model_id in fleet["models"]:
             result[model_id] = {"fleet": {"trainer": fleet["trainer"], "models": list(fleet["models"])},
@@ -145,39 +141,40 @@ def _training_records(manifest: dict) -> dict[str, dict]:
     return result
 
 
-def _stage_one(zoo: Zoo, stage_root: Path, row: dict, snapshots: range | None, counts: dict) -> str:
+def _stage_one(zoo: Zoo, staging: Path, row: dict, snapshots: range | None, counts: dict) -> str:
     """Stage one model (unless an earlier run did); return the sha256 of its staged weights."""
     fingerprint = row["fingerprint"]
-    if find_staged(stage_root, fingerprint) is not None:
+    if find_staged(staging, fingerprint) is not None:
         counts["resumed"] += 1
-        return _sha256(load_staged(stage_root, fingerprint).weights)  # checks the file's sha256 too
+        return _sha256(load_staged(staging, fingerprint).weights)  # checks the file's sha256 too
     full = zoo.weights(row["model_id"])  # one chunk; crc32c checked by the codec
     ks = list(range(full.shape[0])) if snapshots is None else list(snapshots)
     weights = np.ascontiguousarray(full[ks])
     digest = _sha256(weights)
-    stage_model(stage_root, fingerprint=fingerprint, weights=weights, snapshots=_snapshots(row, ks),
-                record=_record(row), layout=zoo.layout(row["layout_id"]), traces=_traces(zoo, row))
-    staged = _sha256(load_staged(stage_root, fingerprint).weights)
+    stage_model(staging, _record(row), weights=weights, snapshots=_snapshots(row, ks),
+                layout=zoo.layout(row["layout_id"]), traces=_traces(zoo, row))
+    staged = _sha256(load_staged(staging, fingerprint).weights)
     if staged != digest:
         raise StagingError(f"model {row['model_id']!r}: staged weights have sha256 {staged}, "
                            f"but {digest} was read from {zoo.location}@{zoo.version}")
     counts["copied"] += 1
     counts["bytes_copied"] += weights.nbytes
-    _crash_after(counts["copied"])
     return digest
 
 
-def _record(row: dict) -> dict:
+def _record(row: dict) -> StagedRecord:
     hyper = {}
     for column, value in row.items():
-        if column in RESERVED or column in ("snapshot_rows", "trained") or value is None:
+        if column in RESERVED or column in ("snapshot_rows", "trained", "producer") or value is None:
             continue
         name = column[3:] if column.startswith("hp_") and column[3:] in RESERVED else column
         hyper[name] = value
-    return {"model_id": row["model_id"], "fingerprint": row["fingerprint"], "status": row["status"],
-            "message": row["message"] or "", "hyperparameters": hyper, "config": json.loads(row["config_json"]),
-            "training": json.loads(row["training_json"] or "{}"), "spec_name": row["spec_name"],
-            "layout_id": row["layout_id"], "n_params": row["n_params"], **row["trained"]}
+    trained = row["trained"]
+    return StagedRecord(model_id=row["model_id"], fingerprint=row["fingerprint"], status=row["status"],
+                        message=row["message"] or "", hyperparameters=hyper, config=json.loads(row["config_json"]),
+                        training=json.loads(row["training_json"] or "{}"), spec_name=row["spec_name"],
+                        layout_id=row["layout_id"], n_params=row["n_params"], code_version=row["producer"],
+                        environment=trained.get("environment"), fleet=trained.get("fleet"), split=row["split"])
 
 
 def _snapshots(row: dict, ks: list[int]) -> list[dict]:
@@ -195,17 +192,14 @@ def _traces(zoo: Zoo, row: dict) -> Trace | None:
                  steps_per_epoch=int(row.get("steps_per_epoch") or 0), every=int(every))
 
 
-def _publish(zoo: Zoo, target: ZooLocation, stage_root: Path, plan: dict, fingerprints: list[str]) -> str:
-    split = zoo.manifest["split"]
-    return publish_version(target, fingerprints, specs=zoo.manifest.get("specs", []),
-                           code_version=zoo.manifest.get("code_version", ""), extend=True,
-                           split_seed=split["seed"], split_fractions=split["fractions"],
-                           message=f"pull of {plan['location']}@{plan['version']}", staging_root=stage_root,
-                           provenance=plan)
+def _publish(zoo: Zoo, target: ZooHandle, plan: dict, fingerprints: list[str]) -> str:
+    return publish_version(target, PublishRequest(
+        fingerprints=tuple(fingerprints), specs=tuple(zoo.manifest.specs), split=zoo.manifest.split,
+        message=f"pull of {plan['location']}@{plan['version']}", source=plan)).version
 
 
-def _verify(target: ZooLocation, version: str, checksums: dict[str, str]) -> None:
-    pulled = open_zoo(target, version)
+def _verify(target: ZooHandle, version: str, checksums: dict[str, str]) -> None:
+    pulled = target.open(version)
     for model_id, expected in checksums.items():
         found = _sha256(pulled.weights(model_id))
         if found != expected:
@@ -213,14 +207,14 @@ def _verify(target: ZooLocation, version: str, checksums: dict[str, str]) -> Non
                                f"{expected} was copied")
 
 
-def _clean_staging(stage_root: Path, fingerprints: list[str]) -> None:
+def _clean_staging(target: ZooHandle, fingerprints: list[str]) -> None:
     # Staged copies only serve resuming; once the version is verified they would double the disk used.
     for fingerprint in fingerprints:
-        shutil.rmtree(staging_dir(stage_root) / fingerprint, ignore_errors=True)
-    (stage_root / PLAN_FILE).unlink(missing_ok=True)
+        shutil.rmtree(target.staging / fingerprint, ignore_errors=True)
+    (target.work / PLAN_FILE).unlink(missing_ok=True)
 
 
-def _report(zoo: Zoo | None, target: ZooLocation, version: str, plan: dict, checksums: dict, counts: dict) -> dict:
+def _report(zoo: Zoo | None, target: ZooHandle, version: str, plan: dict, checksums: dict, counts: dict) -> dict:
     source_bytes = zoo.location.total_bytes("repo") if zoo is not None else None
     return {"source": plan["location"], "version": plan["version"], "dest": target.url, "dest_version": version,
             "where": plan["where"], "snapshots": plan["snapshots"], "n_models": len(checksums),
@@ -231,10 +225,3 @@ def _report(zoo: Zoo | None, target: ZooLocation, version: str, plan: dict, chec
 
 def _sha256(weights: np.ndarray) -> str:
     return hashlib.sha256(np.ascontiguousarray(weights, dtype=np.float32).tobytes()).hexdigest()
-
-
-def _crash_after(copied: int) -> None:
-    # Test-only fault injection; see the module docstring.
-    limit = os.environ.get(CRASH_ENV)
-    if limit and copied >= int(limit):
-        raise SimulatedCrash(f"simulated crash after staging {copied} pulled models")
