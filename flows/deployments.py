@@ -7,8 +7,9 @@ Two ways to run them, both against a Prefect server:
 - ``prefect deploy --all`` with the repository's ``prefect.yaml``: the same entrypoints
   registered to the ``weightzoo`` work pool, run by ``prefect worker start --pool weightzoo``.
 
-Each deployed flow is a thin entry flow that runs the real flow on a Dask task runner
-(``flows.runtime.run_on_dask``): an existing cluster when ``dask_address`` (or the
+Each deployed flow is a thin entry flow, the boundary where a run's text parameters become
+a zoo handle and a plan; it runs the real flow on a Dask task runner
+(``weightzoo_flows.runtime.run_on_dask``): an existing cluster when ``dask_address`` (or the
 ``WEIGHTZOO_DASK_ADDRESS`` environment variable of the serving process) names one, otherwise
 a LocalCluster of ``workers`` processes. The address is read per run, so one deployment
 serves whatever cluster its environment points to.
@@ -20,14 +21,15 @@ import os
 
 from prefect import flow, serve
 
-from weightzoo.build import DEFAULT_GROUP_SIZE
+from weightzoo.io.handle import ZooHandle
+from weightzoo.pipelines.build import DEFAULT_GROUP_SIZE, plan_build
 
-from flows.build_zoo import run_build
-from flows.geometry import reinit_flow, study_flow
-from flows.meta_classifier import meta_classifier_flow
-from flows.properties import properties_flow
-from flows.runtime import run_on_dask
-from flows.sane import sane_flow
+from weightzoo_flows.build_zoo import run_build_flow
+from weightzoo_flows.geometry import reinit_flow, study_flow
+from weightzoo_flows.meta_classifier import meta_classifier_flow
+from weightzoo_flows.properties import properties_flow
+from weightzoo_flows.runtime import run_on_dask
+from weightzoo_flows.sane import sane_flow
 
 DASK_ADDRESS_ENV = "WEIGHTZOO_DASK_ADDRESS"
 WORK_POOL = "weightzoo"
@@ -46,26 +48,27 @@ def cluster_address(dask_address: str | None) -> str | None:
 def build(spec: str | dict = "smoke", out: str = "zoo", models: int | None = None, extend: bool = False,
           workers: int = 2, dask_address: str | None = None, max_group: int = DEFAULT_GROUP_SIZE) -> str:
     """Build (or extend) the zoo at ``out`` from a preset name, spec file or spec dict; returns
-    the published version. ``out`` is a path on the machine that runs the flow (a shared volume)."""
-    return run_build(spec, out, models=models, extend=extend, workers=workers,
-                     dask_address=cluster_address(dask_address), max_group=max_group)
+    the published version. ``out`` is a path on the machine that runs the flow (a shared volume)
+    or an ``s3://`` URL."""
+    plan = plan_build(ZooHandle.at(out), spec, models, max_group=max_group, min_groups=workers, extend=extend)
+    return run_build_flow(plan, workers=workers, dask_address=cluster_address(dask_address)).version
 
 
 @flow(name="weightzoo-analysis")
 def analysis(analysis: str, parameters: dict, workers: int = 2, dask_address: str | None = None):
     """Run one analysis flow (``meta-classifier``, ``properties``, ``study``, ``reinit``) with
-    its own ``parameters`` (those of the flow, e.g. ``zoo_dir``, ``version``, ``labels``)."""
+    its own ``parameters`` (those of the flow, e.g. ``zoo``, ``version``, ``labels``)."""
     if analysis not in ANALYSES:
         raise ValueError(f"analysis: unknown analysis {analysis!r}; known: {sorted(ANALYSES)}")
     return run_on_dask(ANALYSES[analysis], parameters, workers=workers, dask_address=cluster_address(dask_address))
 
 
 @flow(name="weightzoo-sane")
-def sane(zoo_dir: str, command: str = "train", version: str | None = None, options: dict | None = None,
+def sane(zoo: str, command: str = "train", version: str | None = None, options: dict | None = None,
          targets: list[str] | None = None, sampling: dict | None = None, workers: int = 1,
          dask_address: str | None = None) -> dict:
-    """SANE on a zoo version: ``train``, ``embed``, ``probe`` or ``sample`` (see ``flows.sane``)."""
-    parameters = {"zoo_dir": zoo_dir, "command": command, "version": version, "options": options,
+    """SANE on a zoo version: ``train``, ``embed``, ``probe`` or ``sample`` (see ``weightzoo_flows.sane``)."""
+    parameters = {"zoo": zoo, "command": command, "version": version, "options": options,
                   "targets": targets, "sampling": sampling}
     return run_on_dask(sane_flow, parameters, workers=workers, dask_address=cluster_address(dask_address))
 

@@ -1,19 +1,32 @@
-"""Where flows run: the Dask task runner every flow shares, and log flushing.
+"""Where flows run: the Dask task runner every flow shares, the Prefect runner of the package's
+recipes, and log flushing.
 
 Building and analysing use the same choice: an existing Dask cluster by address (scale-out),
 or a LocalCluster of single-threaded worker processes on this machine.
+
+A recipe of ``weightzoo.pipelines`` is written against a runner; :class:`PrefectRunner`
+submits each of its steps as a Prefect task (retried unless the error is the input's, never
+cached: staging is the one cache) to the flow's Dask task runner.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
-from typing import Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 import dask
+from prefect import Flow, get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+from prefect.futures import as_completed
 from prefect.logging.handlers import APILogHandler
 from prefect_dask import DaskTaskRunner
+
+from weightzoo.errors import is_input_error
+
+STEP_RETRIES = 2
 
 
 def dask_runner(workers: int = 2, address: str | None = None) -> DaskTaskRunner:
@@ -50,18 +63,72 @@ def placed_for(device: str) -> Iterator[dict[str, int]]:
         yield resources
 
 
-def retry_unless(*permanent: type[BaseException]):
-    """A Prefect ``retry_condition_fn``: retry a failed task unless its error is one of
-    ``permanent`` (errors of the input, which no retry can fix)."""
-    def condition(task, task_run, state) -> bool:
-        try:
-            state.result()
-        except permanent:
-            return False
-        except Exception:  # worker lost, out of memory, I/O hiccup
-            return True
-        return False
-    return condition
+def retry_unless_input_error(task, task_run, state) -> bool:
+    """A Prefect ``retry_condition_fn``: retry a failed task (worker lost, out of memory, an I/O
+    hiccup) unless its error is the input's (:class:`weightzoo.errors.InputError`)."""
+    try:
+        state.result()
+    except Exception as error:  # noqa: BLE001 - the state's own error, whatever it is
+        return not is_input_error(error)
+    return False
+
+
+def step_options(**overrides) -> dict:
+    """The options of every task: retried unless the input is at fault, never cached or persisted."""
+    return {"retries": STEP_RETRIES, "retry_delay_seconds": 2, "retry_condition_fn": retry_unless_input_error,
+            "cache_policy": NO_CACHE, "persist_result": False, **overrides}
+
+
+@functools.cache
+def step_task(step: Callable):
+    """The Prefect task of a recipe step: the step itself, its progress lines going to the run log."""
+    def run(*args):
+        return step(*args, progress=get_run_logger().info)
+    run.__name__ = run.__qualname__ = step.__name__
+    run.__doc__ = step.__doc__
+    return task(run, name=step.__name__.replace("_", "-"), **step_options())
+
+
+class PrefectRunner:
+    """Runs a recipe's steps as Prefect tasks on the current flow's task runner (see
+    ``weightzoo.pipelines.runner``)."""
+
+    def __init__(self, threads: int | None = None) -> None:
+        self.threads = threads
+
+    def map(self, step: Callable, calls: Iterable[tuple], *, device: str = "cpu") -> Iterator[Any]:
+        """Submit ``step(*args)`` for every call at once; yield the results as they complete."""
+        with placed_for(device):  # CUDA steps go to workers with a GPU resource
+            futures = [step_task(step).submit(*args) for args in calls]
+        for future in as_completed(futures):
+            yield future.result()
+
+    def call(self, step: Callable, *args) -> Any:
+        """Run one step as a task and wait for its result."""
+        return step_task(step).submit(*args).result()
+
+
+class RecipeFlow(Flow):
+    """A flow whose typed parameters (plans, zoo handles) Prefect records by their ``summary()``.
+
+    Prefect stores every flow run's parameters as JSON; a plan of 100,000 configs would be
+    megabytes there. Parameters are still passed to the flow function unchanged.
+    """
+
+    def serialize_parameters(self, parameters: dict) -> dict:
+        return super().serialize_parameters({key: value.summary() if hasattr(value, "summary") else
+                                             str(value) if type(value).__module__.startswith("weightzoo") else value
+                                             for key, value in parameters.items()})
+
+    def with_options(self, **options) -> "RecipeFlow":
+        flow = super().with_options(**options)
+        flow.__class__ = RecipeFlow  # Flow.with_options builds a plain Flow
+        return flow
+
+
+def recipe_flow(**options) -> Callable[[Callable], RecipeFlow]:
+    """``@recipe_flow(name=...)``: like ``@flow``, for flows that take typed weightzoo values."""
+    return lambda function: RecipeFlow(function, validate_parameters=False, **options)
 
 
 def threads_per_task(workers: int) -> int:

@@ -42,7 +42,7 @@ import pandas as pd
 
 from weightzoo.analysis.records import json_records
 from weightzoo.analysis.trajectory_plots import plot_trajectories, varying_hyperparameter
-from weightzoo.io.errors import TracesNotFound
+from weightzoo.errors import TracesNotFound
 from weightzoo.io.tables import RESERVED
 
 TASKS = ("regression", "classification")

@@ -24,7 +24,7 @@ import pandas as pd
 from weightzoo.core.labels import is_categorical
 from weightzoo.core.layout import WeightLayout
 from weightzoo.io import store
-from weightzoo.errors import CorruptChunkError
+from weightzoo.errors import CorruptChunkError, InputError
 from weightzoo.io.tables import SPLITS
 
 PARTS = {"conv": ["conv"], "fc": ["linear"], "all": None}
@@ -45,9 +45,9 @@ def select(zoo, where: str | None = None, *, snapshots=None, part: str | None = 
         try:
             models = models.query(where)
         except (NameError, KeyError) as error:  # pandas' UndefinedVariableError is a NameError
-            raise ValueError(f"cannot filter by {where!r}: {error}; models.parquet columns: {columns}") from error
+            raise InputError(f"cannot filter by {where!r}: {error}; models.parquet columns: {columns}") from error
         except SyntaxError as error:
-            raise ValueError(f"invalid where-query {where!r}: {error}") from error
+            raise InputError(f"invalid where-query {where!r}: {error}") from error
     for name, value in equals.items():
         values = value if isinstance(value, (list, tuple, set, np.ndarray)) else [value]
         models = models[models[name].isin(list(values))]
@@ -55,12 +55,12 @@ def select(zoo, where: str | None = None, *, snapshots=None, part: str | None = 
         splits = [split] if isinstance(split, str) else list(split)
         unknown = sorted(set(splits) - set(SPLITS))
         if unknown:
-            raise ValueError(f"unknown split {unknown}; splits are {list(SPLITS)}")
+            raise InputError(f"unknown split {unknown}; splits are {list(SPLITS)}")
         models = models[models["split"].isin(splits)]
     if status is not None:
         models = models[models["status"] == status]
     if part not in (None, *PARTS):
-        raise ValueError(f"part must be one of {list(PARTS)}; got {part!r}")
+        raise InputError(f"part must be one of {list(PARTS)}; got {part!r}")
     models = models.sort_values(["layout_id", "row"]).reset_index(drop=True)
     ks = [_resolve_snapshots(snapshots, m.model_id, int(m.n_snapshots)) for m in models.itertuples()]
     layouts = {lid: zoo.layout(lid) for lid in models["layout_id"].unique()}
@@ -108,7 +108,7 @@ class Selection:
         self._require_samples()
         lengths = set(self.feature_lengths.values())
         if len(lengths) > 1:
-            raise ValueError(f"the selection spans layouts with different feature lengths "
+            raise InputError(f"the selection spans layouts with different feature lengths "
                              f"{self.feature_lengths}; filter with layout_id=... or use .by_layout()")
         return lengths.pop()
 
@@ -193,7 +193,7 @@ class Selection:
         values = self.rows[column]
         if is_categorical(values):
             if values.isna().any():
-                raise ValueError(f"label {column!r} is null for {int(values.isna().sum())} samples; "
+                raise InputError(f"label {column!r} is null for {int(values.isna().sum())} samples; "
                                  f"filter them out (e.g. where='{column}.notna()')")
             codes = {value: code for code, value in enumerate(self.classes(column))}
             return np.array(values.map(codes), dtype=np.int64)  # a writable copy (pandas may return views)
@@ -222,7 +222,7 @@ class Selection:
 
     def _require_samples(self) -> None:
         if not len(self):
-            raise ValueError(f"the selection is empty (filters {self._description}); "
+            raise InputError(f"the selection is empty (filters {self._description}); "
                              f"{self.version} has models with other values")
 
 
@@ -275,7 +275,7 @@ def weights_array(handle, version: str, layout_id: str):
 
 def _check_column(name: str, columns: list[str]) -> None:
     if name not in columns:
-        raise ValueError(f"unknown column {name!r}; available columns: {columns}")
+        raise InputError(f"unknown column {name!r}; available columns: {columns}")
 
 
 def _resolve_snapshots(snapshots, model_id: str, n_snapshots: int) -> np.ndarray:
@@ -283,7 +283,7 @@ def _resolve_snapshots(snapshots, model_id: str, n_snapshots: int) -> np.ndarray
         return np.arange(n_snapshots)
     if isinstance(snapshots, slice):
         if snapshots.step is not None and snapshots.step <= 0:
-            raise ValueError(f"snapshot slice step must be positive; got {snapshots}")
+            raise InputError(f"snapshot slice step must be positive; got {snapshots}")
         start = 0 if snapshots.start is None else snapshots.start
         stop = n_snapshots if snapshots.stop is None else snapshots.stop
         # Python slicing would silently clip; a short model must not shrink the range unnoticed,
@@ -294,10 +294,10 @@ def _resolve_snapshots(snapshots, model_id: str, n_snapshots: int) -> np.ndarray
         ks = np.atleast_1d(np.asarray(snapshots, dtype=np.int64))  # a list, range or single k
     bad = ks[(ks < 0) | (ks >= n_snapshots)]
     if bad.size:
-        raise ValueError(f"snapshots {snapshots!r} ask for k={int(bad[0])} but model {model_id!r} has "
+        raise InputError(f"snapshots {snapshots!r} ask for k={int(bad[0])} but model {model_id!r} has "
                          f"n_snapshots={n_snapshots} (k = 0..{n_snapshots - 1}); negative k is not allowed")
     if not ks.size:
-        raise ValueError(f"snapshots {snapshots!r} select no snapshot of model {model_id!r}")
+        raise InputError(f"snapshots {snapshots!r} select no snapshot of model {model_id!r}")
     return ks.astype(np.int64)
 
 
@@ -306,10 +306,10 @@ def _features(layout: WeightLayout, layout_id: str, part, layers, tensors) -> np
         known = {t.name for t in layout.tensors}
         missing = [name for name in tensors if name not in known]
         if missing:
-            raise ValueError(f"no tensor {missing} in layout {layout_id}; known: {sorted(known)}")
+            raise InputError(f"no tensor {missing} in layout {layout_id}; known: {sorted(known)}")
     result = layout.indices(names=tensors, kinds=PARTS[part or "all"], layers=layers)
     if not result.size:
-        raise ValueError(f"part={part!r}, layers={layers}, tensors={tensors} select no weights of "
+        raise InputError(f"part={part!r}, layers={layers}, tensors={tensors} select no weights of "
                          f"layout {layout_id}; filter its models out (layout_id != '{layout_id}')")
     return result
 

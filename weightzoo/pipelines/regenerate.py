@@ -65,6 +65,11 @@ class RegenerationPlan:
     members: tuple[str, ...]
     jobs: tuple[FleetJob, ...]
 
+    def summary(self) -> dict:
+        """A small description (what Prefect records of the plan)."""
+        return {"zoo": self.zoo.url, "version": self.version, "members": list(self.members),
+                "fleets": len(self.jobs), "models_to_train": self.n_models_trained}
+
     @property
     def n_models_trained(self) -> int:
         """Models retrained in total (whole fleets, not only the sampled members)."""

@@ -11,7 +11,8 @@ import logging
 import os
 import sys
 
-from weightzoo.cli_studies import UsageError, positive
+from weightzoo.cli.common import positive
+from weightzoo.errors import UsageError
 
 
 def add_commands(sub) -> None:
@@ -24,13 +25,13 @@ def add_commands(sub) -> None:
 
 
 def _serve(args) -> int:
-    from flows.server import prefect_server
+    from weightzoo_flows.server import prefect_server
 
     _check_address(args.dask_address)
     os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")
     with prefect_server() as url:
         # Prefect reads its settings when first imported: import it once the URL is exported
-        from flows.deployments import deployments, serve_deployments
+        from weightzoo_flows.deployments import deployments, serve_deployments
 
         logging.getLogger("distributed").setLevel(logging.WARNING)
         names = [f"{d.flow_name}/{d.name}" for d in deployments(args.dask_address)]

@@ -10,7 +10,8 @@ import json
 import sys
 import time
 
-from weightzoo.cli_studies import UsageError
+from weightzoo.cli.common import split_version, zoo_handle
+from weightzoo.errors import UsageError
 
 PROGRESS_SECONDS = 2.0
 
@@ -19,7 +20,7 @@ def add_commands(sub) -> None:
     """Add ``verify`` to the ``weightzoo`` parser's subparsers."""
     verify = sub.add_parser("verify", help="check every chunk and table checksum of a version; "
                                            "exit 1 if anything is damaged")
-    verify.add_argument("zoo", help="DIR (latest version) or DIR@VERSION")
+    verify.add_argument("zoo", help="ZOO (latest version) or ZOO@VERSION")
     verify.add_argument("--all", action="store_true", dest="every", help="verify every published version")
     verify.add_argument("--json", action="store_true", help="print the report as JSON")
     verify.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
@@ -29,12 +30,13 @@ def add_commands(sub) -> None:
 def _verify(args) -> int:
     from weightzoo.io.verify import verify_version, versions_to_verify
 
-    path, _, version = args.zoo.partition("@")
+    path, version = split_version(args.zoo)
     if args.every and version:
         raise UsageError(f"--all verifies every version; drop @{version} or --all")
+    zoo = zoo_handle(path)
     reports = []
-    for name in versions_to_verify(path, version or None, args.every):
-        reports.append(verify_version(path, name, progress=None if args.quiet else _progress(name)))
+    for name in versions_to_verify(zoo, version, args.every):
+        reports.append(verify_version(zoo, name, progress=None if args.quiet else _progress(name)))
     problems = [p for report in reports for p in report.problems]
     if args.json:
         print(json.dumps({"zoo": path, "ok": not problems, "versions": [r.to_dict() for r in reports]},

@@ -7,14 +7,10 @@ prints the headline numbers, or everything with ``--json``.
 
 from __future__ import annotations
 
-import argparse
 import json
-import logging
-import os
 
-
-class UsageError(ValueError):
-    """An argument that parsed but means nothing (e.g. a malformed snapshot range)."""
+from weightzoo.cli.common import add_cluster_options, open_version, positive, run_flow, task_threads
+from weightzoo.errors import UsageError
 
 
 def add_commands(sub) -> None:
@@ -85,25 +81,15 @@ def _study_parser(sub, name: str, help: str, handler, *, action: dict | None = N
     parser = sub.add_parser(name, help=help)
     if action:
         parser.add_argument("action", **action)
-    parser.add_argument("zoo", help="DIR or DIR@VERSION")
-    parser.add_argument("--workers", type=positive, default=2, help="local Dask worker processes (default: 2)")
-    parser.add_argument("--dask-address", help="an existing Dask scheduler, e.g. tcp://10.0.0.5:8786")
+    parser.add_argument("zoo", help="ZOO or ZOO@VERSION")
+    add_cluster_options(parser)
     parser.add_argument("--json", action="store_true")
     parser.set_defaults(handler=handler)
     return parser
 
 
-def positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
-
-
-def _snapshot_range(text: str | None):
+def snapshot_range(text: str | None):
+    """``--snapshots A:B`` as a range (None when not given)."""
     if not text:
         return None
     start, _, stop = text.partition(":")
@@ -116,32 +102,6 @@ def _snapshot_range(text: str | None):
     return range(first, last)
 
 
-def _run_analysis(flow_name: str, parameters: dict, args):
-    from flows.server import prefect_server
-
-    os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")
-    with prefect_server():
-        # after the server URL is exported (see _run_build_flow)
-        from flows.geometry import reinit_flow, study_flow
-        from flows.meta_classifier import meta_classifier_flow
-        from flows.properties import properties_flow
-        from flows.runtime import run_on_dask
-        from flows.sane import sane_flow
-
-        logging.getLogger("distributed").setLevel(logging.WARNING)
-        flows = {"meta_classifier_flow": meta_classifier_flow, "properties_flow": properties_flow,
-                 "study_flow": study_flow, "reinit_flow": reinit_flow, "sane_flow": sane_flow}
-        return run_on_dask(flows[flow_name], parameters, workers=args.workers, dask_address=args.dask_address)
-
-
-def _open_version(text: str):
-    """``DIR[@VERSION]`` → (path, version or None, Zoo); clear errors before any server starts."""
-    from weightzoo.io.reader import open_zoo
-
-    path, _, version = text.partition("@")
-    return path, version or None, open_zoo(path, version or None)
-
-
 def _check_columns(zoo, names, option: str) -> None:
     known = set(zoo.models.columns) | set(zoo.snapshots.columns)
     unknown = sorted(set(names or ()) - known)
@@ -150,15 +110,13 @@ def _check_columns(zoo, names, option: str) -> None:
 
 
 def _meta_classifier(args) -> int:
-    from flows.runtime import threads_per_task
-
-    path, version, zoo = _open_version(args.zoo)
+    zoo = open_version(args.zoo)
     _check_columns(zoo, args.label, "--target")
-    snapshots = _snapshot_range(args.snapshots)
+    snapshots = snapshot_range(args.snapshots)
     options = {"snapshots": None if snapshots is None else list(snapshots), "part": args.part,
                "slice_length": args.slice_length, "epochs": args.epochs}
-    threads = None if args.dask_address else threads_per_task(min(args.workers, len(args.label)))
-    results = _run_analysis("meta_classifier_flow", {"zoo_dir": path, "labels": args.label, "version": version,
+    threads = task_threads(args, len(args.label))
+    results = run_flow("meta_classifier:meta_classifier_flow", {"zoo": zoo.handle, "labels": args.label, "version": zoo.version,
                                                      "options": options, "threads": threads}, args)
     if args.json:
         print(json.dumps(results, indent=2, default=str))
@@ -180,10 +138,10 @@ def _number(value) -> str:
 
 
 def _properties(args) -> int:
-    path, version, zoo = _open_version(args.zoo)
+    zoo = open_version(args.zoo)
     _check_columns(zoo, args.target, "--target")
-    snapshots = _snapshot_range(args.snapshots)
-    result = _run_analysis("properties_flow", {"zoo_dir": path, "version": version, "targets": args.target,
+    snapshots = snapshot_range(args.snapshots)
+    result = run_flow("properties:properties_flow", {"zoo": zoo.handle, "version": zoo.version, "targets": args.target,
                                                "features": args.features,
                                                "snapshots": None if snapshots is None else list(snapshots)}, args)
     if args.json:
@@ -200,11 +158,11 @@ def _properties(args) -> int:
 
 
 def _projections(args) -> int:
-    path, version, _ = _open_version(args.zoo)
-    snapshots = _snapshot_range(args.snapshots)
+    zoo = open_version(args.zoo)
+    snapshots = snapshot_range(args.snapshots)
     options = {"where": args.where, "snapshots": None if snapshots is None else list(snapshots),
                "include_linear": args.include_linear}
-    result = _run_analysis("study_flow", {"zoo_dir": path, "study": "projections", "version": version,
+    result = run_flow("geometry:study_flow", {"zoo": zoo.handle, "study": "projections", "version": zoo.version,
                                           "options": options}, args)
     if _print_summary(args, result, f"{result['n_models']} networks"):
         return 0
@@ -214,17 +172,15 @@ def _projections(args) -> int:
 
 
 def _reinit(args) -> int:
-    from flows.runtime import threads_per_task
-
-    path, version, _ = _open_version(args.zoo)
+    zoo = open_version(args.zoo)
     resets = [r.strip() for r in args.resets.split(",") if r.strip()]
     try:
         resets = [r if r == "random" else int(r) for r in resets]
     except ValueError:
         raise UsageError(f"--resets: expected snapshot indices and/or 'random', got {args.resets!r}") from None
     options = {"resets": resets, "trained_k": args.trained_k, "whole_network": args.whole_network}
-    threads = None if args.dask_address else threads_per_task(args.workers)
-    result = _run_analysis("reinit_flow", {"zoo_dir": path, "version": version, "where": args.where,
+    threads = task_threads(args)
+    result = run_flow("geometry:reinit_flow", {"zoo": zoo.handle, "version": zoo.version, "where": args.where,
                                            "max_models": args.max_models, "options": options,
                                            "threads": threads}, args)
     _print_summary(args, result, f"{result['n_models']} networks; plot {result['plot']}")
@@ -232,9 +188,9 @@ def _reinit(args) -> int:
 
 
 def _trajectories(args) -> int:
-    path, version, _ = _open_version(args.zoo)
+    zoo = open_version(args.zoo)
     options = {"where": args.where, "tensor": args.tensor, "by": args.by}
-    result = _run_analysis("study_flow", {"zoo_dir": path, "study": "trajectories", "version": version,
+    result = run_flow("geometry:study_flow", {"zoo": zoo.handle, "study": "trajectories", "version": zoo.version,
                                           "options": options}, args)
     headline = f"{result['n_analysed']}/{result['n_models']} networks measured against {result['by']}"
     if not _print_summary(args, result, headline):
@@ -243,9 +199,9 @@ def _trajectories(args) -> int:
 
 
 def _sane(args) -> int:
-    path, version, zoo = _open_version(args.zoo)
+    zoo = open_version(args.zoo)
     _check_columns(zoo, args.target, "--target")
-    snapshots = _snapshot_range(args.snapshots)
+    snapshots = snapshot_range(args.snapshots)
     options = {"epochs": args.epochs, "token_size": args.token_size, "window": args.window,
                "latent_dim": args.latent_dim, "layout_id": args.layout, "device": args.device,
                "snapshots": None if snapshots is None else list(snapshots)}
@@ -254,7 +210,7 @@ def _sane(args) -> int:
         raise UsageError(f"--finetune-epochs must be >= 0, got {args.finetune_epochs}")
     sampling = {"n": args.n, "bandwidth": args.bandwidth, "publish": args.publish,
                 "finetune_epochs": args.finetune_epochs}
-    result = _run_analysis("sane_flow", {"zoo_dir": path, "command": args.action, "version": version,
+    result = run_flow("sane:sane_flow", {"zoo": zoo.handle, "command": args.action, "version": zoo.version,
                                          "options": options, "targets": args.target, "sampling": sampling}, args)
     if args.json:
         print(json.dumps(result, indent=2, default=str))
@@ -266,7 +222,7 @@ def _sane(args) -> int:
             print(f"  after {result['finetune_epochs']} epochs of fine-tuning: {result['mean_test_acc_finetuned']}")
         print(f"  table {result['table']}\n  plot {result['plot']}")
         if result.get("published_version"):
-            print(f"  published as {path}@{result['published_version']}")
+            print(f"  published as {zoo.handle}@{result['published_version']}")
         return 0
     if args.action == "probe":
         print(f"  {'target':>14} {'features':>8} {'model':>6} {'metric':>8} {'value':>7}  chance")

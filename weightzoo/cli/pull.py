@@ -1,14 +1,15 @@
 """The ``weightzoo pull`` command: copy a selection of a zoo (local or s3://) into a new zoo.
 
-No Prefect, no Dask: a pull is I/O bound and runs in this process (see :mod:`weightzoo.io.pull`).
+No Prefect, no Dask: a pull is I/O bound and runs in this process (see
+:mod:`weightzoo.pipelines.pull`).
 """
 
 from __future__ import annotations
 
-import json
 import sys
 
-from weightzoo.cli_studies import UsageError, _open_version, _snapshot_range
+from weightzoo.cli.common import open_version, print_json, zoo_handle
+from weightzoo.cli.studies import snapshot_range
 
 
 def add_commands(sub) -> None:
@@ -24,28 +25,16 @@ def add_commands(sub) -> None:
 
 
 def _pull(args) -> int:
-    from weightzoo.io.pull import PullError, pull_zoo
+    from weightzoo.pipelines.pull import pull_zoo
 
-    from weightzoo.io.location import parse_location
-
-    try:
-        parse_location(args.source.partition("@")[0]), parse_location(args.dest)
-    except ValueError as error:  # an URL that is not a zoo location
-        raise UsageError(str(error)) from error
-    _, _, zoo = _open_version(args.source)  # clear errors for a bad source before anything is copied
-    snapshots = _snapshot_range(args.snapshots)
-    try:
-        zoo.select(args.where, snapshots=snapshots, status=None)
-    except ValueError as error:  # a --where or --snapshots that does not fit this zoo
-        raise UsageError(str(error)) from error
+    target = zoo_handle(args.dest)
+    zoo = open_version(args.source)  # clear errors for a bad source before anything is copied
+    snapshots = snapshot_range(args.snapshots)
+    zoo.select(args.where, snapshots=snapshots, status=None)  # a --where or --snapshots that does not fit
     progress = None if args.json else (lambda line: print(f"\r{line}", end="", file=sys.stderr, flush=True))
-    try:
-        report = pull_zoo(zoo.location, args.dest, version=zoo.version, where=args.where, snapshots=snapshots,
-                          progress=progress)
-    except PullError as error:
-        raise UsageError(str(error)) from error
+    report = pull_zoo(zoo, target, where=args.where, snapshots=snapshots, progress=progress)
     if args.json:
-        print(json.dumps(report, indent=2))
+        print_json(report)
         return 0
     print(file=sys.stderr)
     print(f"pulled {report['n_models']} models of {report['source']}@{report['version']} into "

@@ -7,11 +7,8 @@ Exit codes: 0 every member matches, 3 some member differs (the report says how m
 
 from __future__ import annotations
 
-import json
-import logging
-import os
-
-from weightzoo.cli_studies import UsageError, _open_version, positive
+from weightzoo.cli.common import add_cluster_options, positive, print_json, run_flow, split_version, zoo_handle
+from weightzoo.errors import UsageError
 
 EXIT_DIFFERS = 3
 
@@ -20,47 +17,31 @@ def add_commands(sub) -> None:
     """Add ``regenerate`` to the ``weightzoo`` parser's subparsers."""
     parser = sub.add_parser("regenerate", help="retrain a random sample of members from their recorded configs "
                                                "and compare them with the stored snapshots")
-    parser.add_argument("zoo", help="DIR or DIR@VERSION")
+    parser.add_argument("zoo", help="ZOO or ZOO@VERSION")
     parser.add_argument("--sample", type=positive, required=True, help="members to retrain (with their fleets)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random choice (default: 0)")
     parser.add_argument("--scratch", help="directory for the retrained models, outside the zoo (default: a "
                                           "temporary one, removed afterwards; needed with --dask-address)")
-    parser.add_argument("--workers", type=positive, default=2, help="local Dask worker processes (default: 2)")
-    parser.add_argument("--dask-address", help="an existing Dask scheduler, e.g. tcp://10.0.0.5:8786")
+    add_cluster_options(parser)
     parser.add_argument("--json", action="store_true", help="print the whole report as JSON")
     parser.set_defaults(handler=_regenerate)
 
 
 def _regenerate(args) -> int:
-    from weightzoo.regenerate import RegenerationError, check_scratch, plan_regeneration
+    from weightzoo.pipelines.regenerate import check_scratch, plan_regeneration
 
-    path, version, _ = _open_version(args.zoo)
+    path, version = split_version(args.zoo)
+    zoo = zoo_handle(path)
     if args.dask_address and not args.scratch:
         raise UsageError("--dask-address: also pass --scratch, a directory every worker can write")
-    try:
-        check_scratch(path, args.scratch)
-        plan_regeneration(path, version, args.sample, args.seed)  # clear errors before any server starts
-    except RegenerationError as error:
-        raise UsageError(str(error)) from None
-    result = _run(path, version, args)
+    check_scratch(zoo, args.scratch)
+    plan = plan_regeneration(zoo, version, args.sample, args.seed)  # clear errors before any server starts
+    result = run_flow("regenerate:regenerate_flow", {"plan": plan, "scratch": args.scratch}, args)
     if args.json:
-        print(json.dumps(result, indent=2, default=str))
+        print_json(result)
     else:
         _print_report(result)
     return 0 if result["all_exact"] else EXIT_DIFFERS
-
-
-def _run(path: str, version: str | None, args) -> dict:
-    from flows.server import prefect_server
-
-    os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")
-    with prefect_server():
-        # Prefect reads its settings when first imported: only once the server's URL is exported
-        from flows.regenerate import run_regenerate
-
-        logging.getLogger("distributed").setLevel(logging.WARNING)
-        return run_regenerate(path, version, sample=args.sample, seed=args.seed, scratch=args.scratch,
-                              workers=args.workers, dask_address=args.dask_address)
 
 
 def _print_report(result: dict) -> None:

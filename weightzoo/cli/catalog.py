@@ -1,4 +1,5 @@
-"""The catalog commands: query (SQL over a version), card (its dataset card), diff (two versions).
+"""The catalog commands: versions, info, query (SQL over a version), card (its dataset card),
+diff (two versions).
 
 None of them starts a server or a cluster: they read a version's tables directly.
 """
@@ -10,15 +11,24 @@ import shutil
 import sys
 from pathlib import Path
 
-from weightzoo.cli_studies import UsageError, positive
+from weightzoo.cli.common import open_version, positive, print_json, zoo_handle
+from weightzoo.errors import UsageError
 
 DEFAULT_MAX_ROWS = 100
 
 
 def add_commands(sub) -> None:
-    """Add ``query``, ``card`` and ``diff`` to the ``weightzoo`` parser's subparsers."""
+    """Add ``versions``, ``info``, ``query``, ``card`` and ``diff`` to the ``weightzoo`` parser's subparsers."""
+    versions = sub.add_parser("versions", help="list a zoo's published versions")
+    versions.add_argument("zoo", help="a zoo: a directory or s3://bucket/prefix")
+    versions.add_argument("--json", action="store_true")
+    versions.set_defaults(handler=_versions)
+    info = sub.add_parser("info", help="summarise a version: counts, layouts, datasets, accuracy")
+    info.add_argument("zoo", help="ZOO or ZOO@VERSION")
+    info.add_argument("--json", action="store_true")
+    info.set_defaults(handler=_info)
     query = sub.add_parser("query", help="SQL (DuckDB) over a version's tables and analysis results")
-    query.add_argument("zoo", help="DIR or DIR@VERSION")
+    query.add_argument("zoo", help="ZOO or ZOO@VERSION")
     query.add_argument("sql", help="one SELECT statement, e.g. \"select optimizer, count(*) from models group by 1\"")
     output = query.add_mutually_exclusive_group()
     output.add_argument("--json", action="store_true", help="print all rows as a JSON list of objects")
@@ -27,31 +37,50 @@ def add_commands(sub) -> None:
                        help=f"rows shown in the table view (default: {DEFAULT_MAX_ROWS})")
     query.set_defaults(handler=_query)
     card = sub.add_parser("card", help="write a version's dataset card (CARD.md with plots) if it has none")
-    card.add_argument("zoo", help="DIR or DIR@VERSION")
+    card.add_argument("zoo", help="ZOO or ZOO@VERSION")
     card.add_argument("--out", type=Path, help="write into this directory instead (required when the version "
                                                "has a card already: versions are immutable)")
     card.add_argument("--json", action="store_true")
     card.set_defaults(handler=_card)
     diff = sub.add_parser("diff", help="models added, removed and changed between two versions")
-    diff.add_argument("zoo", help="zoo directory")
+    diff.add_argument("zoo", help="a zoo: a directory or s3://bucket/prefix")
     diff.add_argument("version_a", help="the older version, e.g. v0001")
     diff.add_argument("version_b", help="the newer version, e.g. v0002")
     diff.add_argument("--json", action="store_true")
     diff.set_defaults(handler=_diff)
 
 
-def _open_version(text: str):
-    from weightzoo.io.reader import open_zoo
+def _versions(args) -> int:
+    from weightzoo.io.reader import list_versions
 
-    path, _, version = text.partition("@")
-    return open_zoo(path, version or None)
+    zoo = zoo_handle(args.zoo)
+    zoo.open()  # a clear error for a location that is not a zoo, or one without versions
+    rows = list_versions(zoo)
+    if args.json:
+        print_json(rows)
+        return 0
+    print(f"{'version':8} {'parent':8} {'models':>7}  created_at")
+    for row in rows:
+        print(f"{row['version']:8} {str(row.get('parent') or '-'):8} {row['n_models']:>7}  {row['created_at']}")
+    return 0
+
+
+def _info(args) -> int:
+    zoo = open_version(args.zoo)
+    summary = {"zoo": zoo.handle.url, "version": zoo.version, **zoo.summary()}
+    if args.json:
+        print_json(summary)
+    else:
+        for key, value in summary.items():
+            print(f"{key:>18}: {value}")
+    return 0
 
 
 def _query(args) -> int:
     from weightzoo.analysis.records import json_records
     from weightzoo.io.query import QueryError, run_query
 
-    zoo = _open_version(args.zoo)
+    zoo = open_version(args.zoo)
     try:
         result = run_query(zoo, args.sql)
     except QueryError as error:
@@ -86,18 +115,16 @@ def _print_table(frame, max_rows: int) -> None:
 
 def _card(args) -> int:
     from weightzoo.io.card import CARD_NAME, write_card
-    from weightzoo.io.reader import open_zoo
 
-    path, _, version = args.zoo.partition("@")
-    zoo = open_zoo(path, version or None)
-    target = args.out or _own_card_dir(zoo, CARD_NAME)
-    if args.out is not None and zoo.folder.is_dir() and args.out.resolve() == zoo.folder.resolve():
+    zoo = open_version(args.zoo)
+    own = zoo.location.local_path(zoo.folder)
+    target = args.out or _own_card_dir(zoo, own, CARD_NAME)
+    if args.out is not None and own is not None and own.is_dir() and args.out.resolve() == own.resolve():
         raise UsageError(f"--out {args.out} is the version's own directory; give another directory")
     tables = {"models": zoo.models, "snapshots": zoo.snapshots, "layouts": zoo.layouts}
-    parent = zoo.manifest.get("parent")
     parent_tables = None
-    if parent:
-        parent_zoo = open_zoo(path, parent)
+    if zoo.manifest.parent:
+        parent_zoo = zoo.handle.open(zoo.manifest.parent)
         parent_tables = {"models": parent_zoo.models, "snapshots": parent_zoo.snapshots}
     Path(target).mkdir(parents=True, exist_ok=True)
     card = write_card(Path(target), tables, zoo.manifest, parent_tables)
@@ -109,20 +136,20 @@ def _card(args) -> int:
     return 0
 
 
-def _own_card_dir(zoo, card_name: str) -> Path:
+def _own_card_dir(zoo, own: Path | None, card_name: str) -> Path:
     """The version's own directory, where a card may be added only if it has none yet."""
-    if not zoo.folder.is_dir():
-        raise UsageError(f"{zoo.root} is not a local directory; pass --out DIR to write the card there")
-    if (zoo.folder / card_name).exists():
-        raise UsageError(f"{zoo.folder / card_name} exists and versions are immutable; "
+    if own is None or not own.is_dir():
+        raise UsageError(f"{zoo.handle} is not a local directory; pass --out DIR to write the card there")
+    if (own / card_name).exists():
+        raise UsageError(f"{own / card_name} exists and versions are immutable; "
                          f"pass --out DIR to write a fresh card elsewhere")
-    return zoo.folder
+    return own
 
 
 def _diff(args) -> int:
     from weightzoo.io.diff import diff_versions
 
-    diff = diff_versions(args.zoo, args.version_a, args.version_b)
+    diff = diff_versions(zoo_handle(args.zoo), args.version_a, args.version_b)
     if args.json:
         print(json.dumps(diff.to_dict(), indent=2))
         return 0

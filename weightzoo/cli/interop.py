@@ -2,20 +2,19 @@
 
 ``import FORMAT SOURCE --out ZOO`` reads a foreign zoo (nws, modelzoos, torch) or a
 weightzoo bundle, stages every readable network and publishes one version; the report
-lists each network accepted or rejected (with the file and the reason). It runs as the
-``import-zoo`` Prefect flow (a local server where none is configured), or in this process
-with ``--in-process``.
+lists each network accepted or rejected (with the file and the reason). The plan is made
+here; it runs as the ``import-zoo`` Prefect flow (a local server where none is configured),
+or in this process with ``--in-process`` (the same recipe).
 Exit code 2 when the source is missing or no network could be imported.
 """
 
 from __future__ import annotations
 
 import json
-import logging
-import os
 from pathlib import Path
 
-from weightzoo.cli_studies import UsageError, positive
+from weightzoo.cli.common import add_cluster_options, open_version, positive, print_json, run_flow, zoo_handle
+from weightzoo.errors import UsageError
 
 FORMATS = ("nws", "modelzoos", "torch", "bundle")
 EXPORT_FORMATS = ("modelzoos", "bundle")
@@ -27,16 +26,15 @@ def add_commands(sub) -> None:
     parser.add_argument("format", choices=FORMATS, help="the source's layout")
     parser.add_argument("source", type=Path, help="nws: a CSV file or folder of CSVs; modelzoos: the zoo folder; "
                                                   "torch: a run folder or a folder of them; bundle: a .npz file")
-    parser.add_argument("--out", type=Path, required=True, help="the weightzoo zoo to publish into")
+    parser.add_argument("--out", required=True, help="the zoo to publish into: a directory or s3://bucket/prefix")
     parser.add_argument("--extend", action="store_true", help="add networks to a zoo that has versions already")
     parser.add_argument("--in-process", action="store_true", help="run here, without Prefect and Dask")
-    parser.add_argument("--workers", type=positive, default=2, help="local Dask worker processes (default: 2)")
-    parser.add_argument("--dask-address", help="an existing Dask scheduler, e.g. tcp://10.0.0.5:8786")
+    add_cluster_options(parser)
     parser.add_argument("--chunk-size", type=positive, default=64, help="networks per task (default: 64)")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     parser.set_defaults(handler=_import)
     export = sub.add_parser("export", help="export a version to the Model Zoos layout or a single .npz bundle")
-    export.add_argument("zoo", help="DIR or DIR@VERSION")
+    export.add_argument("zoo", help="ZOO or ZOO@VERSION")
     export.add_argument("--format", choices=EXPORT_FORMATS, required=True)
     export.add_argument("--out", type=Path, required=True, help="a new folder (modelzoos) or file (bundle)")
     export.add_argument("--json", action="store_true")
@@ -44,39 +42,24 @@ def add_commands(sub) -> None:
 
 
 def _import(args) -> int:
-    from weightzoo.interop.common import SourceError
-    from weightzoo.interop.importing import import_source, list_networks
+    from weightzoo.pipelines.importing import plan_import, run_import
+    from weightzoo.pipelines.runner import InProcessRunner
 
-    try:
-        list_networks(args.format, args.source)  # a clear error before any server starts
-        if args.in_process:
-            report = import_source(args.format, args.source, args.out, extend=args.extend)
-        else:
-            report = _run_flow(args)
-    except SourceError as error:
-        raise UsageError(str(error)) from None
+    plan = plan_import(zoo_handle(args.out), args.format, args.source, extend=args.extend,
+                       chunk_size=args.chunk_size)  # clear errors before any server starts
+    if args.in_process:
+        report = run_import(plan, InProcessRunner())
+    else:
+        report = run_flow("interop:import_zoo", {"plan": plan}, args)
     _print_report(args, report)
     if report["version"] is None:
         raise UsageError(f"none of the {report['n_rejected']} networks of {args.source} could be imported")
     return 0
 
 
-def _run_flow(args) -> dict:
-    from flows.server import prefect_server
-
-    os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")
-    with prefect_server():
-        # Prefect reads its settings when first imported (see cli._run_build_flow)
-        from flows.interop import run_import
-
-        logging.getLogger("distributed").setLevel(logging.WARNING)
-        return run_import(args.format, str(args.source), str(args.out), extend=args.extend, workers=args.workers,
-                          dask_address=args.dask_address, chunk_size=args.chunk_size)
-
-
 def _print_report(args, report: dict) -> None:
     if args.json:
-        print(json.dumps(report, indent=2, default=str))
+        print_json(report)
         return
     where = f"published {report['zoo']}@{report['version']}" if report["version"] else "published nothing"
     print(f"{where}: {report['n_accepted']} networks imported from {report['source']} ({report['kind']}), "
@@ -90,15 +73,14 @@ def _print_report(args, report: dict) -> None:
 
 def _export(args) -> int:
     from weightzoo.interop.export import export_bundle, export_modelzoos
-    from weightzoo.io.reader import open_zoo
 
-    path, _, version = args.zoo.partition("@")
-    zoo = open_zoo(path, version or None)
+    zoo = open_version(args.zoo)
     if args.out.exists():
         raise UsageError(f"--out: {args.out} exists already; exports never overwrite")
     result = (export_bundle if args.format == "bundle" else export_modelzoos)(zoo, args.out)
     if args.json:
         print(json.dumps(result, indent=2))
     else:
-        print(f"exported {path}@{zoo.version} ({result['n_models']} models) to {result['out']} as {args.format}")
+        print(f"exported {zoo.handle}@{zoo.version} ({result['n_models']} models) to {result['out']} as "
+              f"{args.format}")
     return 0

@@ -1,0 +1,83 @@
+"""``weightzoo build`` and ``weightzoo presets``.
+
+A build makes one plan here (sampling, grouping, the check against the zoo's latest
+version, what staging holds already), then hands it to the build flow (Prefect tasks on
+Dask) or, with ``--in-process``, runs the same recipe in this process.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from weightzoo.cli.common import add_cluster_options, positive, print_json, run_flow, say, task_threads, zoo_handle
+
+
+def add_commands(sub) -> None:
+    """Add ``build`` and ``presets`` to the ``weightzoo`` parser's subparsers."""
+    build = sub.add_parser("build", help="train a zoo (default: the demo preset into ./zoo) and publish a version")
+    source = build.add_mutually_exclusive_group()
+    source.add_argument("--preset", help="a preset name (see `weightzoo presets`)")
+    source.add_argument("--spec", type=Path, help="a spec file (YAML or JSON)")
+    build.add_argument("--out", default="zoo", help="the zoo: a directory or s3://bucket/prefix (default: ./zoo)")
+    build.add_argument("--models", type=positive, help="number of models in total (default: the spec's)")
+    add_cluster_options(build)
+    build.add_argument("--max-group", type=positive, default=32, help="models per vectorised fleet (default: 32)")
+    build.add_argument("--extend", action="store_true", help="add models to a zoo that has versions already")
+    build.add_argument("--in-process", action="store_true", help="run here, without Prefect and Dask")
+    build.add_argument("--json", action="store_true", help="print the result as JSON")
+    build.set_defaults(handler=_build)
+    presets = sub.add_parser("presets", help="list the shipped presets")
+    presets.set_defaults(handler=_presets)
+
+
+def _build(args) -> int:
+    from weightzoo.pipelines.build import plan_build
+
+    started = time.perf_counter()
+    plan = plan_build(zoo_handle(args.out), args.spec or args.preset or "demo", args.models,
+                      max_group=args.max_group, min_groups=args.workers, extend=args.extend)
+    planning = time.perf_counter() - started
+    if not plan.work:
+        return _report(args, None, plan, planning, started)
+    staged = f"; {plan.n_staged} staged by an earlier run are reused" if plan.n_staged else ""
+    say(args, f"building {plan.n_new} new models of spec {plan.spec.name!r} in {len(plan.work)} groups into "
+              f"{plan.zoo}{staged}")
+    if args.in_process:
+        from weightzoo.pipelines.build import run_build
+        from weightzoo.pipelines.runner import InProcessRunner
+
+        report = run_build(plan, InProcessRunner(threads=1, progress=lambda line: say(args, line)))
+    else:
+        report = run_flow("build_zoo:build_zoo", {"plan": plan, "threads": task_threads(args)}, args)
+    return _report(args, report, plan, planning, started)
+
+
+def _report(args, report, plan, planning: float, started: float) -> int:
+    seconds = time.perf_counter() - started
+    summary = plan.zoo.open(report.version if report else plan.parent).summary()
+    stages = {"planning": round(planning, 2), **(report.seconds if report else {})}
+    if args.json:
+        print_json({"zoo": plan.zoo.url, "published": bool(report and report.published),
+                    "trained": report.n_trained if report else 0, "reused": report.n_reused if report else 0,
+                    "seconds": round(seconds, 1), "stages": stages, **summary})
+    elif report is None:
+        print(f"nothing new to train: {plan.zoo}@{plan.parent} already holds the {plan.n_models} models of "
+              f"this plan (--models is the total, not the number to add)")
+    elif not report.published:
+        print(f"nothing new to publish: {plan.zoo}@{report.version} already holds every trained model")
+    else:
+        print(f"published {plan.zoo}@{report.version}: {summary['n_models']} models ({report.n_new} new: "
+              f"{report.n_trained} trained, {report.n_reused} reused from staging), {summary['n_snapshots']} "
+              f"snapshots in {seconds:.0f}s; by status {summary.get('by_status')}")
+    return 0
+
+
+def _presets(args) -> int:
+    from weightzoo.core.spec import load_spec
+    from weightzoo.presets import list_presets
+
+    for name in list_presets():
+        spec = load_spec(name)
+        print(f"{name:16} {spec.models or '-':>6} models  {spec.description}")
+    return 0
