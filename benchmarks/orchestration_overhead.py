@@ -30,7 +30,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from weightzoo.build import build_in_process, plan_build
+from weightzoo.pipelines.build import build_in_process, plan_build
 from weightzoo.io.reader import open_zoo
 from weightzoo.io.staging import load_staged
 
@@ -89,13 +89,13 @@ def main(argv=None) -> dict:
 
 def run_flow(spec: dict, tmp: Path, args) -> tuple[float, float, float]:
     """(flow wall seconds, its training seconds, server start-up seconds)."""
-    from flows.server import prefect_server
+    from weightzoo_flows.server import prefect_server
 
     os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")
     start = time.perf_counter()
     with prefect_server(tmp / "prefect-home"):
         server = time.perf_counter() - start
-        from flows.build_zoo import run_build  # Prefect reads the server URL when imported
+        from weightzoo_flows.build_zoo import run_build  # Prefect reads the server URL when imported
 
         start = time.perf_counter()
         run_build(spec, str(tmp / "flow"), workers=args.workers, max_group=args.max_group)

@@ -15,7 +15,7 @@ def prefect_api(tmp_path_factory):
     Prefect reads its settings when first imported, so flow tests import ``flows.*``
     inside the test, after this fixture has exported ``PREFECT_API_URL``.
     """
-    from flows.server import prefect_server
+    from weightzoo_flows.server import prefect_server
 
     previous = os.environ.pop("PREFECT_API_URL", None)
     home = tmp_path_factory.mktemp("prefect-home")
@@ -29,7 +29,7 @@ def prefect_api(tmp_path_factory):
 @pytest.fixture(scope="session")
 def smoke_zoo(tmp_path_factory):
     """A published smoke zoo built with the package functions (no Prefect, no Dask)."""
-    from weightzoo.build import build_in_process
+    from weightzoo.pipelines.build import build_in_process
 
     root = tmp_path_factory.mktemp("zoos") / "smoke"
     build_in_process(root, "smoke", threads=None)
@@ -40,7 +40,7 @@ def smoke_zoo(tmp_path_factory):
 def build_zoo(tmp_path_factory):
     """``build_zoo(name, spec, version=None)``: train and publish ``spec`` in-process (no Prefect,
     no Dask) into a fresh folder and open it (at ``version``, else the latest)."""
-    from weightzoo.build import build_in_process
+    from weightzoo.pipelines.build import build_in_process
     from weightzoo.io.reader import open_zoo
 
     def build(name: str, spec, version: str | None = None):

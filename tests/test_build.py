@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from weightzoo import build
+from weightzoo.pipelines import build
 from weightzoo.core.spec import load_spec
 from weightzoo.io.reader import open_zoo
 from weightzoo.io.staging import find_staged

@@ -16,9 +16,9 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from weightzoo.build import build_in_process
+from weightzoo.pipelines.build import build_in_process
 from weightzoo.io.reader import open_zoo
-from weightzoo.regenerate import (RegenerationError, choose_members, compare, compare_weights, plan_regeneration,
+from weightzoo.pipelines.regenerate import (RegenerationError, choose_members, compare, compare_weights, plan_regeneration,
                                   regenerate_in_process, retrain)
 
 # one fleet of four MLPs with dropout: their masks come from one shared random stream

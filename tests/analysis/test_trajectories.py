@@ -12,7 +12,7 @@ import pytest
 from weightzoo.analysis.trajectories import (loss_scale, run_trajectory_study, trajectory_measures,
                                              trajectory_table)
 from weightzoo.analysis.trajectory_plots import varying_hyperparameter
-from weightzoo.build import build_in_process
+from weightzoo.pipelines.build import build_in_process
 from weightzoo.core.spec import load_spec
 from weightzoo.io import open_zoo
 

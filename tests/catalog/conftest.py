@@ -12,7 +12,7 @@ import pytest
 
 from weightzoo.analysis.projections import run_projection_study
 from weightzoo.analysis.studies import cached_result
-from weightzoo.build import build_in_process
+from weightzoo.pipelines.build import build_in_process
 from weightzoo.core.spec import load_spec
 from weightzoo.io.publish import publish_version
 from weightzoo.io.reader import open_zoo
@@ -24,8 +24,8 @@ PROJECTION_OPTIONS = ({"include_linear": True}, {"include_linear": True, "snapsh
 def catalog_zoo(tmp_path_factory):
     """The zoo directory (see the module docstring)."""
     root = tmp_path_factory.mktemp("catalog") / "zoo"
-    assert build_in_process(root, "smoke", models=4) == "v0001"
-    assert build_in_process(root, "smoke", models=6) == "v0002"
+    assert build_in_process(root, "smoke", models=4).version == "v0001"
+    assert build_in_process(root, "smoke", models=6).version == "v0002"
     fingerprints = pd.read_parquet(root / "versions" / "v0002" / "models.parquet")["fingerprint"].tolist()
     spec = load_spec("smoke").to_dict()
     assert publish_version(root, fingerprints, specs=[spec], code_version="catalog-test", extend=False,

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from weightzoo.build import plan_build
+from weightzoo.pipelines.build import plan_build
 from weightzoo.core.fingerprint import CODE_VERSION, fingerprint
 from weightzoo.core.models import ConfigError, build_model
 from weightzoo.core.sampling import sample_configs

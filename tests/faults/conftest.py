@@ -6,6 +6,6 @@ from faultkit import load_io_test_module
 
 io_fixtures = load_io_test_module("conftest.py")
 # Re-exported fixtures: pytest finds them as attributes of this conftest.
-zoo_root, stage, no_crash_env, seeded_torch, make_inputs = (
-    io_fixtures.zoo_root, io_fixtures.stage, io_fixtures.no_crash_env, io_fixtures.seeded_torch,
+zoo_root, stage, seeded_torch, make_inputs = (
+    io_fixtures.zoo_root, io_fixtures.stage, io_fixtures.io_fixtures.seeded_torch,
     io_fixtures.make_inputs)

@@ -10,14 +10,14 @@ import sys
 import pytest
 
 from faultkit import assert_unchanged, published_state
-from weightzoo.build import build_in_process
+from weightzoo.pipelines.build import build_in_process
 from weightzoo.io import list_versions, open_zoo
 from weightzoo.io.verify import verify_version
 
 pytestmark = pytest.mark.faults
 
-BUILD = "import sys; from weightzoo.build import build_in_process; " \
-        "print(build_in_process(sys.argv[1], 'smoke', models=int(sys.argv[2])))"
+BUILD = "import sys; from weightzoo.pipelines.build import build_in_process; " \
+        "print(build_in_process(sys.argv[1], 'smoke', models=int(sys.argv[2])).version)"
 
 
 def test_two_builds_extending_one_zoo_at_once(zoo_root):
@@ -30,7 +30,7 @@ def test_two_builds_extending_one_zoo_at_once(zoo_root):
     failed = [err[-1500:] for code, _, err in results if code]
     if failed:  # acceptable only as a clean failure that succeeds when run again
         assert all(err.strip().splitlines()[-1].split(":")[0].endswith("Error") for err in failed), failed
-        assert build_in_process(zoo_root, "smoke", models=6)
+        assert build_in_process(zoo_root, "smoke", models=6).version
 
     versions = [v["version"] for v in list_versions(zoo_root)]
     published = {out.strip() for code, out, _ in results if not code}

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from faultkit import assert_unchanged, published_state
-from weightzoo import build
-from weightzoo.build import build_in_process, plan_build, train_and_stage
+from weightzoo.pipelines import build
+from weightzoo.pipelines.build import build_in_process, plan_build, train_and_stage
 from weightzoo.io import open_zoo
 from weightzoo.io.verify import verify_version
 from weightzoo.train import fleet, single
@@ -26,7 +26,7 @@ def test_diverging_models_are_kept_and_marked(zoo_root):
                                      "activation": "relu", "optimizer": "sgd", "lr": 10.0, "batch_size": 8},
                  "dataset_options": {"sinusoid": {"n_samples": 64}},
                  "training": {"epochs": 2, "snapshots": {"count": 2}}}  # regression at lr 10: the loss overflows
-    assert build_in_process(zoo_root, diverging, models=2) == "v0002"
+    assert build_in_process(zoo_root, diverging, models=2).version == "v0002"
 
     zoo = open_zoo(zoo_root)
     assert_unchanged(before, {k: v for k, v in published_state(zoo_root).items() if k == "v0001"})
@@ -68,6 +68,6 @@ def test_a_group_that_raises_keeps_staged_groups_and_published_versions(zoo_root
 
     trained = []
     count_training(monkeypatch, trained)
-    assert build_in_process(zoo_root, "smoke", models=6) == "v0002"
+    assert build_in_process(zoo_root, "smoke", models=6).version == "v0002"
     assert len(open_zoo(zoo_root).models) == 6
     assert sum(trained) == 6 - len(staged), "only the models that were not staged are trained"

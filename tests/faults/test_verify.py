@@ -10,7 +10,7 @@ import pytest
 from faultkit import chunk_files, flip_byte, load_io_test_module, publish
 from weightzoo.cli import main
 from weightzoo.io import open_zoo
-from weightzoo.io.errors import CorruptChunkError
+from weightzoo.errors import CorruptChunkError
 from weightzoo.io.verify import verify_version
 
 pytestmark = pytest.mark.faults

@@ -60,7 +60,7 @@ def dask_cluster(prefect_api, tmp_path):
 
 
 def test_worker_killed_during_training_is_retried_and_version_is_complete(dask_cluster, tmp_path):
-    from flows.build_zoo import run_build  # after prefect_api: Prefect reads its settings on import
+    from weightzoo_flows.build_zoo import run_build  # after prefect_api: Prefect reads its settings on import
 
     client, workers = dask_cluster
     zoo_dir = tmp_path / "zoo"

@@ -29,7 +29,7 @@ SLOW_SPEC = {
 
 
 def _run_build(*args, **kwargs):
-    from flows.build_zoo import run_build  # after the server fixture: Prefect reads settings on import
+    from weightzoo_flows.build_zoo import run_build  # after the server fixture: Prefect reads settings on import
 
     return run_build(*args, **kwargs)
 
@@ -110,4 +110,4 @@ def model_params(row) -> dict:
 def training_of(zoo):
     from weightzoo.core.spec import load_spec
 
-    return load_spec(zoo.manifest["specs"][0]).training
+    return load_spec(zoo.manifest.specs[0]).training

@@ -15,7 +15,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from weightzoo.build import build_in_process
+from weightzoo.pipelines.build import build_in_process
 
 pytestmark = pytest.mark.slow
 

@@ -17,7 +17,7 @@ from typing import Callable, Iterator
 
 import pytest
 
-from flows.server import free_port, stop_process
+from weightzoo_flows.server import free_port, stop_process
 
 STARTUP_SECONDS = 60
 

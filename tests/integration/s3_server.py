@@ -13,7 +13,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Iterator
 
-from flows.server import free_port
+from weightzoo_flows.server import free_port
 
 REGION = "us-east-1"
 

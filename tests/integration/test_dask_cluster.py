@@ -68,7 +68,7 @@ def test_cuda_spec_trains_only_on_the_gpu_worker(two_worker_cluster, tmp_path):
 
 def test_sane_with_device_cuda_runs_only_on_the_gpu_worker(two_worker_cluster, tmp_path):
     """SANE asks for the same ``GPU`` resource as CUDA training (no GPU here: it then fails)."""
-    from weightzoo.build import build_in_process
+    from weightzoo.pipelines.build import build_in_process
 
     build_in_process(tmp_path / "zoo", "smoke")
     env = dict(os.environ, DASK_LOGGING__DISTRIBUTED="warning")

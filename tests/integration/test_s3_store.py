@@ -19,7 +19,7 @@ from weightzoo.cli import main
 from weightzoo.core.layout import WeightLayout
 from weightzoo.io import NotAZooError, SimulatedCrash, VersionNotFound, list_versions, open_zoo, publish_version
 from weightzoo.io.location import parse_location
-from weightzoo.io.pull import CRASH_ENV, pull_zoo
+from weightzoo.pipelines.pull import CRASH_ENV, pull_zoo
 from weightzoo.io.staging import stage_model
 
 pytestmark = pytest.mark.integration
@@ -85,7 +85,7 @@ def test_a_crashed_publish_to_s3_shows_no_version_and_resumes(s3, monkeypatch):
     assert publish_version(url, fingerprints, specs=[], code_version="test") == "v0001"
     zoo = open_zoo(url)
     np.testing.assert_array_equal(zoo.weights("mlp-002"), _random_model(2)["weights"])
-    assert zoo.manifest["icechunk_snapshot_id"] == list_versions(url)[0]["snapshot_id"]
+    assert zoo.manifest.icechunk_snapshot_id == list_versions(url)[0]["snapshot_id"]
 
 
 def test_a_missing_zoo_in_s3_is_a_clear_error(s3):
@@ -128,7 +128,7 @@ def test_a_slice_pulled_from_s3_fetches_a_fraction(remote_zoo, s3, tmp_path):
     copy, source = open_zoo(tmp_path / "slice"), open_zoo(remote_zoo)
     for model_id in copy.models["model_id"]:
         np.testing.assert_array_equal(copy.weights(model_id), source.weights(model_id)[2:4])
-    assert copy.manifest["source"]["location"] == remote_zoo
+    assert copy.manifest.source["location"] == remote_zoo
 
 
 def test_a_resumed_pull_from_s3_fetches_only_the_models_left(remote_zoo, s3, tmp_path, monkeypatch):

@@ -67,7 +67,7 @@ def test_reimport_is_idempotent_and_adding_networks_needs_extend(tmp_path, nws_s
     assert again["version"] == first["version"] == "v0001"
     extra = tmp_path / "more"
     make_nws_source(extra, n=4)  # rows 0-2 hold the same bytes as the first source; row 3 is new
-    from weightzoo.build import BuildError
+    from weightzoo.pipelines.build import BuildError
     with pytest.raises(BuildError, match="--extend"):
         import_source("nws", extra, tmp_path / "zoo")
     report = import_source("nws", extra, tmp_path / "zoo", extend=True)

@@ -11,6 +11,9 @@ import torch
 from torch import nn
 
 from weightzoo.core.layout import WeightLayout
+from weightzoo.io.handle import ZooHandle
+from weightzoo.io.publish import PublishRequest, publish_version
+from weightzoo.io.records import Receipt, SplitSettings, StagedRecord
 from weightzoo.io.staging import stage_model
 
 # The local-filesystem "not safe for concurrent commits" warning is expected: publishers
@@ -65,9 +68,77 @@ def staged_inputs(architecture: str, index: int, n_snapshots: int = 3, status: s
     record = {"model_id": model_id, "fingerprint": fingerprint, "status": status, "message": "",
               "hyperparameters": hyperparameters, "config": config,
               "training": {"epochs": n_snapshots - 1}, "spec_name": "tiny",
-              "layout_id": layout.layout_id, "n_params": layout.n_params}
+              "layout_id": layout.layout_id, "n_params": layout.n_params, "code_version": "test-1"}
     return {"fingerprint": fingerprint, "weights": weights, "snapshots": snapshots,
             "record": record, "layout": layout}
+
+
+def stage_inputs(zoo_root, inputs: dict, traces=None) -> Receipt:
+    """stage_model of ``staged_inputs(...)`` into the zoo's staging folder."""
+    return stage_model(zoo_root / "staging", StagedRecord.from_dict(inputs["record"]), weights=inputs["weights"],
+                       snapshots=inputs["snapshots"], layout=inputs["layout"], traces=traces)
+
+
+def publish_staged(zoo_root, fingerprints, *, specs=({"name": "tiny"},), message: str = "", extend: bool = True,
+                   split_seed: int | None = None, split_fractions=None, staging=None) -> str:
+    """The one publish, with a test spec; the version's name (the parent's when nothing was new)."""
+    split = None
+    if split_seed is not None or split_fractions is not None:
+        split = SplitSettings(split_seed or 0, tuple(split_fractions or (0.7, 0.15, 0.15)))
+    return publish_version(ZooHandle.at(zoo_root), PublishRequest(
+        tuple(fingerprints), specs=tuple(specs), message=message, split=split, keep_parent=extend,
+        staging=staging)).version
+
+
+CRASH_POINTS = ("after_commit", "before_rename", "before_tag")
+
+
+class SimulatedCrash(RuntimeError):
+    """Raised where :func:`inject_crash` makes a publish die."""
+
+
+def inject_crash(monkeypatch, point: str) -> None:
+    """Make publishes die at ``point`` of the protocol until the test (or ``monkeypatch.undo()``)
+    ends: after the Icechunk commit, before the version folder appears (locally the rename; in
+    object storage the manifest upload), or before the tag. The package itself has no hooks:
+    the crash wraps its internal steps."""
+    from weightzoo.io import atomic, location, publish
+
+    def crash(*args, **kwargs):
+        raise SimulatedCrash(f"simulated crash at {point}")
+
+    def after(function):
+        def wrapped(*args, **kwargs):
+            function(*args, **kwargs)
+            crash()
+        return wrapped
+
+    if point == "after_commit":
+        monkeypatch.setattr(publish, "_commit_weights", after(publish._commit_weights))
+    elif point == "before_rename":
+        monkeypatch.setattr(atomic, "_move_into_place", crash)
+        write = location.ZooLocation.write_bytes
+        monkeypatch.setattr(location.ZooLocation, "write_bytes", lambda self, relative, data: (
+            crash() if relative.endswith("manifest.json") else write(self, relative, data)))
+    elif point == "before_tag":
+        monkeypatch.setattr(publish, "_tag", crash)
+    else:
+        raise ValueError(f"unknown crash point {point!r}; known: {CRASH_POINTS}")
+
+
+def crash_pull_after(monkeypatch, n: int) -> None:
+    """Make pulls die (SimulatedCrash) once ``n`` models have been staged by this process."""
+    from weightzoo.pipelines import pull
+
+    stage_one, staged = pull._stage_one, []
+
+    def counted(*args, **kwargs):
+        digest = stage_one(*args, **kwargs)
+        staged.append(digest)
+        if len(staged) >= n:
+            raise SimulatedCrash(f"simulated crash after staging {len(staged)} pulled models")
+        return digest
+    monkeypatch.setattr(pull, "_stage_one", counted)
 
 
 def _snapshot(k: int, rng, diverged: bool) -> dict:
@@ -87,15 +158,9 @@ def zoo_root(tmp_path):
 def stage(zoo_root):
     """stage(architecture, indices, **kw) → fingerprints of freshly staged models."""
     def _stage(architecture: str, indices, **kwargs) -> list[str]:
-        receipts = [stage_model(zoo_root, **staged_inputs(architecture, i, **kwargs)) for i in indices]
-        return [receipt["fingerprint"] for receipt in receipts]
+        receipts = [stage_inputs(zoo_root, staged_inputs(architecture, i, **kwargs)) for i in indices]
+        return [receipt.fingerprint for receipt in receipts]
     return _stage
-
-
-@pytest.fixture(autouse=True)
-def no_crash_env(monkeypatch):
-    """Never inherit a fault-injection setting from the environment."""
-    monkeypatch.delenv("WEIGHTZOO_CRASH_AT", raising=False)
 
 
 @pytest.fixture(autouse=True)

@@ -7,23 +7,19 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from weightzoo.io import list_versions, open_zoo, publish_version
-from weightzoo.io.errors import SimulatedCrash, VersionNotFound
-from weightzoo.io.publish import CRASH_POINTS
+from conftest import CRASH_POINTS, SimulatedCrash, inject_crash, publish_staged as publish
+
+from weightzoo.errors import VersionNotFound
+from weightzoo.io.reader import list_versions, open_zoo
 from weightzoo.io.staging import load_staged
-
-
-def publish(zoo_root, fingerprints, **kwargs):
-    """publish_version with a fixed spec and code version."""
-    return publish_version(zoo_root, fingerprints, specs=[{"name": "tiny"}], code_version="test-1", **kwargs)
 
 
 def crash_publish(zoo_root, fingerprints, point, monkeypatch):
     """A publish that dies at ``point``."""
-    monkeypatch.setenv("WEIGHTZOO_CRASH_AT", point)
-    with pytest.raises(SimulatedCrash, match=point):
-        publish(zoo_root, fingerprints)
-    monkeypatch.delenv("WEIGHTZOO_CRASH_AT")
+    with monkeypatch.context() as patches:
+        inject_crash(patches, point)
+        with pytest.raises(SimulatedCrash, match=point):
+            publish(zoo_root, fingerprints)
 
 
 def assert_rows_match_models(zoo, zoo_root):
@@ -32,7 +28,7 @@ def assert_rows_match_models(zoo, zoo_root):
         assert zoo.weights_array(layout_id).shape[0] == len(group), f"orphan or duplicate rows in {layout_id}"
         assert sorted(group["row"]) == list(range(len(group)))
     for model in zoo.models.itertuples():
-        np.testing.assert_array_equal(zoo.weights(model.model_id), load_staged(zoo_root, model.fingerprint).weights)
+        np.testing.assert_array_equal(zoo.weights(model.model_id), load_staged(zoo_root / "staging", model.fingerprint).weights)
 
 
 @pytest.mark.parametrize("point", CRASH_POINTS)
@@ -62,7 +58,7 @@ def test_crash_during_extension_leaves_previous_version_intact(zoo_root, stage, 
     zoo = open_zoo(zoo_root)
     assert len(zoo.models) == 10
     assert_rows_match_models(zoo, zoo_root)
-    assert not list((zoo_root / "versions").glob("*.incomplete"))
+    assert not list((zoo_root / "versions").glob("*.incomplete*"))
     assert sorted(p.name for p in (zoo_root / "versions").iterdir()) == ["v0001", "v0002"]
 
 

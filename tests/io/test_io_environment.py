@@ -7,13 +7,14 @@ import re
 
 import torch
 
-from weightzoo.build import build_in_process
+from weightzoo.pipelines.build import build_in_process
 from weightzoo.io import environment
 from weightzoo.io.reader import open_zoo
+from weightzoo.io.records import StagedRecord
 
 
 def test_the_manifest_records_code_packages_settings_and_fleets(smoke_zoo):
-    manifest = open_zoo(smoke_zoo).manifest
+    manifest = open_zoo(smoke_zoo).manifest.to_dict()
     assert manifest["code"]["weightzoo"] and manifest["code"]["kind"] in ("git", "package")
     assert {"python", "torch", "numpy", "scikit-learn"} <= set(manifest["packages"])
     assert manifest["packages"]["torch"] == torch.__version__
@@ -34,7 +35,7 @@ def test_training_settings_come_from_the_training_process_not_the_publisher(tmp_
         build_in_process(tmp_path / "zoo", "smoke", models=2, threads=1)  # trains on 1 thread, publishes on 2
     finally:
         torch.set_num_threads(previous)
-    (env,) = open_zoo(tmp_path / "zoo").manifest["environment"]["training"]
+    (env,) = open_zoo(tmp_path / "zoo").manifest.environment["training"]
     assert env["torch_threads"] == 1 and env["n_models"] == 2
     # the spec's training.deterministic (true by default) was in force while training, and only then
     assert env["deterministic_algorithms"] and env["cudnn_deterministic"]
@@ -54,8 +55,12 @@ def test_source_revision_is_the_git_commit_in_a_checkout_else_the_package_versio
 def test_training_summary_counts_environments_and_deduplicates_fleets():
     one, two = {"torch_threads": 1}, {"torch_threads": 4}
     fleet = {"trainer": "fleet", "models": ["a", "b"]}
-    records = [{"environment": one, "fleet": fleet}, {"environment": one, "fleet": fleet},
-               {"environment": two, "fleet": {"trainer": "single", "models": ["c"]}}, {}]
+    def record(model_id, **fields):
+        return StagedRecord(model_id=model_id, fingerprint=model_id, status="ok", layout_id="L", n_params=1,
+                            hyperparameters={}, config={}, training={}, spec_name="s", code_version="c", **fields)
+
+    records = [record("a", environment=one, fleet=fleet), record("b", environment=one, fleet=fleet),
+               record("c", environment=two, fleet={"trainer": "single", "models": ["c"]}), record("d")]
     summary = environment.training_summary(records, n_models=5)
     assert [e["n_models"] for e in summary["environment"]["training"]] == [2, 1]
     assert summary["environment"]["models_without_environment"] == 2

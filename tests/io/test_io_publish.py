@@ -10,8 +10,10 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from weightzoo.io import list_versions, open_zoo, publish_version
-from weightzoo.io.errors import StagingError
+from conftest import publish_staged
+
+from weightzoo.errors import InputError, StagingError
+from weightzoo.io.reader import list_versions, open_zoo
 from weightzoo.io.staging import load_staged
 from weightzoo.io.tables import assign_split
 
@@ -19,14 +21,14 @@ SPECS = [{"name": "tiny", "n_models": 10}]
 
 
 def publish(zoo_root, fingerprints, **kwargs):
-    """publish_version with this module's spec and code version."""
-    return publish_version(zoo_root, fingerprints, specs=SPECS, code_version="test-1", **kwargs)
+    """The one publish with this module's spec."""
+    return publish_staged(zoo_root, fingerprints, specs=SPECS, **kwargs)
 
 
 def assert_zoo_matches_staging(zoo, zoo_root):
     """Every model's weights read back equal to its staged weights; rows are 0..n-1 per layout."""
     for model in zoo.models.itertuples():
-        staged = load_staged(zoo_root, model.fingerprint)
+        staged = load_staged(zoo_root / "staging", model.fingerprint)
         np.testing.assert_array_equal(zoo.weights(model.model_id), staged.weights, err_msg=model.model_id)
         row = zoo.weights_array(model.layout_id)[model.row]
         np.testing.assert_array_equal(row[:model.n_snapshots], staged.weights)
@@ -56,7 +58,7 @@ def test_manifest_records_counts_packages_and_table_hashes(zoo_root, stage):
     manifest = json.loads((folder / "manifest.json").read_text())
 
     assert manifest["parent"] is None and manifest["specs"] == SPECS and manifest["message"] == "m"
-    assert manifest["code_version"] == "test-1" and manifest["created_at"].endswith("+00:00")
+    assert manifest["code_version"] == "weightzoo 0.1.0 / test-1" and manifest["created_at"].endswith("+00:00")
     assert manifest["counts"]["models"] == 3 and manifest["counts"]["snapshots"] == 9
     assert manifest["counts"]["by_status"] == {"diverged": 2, "ok": 1}
     assert sorted(manifest["counts"]["by_layout"].values()) == [1, 2]
@@ -99,7 +101,7 @@ def test_extend_publishes_a_superset_and_old_versions_stay_put(zoo_root, stage):
     assert publish(zoo_root, first + second) == "v0002"
 
     new = open_zoo(zoo_root)
-    assert new.version == "v0002" and new.manifest["parent"] == "v0001"
+    assert new.version == "v0002" and new.manifest.parent == "v0001"
     assert len(new.models) == 10
     pd.testing.assert_frame_equal(new.models.iloc[:5].reset_index(drop=True), old_models)
     assert set(new.models["version_added"].iloc[5:]) == {"v0002"}
@@ -165,7 +167,7 @@ def test_retraction_keeps_rows_and_appends_nothing(zoo_root, stage):
     old = open_zoo(zoo_root, "v0001").models.set_index("model_id")
     assert list(zoo.models["model_id"]) == ["conv-001", "conv-002"]
     assert list(zoo.models["row"]) == list(old.loc[["conv-001", "conv-002"], "row"])
-    assert zoo.manifest["parent"] is None
+    assert zoo.manifest.parent is None
     assert zoo.weights_array(zoo.models["layout_id"].iloc[0]).shape[0] == 4
     assert set(zoo.snapshots["model_id"]) == {"conv-001", "conv-002"}
 

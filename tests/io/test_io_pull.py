@@ -8,20 +8,29 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from conftest import SimulatedCrash, crash_pull_after, publish_staged
+
 from weightzoo.cli import main
 from weightzoo.core.traces import Trace
-from weightzoo.io import SimulatedCrash, StagingError, open_zoo, publish_version, stage_model
-from weightzoo.io.pull import CRASH_ENV, PLAN_FILE, PullError, pull_zoo
-from weightzoo.io.staging import staging_dir
+from weightzoo.errors import StagingError
+from weightzoo.io.handle import ZooHandle
+from weightzoo.io.reader import open_zoo
+from weightzoo.io.records import StagedRecord
+from weightzoo.io.staging import stage_model
+from weightzoo.pipelines.pull import PLAN_FILE, PullError, pull_zoo
 
 N_SNAPSHOTS = 4
 TRACED = ("0.bias",)
 
 
-@pytest.fixture(autouse=True)
-def no_pull_crash_env(monkeypatch):
-    """Never inherit the pull fault hook from the environment."""
-    monkeypatch.delenv(CRASH_ENV, raising=False)
+def pull(source, dest, **options) -> dict:
+    """pull_zoo from the latest version of the zoo at ``source`` into the zoo at ``dest``."""
+    return pull_zoo(open_zoo(source), ZooHandle.at(dest), **options)
+
+
+def staging_dir(zoo) -> object:
+    """The staging folder of a local zoo."""
+    return ZooHandle.at(zoo).staging
 
 
 @pytest.fixture
@@ -35,13 +44,15 @@ def source(zoo_root, stage, make_inputs):
                   step=steps, epoch=steps // 2, lr=np.full(5, 0.1), loss=np.linspace(2, 1, 5), steps_per_epoch=2)
     inputs["record"]["training"]["traces"] = {"tensors": list(TRACED), "every": 1}
     assert layout.tensor("0.bias").length == 5
-    fingerprints.append(stage_model(zoo_root, **inputs, traces=trace)["fingerprint"])
-    publish_version(zoo_root, fingerprints, specs=[{"name": "tiny"}], code_version="test", split_seed=3)
+    record = StagedRecord.from_dict(inputs["record"])
+    fingerprints.append(stage_model(zoo_root / "staging", record, weights=inputs["weights"],
+                                    snapshots=inputs["snapshots"], layout=layout, traces=trace).fingerprint)
+    publish_staged(zoo_root, fingerprints, split_seed=3)
     return zoo_root
 
 
 def test_a_pulled_slice_keeps_ids_splits_and_values(source, tmp_path):
-    report = pull_zoo(source, tmp_path / "copy", where="dataset == 'digits'", snapshots=range(1, 3))
+    report = pull(source, tmp_path / "copy", where="dataset == 'digits'", snapshots=range(1, 3))
     original, copy = open_zoo(source), open_zoo(tmp_path / "copy")
     mlps = original.models[original.models["dataset"] == "digits"].reset_index(drop=True)
     assert copy.version == "v0001" and report["n_models"] == report["n_copied"] == 3 == len(copy.models)
@@ -59,16 +70,16 @@ def test_a_pulled_slice_keeps_ids_splits_and_values(source, tmp_path):
         assert after.drop(columns="k").equals(before.drop(columns="k")), "epoch, step and metrics kept"
     n_params = original.layout(mlps["layout_id"][0]).n_params
     assert report["bytes_copied"] == 3 * 2 * n_params * 4
-    assert copy.manifest["source"] == {
+    assert copy.manifest.source == {
         "location": str(source.resolve()), "version": "v0001", "where": "dataset == 'digits'",
-        "snapshots": [1, 3], "icechunk_snapshot_id": original.manifest["icechunk_snapshot_id"],
+        "snapshots": [1, 3], "icechunk_snapshot_id": original.manifest.icechunk_snapshot_id,
         "model_ids": mlps["model_id"].tolist()}
-    assert copy.manifest["split"] == original.manifest["split"]
+    assert copy.manifest.split == original.manifest.split
     assert not any(staging_dir(tmp_path / "copy").iterdir()), "staged copies are removed once verified"
 
 
 def test_traces_are_copied_whole(source, tmp_path):
-    pull_zoo(source, tmp_path / "copy", snapshots=range(0, 1))
+    pull(source, tmp_path / "copy", snapshots=range(0, 1))
     original, copy = open_zoo(source), open_zoo(tmp_path / "copy")
     traced = original.models.loc[original.models["n_trace_steps"] > 0, "model_id"].tolist()
     assert len(traced) == 1
@@ -78,49 +89,49 @@ def test_traces_are_copied_whole(source, tmp_path):
 
 def test_an_interrupted_pull_resumes_without_copying_again(source, tmp_path, monkeypatch):
     dest = tmp_path / "copy"
-    monkeypatch.setenv(CRASH_ENV, "2")
-    with pytest.raises(SimulatedCrash):
-        pull_zoo(source, dest)
+    with monkeypatch.context() as patches:
+        crash_pull_after(patches, 2)
+        with pytest.raises(SimulatedCrash):
+            pull(source, dest)
     staged = sorted(p for p in staging_dir(dest).iterdir() if p.is_dir())
     assert len(staged) == 2 and not (dest / "versions").exists()
-    monkeypatch.delenv(CRASH_ENV)
-    report = pull_zoo(source, dest)
+    report = pull(source, dest)
     assert (report["n_copied"], report["n_resumed"], report["n_models"]) == (4, 2, 6)
     assert not (dest / PLAN_FILE).exists() and not any(staging_dir(dest).iterdir())
     original, copy = open_zoo(source), open_zoo(dest)
     for model_id in original.models["model_id"]:
         np.testing.assert_array_equal(copy.weights(model_id), original.weights(model_id))
-    again = pull_zoo(source, dest)
+    again = pull(source, dest)
     assert (again["n_copied"], again["n_resumed"]) == (0, 6), "a finished pull re-run is a no-op"
     assert again["checksums"] == report["checksums"]
 
 
 def test_a_corrupt_staged_model_is_caught_on_resume(source, tmp_path, monkeypatch):
     dest = tmp_path / "copy"
-    monkeypatch.setenv(CRASH_ENV, "1")
-    with pytest.raises(SimulatedCrash):
-        pull_zoo(source, dest)
-    monkeypatch.delenv(CRASH_ENV)
+    with monkeypatch.context() as patches:
+        crash_pull_after(patches, 1)
+        with pytest.raises(SimulatedCrash):
+            pull(source, dest)
     (weights,) = staging_dir(dest).glob("*/weights.npy")
     data = bytearray(weights.read_bytes())
     data[-1] ^= 0xFF
     weights.write_bytes(bytes(data))
     with pytest.raises(StagingError, match="weights.npy is corrupt"):
-        pull_zoo(source, dest)
+        pull(source, dest)
 
 
 def test_a_destination_is_new_or_the_same_unfinished_pull(source, tmp_path, monkeypatch):
     with pytest.raises(PullError, match="already holds version"):
-        pull_zoo(source, source)
+        pull(source, source)
     dest = tmp_path / "copy"
-    monkeypatch.setenv(CRASH_ENV, "1")
-    with pytest.raises(SimulatedCrash):
-        pull_zoo(source, dest, snapshots=range(0, 2))
-    monkeypatch.delenv(CRASH_ENV)
+    with monkeypatch.context() as patches:
+        crash_pull_after(patches, 1)
+        with pytest.raises(SimulatedCrash):
+            pull(source, dest, snapshots=range(0, 2))
     with pytest.raises(PullError, match=r"unfinished pull .*snapshots=\[0, 2\]"):
-        pull_zoo(source, dest, snapshots=range(0, 3))
+        pull(source, dest, snapshots=range(0, 3))
     with pytest.raises(PullError, match="selects no model"):
-        pull_zoo(source, tmp_path / "other", where="lr > 1000")
+        pull(source, tmp_path / "other", where="lr > 1000")
 
 
 def test_pull_command(source, tmp_path, capsys):
@@ -145,9 +156,9 @@ def _arrow_schema(zoo):
 def test_a_pulled_build_keeps_how_its_members_were_trained(smoke_zoo, tmp_path):
     original = open_zoo(smoke_zoo)
     first = original.models["model_id"].iloc[0]
-    pull_zoo(smoke_zoo, tmp_path / "copy", where=f"model_id == '{first}'")
+    pull(smoke_zoo, tmp_path / "copy", where=f"model_id == '{first}'")
     copy = open_zoo(tmp_path / "copy")
-    (environment,) = original.manifest["environment"]["training"]  # one machine trained the smoke zoo
-    assert copy.manifest["environment"]["training"] == [dict(environment, n_models=1)]
-    (fleet,) = [f for f in original.manifest["fleets"] if first in f["models"]]
-    assert copy.manifest["fleets"] == [dict(fleet, environment=0)]
+    (environment,) = original.manifest.environment["training"]  # one machine trained the smoke zoo
+    assert copy.manifest.environment["training"] == [dict(environment, n_models=1)]
+    (fleet,) = [f for f in original.manifest.fleets if first in f["models"]]
+    assert copy.manifest.fleets == [dict(fleet, environment=0)]

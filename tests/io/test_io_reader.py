@@ -9,15 +9,17 @@ import pytest
 import torch
 
 from weightzoo.core.layout import WeightLayout
-from weightzoo.io import list_versions, open_zoo, publish_version, stage_model
-from weightzoo.io.errors import CorruptChunkError, NotAZooError, VersionNotFound
+from conftest import publish_staged, stage_inputs
+
+from weightzoo.io.reader import list_versions, open_zoo
+from weightzoo.errors import CorruptChunkError, NotAZooError, VersionNotFound
 
 
 @pytest.fixture
 def zoo(zoo_root, stage):
     """A published v0001 with four conv nets (one diverged) and two MLPs."""
     fingerprints = stage("conv", range(3)) + stage("conv", [3], status="diverged") + stage("mlp", range(2))
-    publish_version(zoo_root, fingerprints, specs=[], code_version="test-1")
+    publish_staged(zoo_root, fingerprints)
     return open_zoo(zoo_root)
 
 
@@ -44,8 +46,8 @@ def test_untagged_version_directory_is_ignored(zoo, zoo_root):
 def test_list_versions_describes_each_version(zoo, zoo_root):
     (entry,) = list_versions(zoo_root)
     assert entry["version"] == "v0001" and entry["parent"] is None and entry["n_models"] == 6
-    assert entry["snapshot_id"] == zoo.manifest["icechunk_snapshot_id"]
-    assert entry["created_at"] == zoo.manifest["created_at"]
+    assert entry["snapshot_id"] == zoo.manifest.icechunk_snapshot_id
+    assert entry["created_at"] == zoo.manifest.created_at
 
 
 def test_flipped_byte_in_a_chunk_names_the_model(zoo, zoo_root):
@@ -118,8 +120,8 @@ def test_load_model_uses_the_package_builder_by_default(zoo_root, make_inputs):
     inputs = make_inputs("mlp", 0, n_snapshots=1)
     inputs["record"].update(config=config, layout_id=layout.layout_id, n_params=layout.n_params)
     inputs.update(weights=flat[None, :], layout=layout)
-    stage_model(zoo_root, **inputs)
-    publish_version(zoo_root, [inputs["fingerprint"]], specs=[], code_version="test-1")
+    stage_inputs(zoo_root, inputs)
+    publish_staged(zoo_root, [inputs["fingerprint"]])
 
     module = open_zoo(zoo_root).load_model("mlp-000", k=0)
     batch = torch.randn(3, 1, 8, 8)

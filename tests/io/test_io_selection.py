@@ -8,7 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from weightzoo.io import open_zoo, publish_version
+from conftest import publish_staged
+
+from weightzoo.io.reader import open_zoo
 from weightzoo.io import selection as selection_module
 
 
@@ -17,7 +19,7 @@ def zoo(zoo_root, stage):
     """Six conv nets (4 snapshots), one diverged conv net (3) and three MLPs (3)."""
     fingerprints = (stage("conv", range(6), n_snapshots=4) + stage("conv", [9], status="diverged")
                     + stage("mlp", range(3)))
-    publish_version(zoo_root, fingerprints, specs=[], code_version="test-1")
+    publish_staged(zoo_root, fingerprints)
     return open_zoo(zoo_root)
 
 

@@ -7,23 +7,25 @@ import math
 import numpy as np
 import pytest
 
-from weightzoo.io import staging
-from weightzoo.io.errors import StagingError
-from weightzoo.io.staging import find_staged, load_staged, stage_model
+from conftest import stage_inputs
+
+from weightzoo.errors import RecordError, StagingError
+from weightzoo.io import atomic
+from weightzoo.io.staging import find_staged, load_staged
 
 
 def test_round_trip_returns_what_was_staged(zoo_root, make_inputs):
     inputs = make_inputs("conv", 1, n_snapshots=4, status="diverged")
-    receipt = stage_model(zoo_root, **inputs)
+    receipt = stage_inputs(zoo_root, inputs)
 
-    assert receipt == find_staged(zoo_root, inputs["fingerprint"])
-    assert receipt["n_snapshots"] == 4 and receipt["status"] == "diverged"
-    assert receipt["layout_id"] == inputs["layout"].layout_id
-    staged = load_staged(zoo_root, inputs["fingerprint"])
+    assert receipt == find_staged(zoo_root / "staging", inputs["fingerprint"])
+    assert receipt.n_snapshots == 4 and receipt.status == "diverged"
+    assert receipt.layout_id == inputs["layout"].layout_id
+    staged = load_staged(zoo_root / "staging", inputs["fingerprint"])
     np.testing.assert_array_equal(staged.weights, inputs["weights"])
     assert staged.weights.dtype == np.float32
     assert staged.layout == inputs["layout"]
-    assert staged.record["hyperparameters"] == inputs["record"]["hyperparameters"]
+    assert staged.record.hyperparameters == inputs["record"]["hyperparameters"]
     last = staged.snapshots[-1]
     assert last["train_loss"] is None and last["test_acc"] is None, "NaN is stored as null"
     assert math.isclose(staged.snapshots[0]["gap"], inputs["snapshots"][0]["gap"])
@@ -31,63 +33,64 @@ def test_round_trip_returns_what_was_staged(zoo_root, make_inputs):
 
 def test_metadata_only_load_skips_weights(zoo_root, make_inputs):
     inputs = make_inputs("mlp", 2)
-    stage_model(zoo_root, **inputs)
-    assert load_staged(zoo_root, inputs["fingerprint"], weights=False).weights is None
+    stage_inputs(zoo_root, inputs)
+    assert load_staged(zoo_root / "staging", inputs["fingerprint"], weights=False).weights is None
 
 
 def test_flipped_byte_in_weights_names_the_file(zoo_root, make_inputs):
     inputs = make_inputs("conv", 3)
-    receipt = stage_model(zoo_root, **inputs)
+    receipt = stage_inputs(zoo_root, inputs)
     path = zoo_root / "staging" / inputs["fingerprint"] / "weights.npy"
     data = bytearray(path.read_bytes())
     data[-5] ^= 0xFF
     path.write_bytes(bytes(data))
 
     with pytest.raises(StagingError, match="weights.npy") as error:
-        load_staged(zoo_root, inputs["fingerprint"])
-    assert receipt["sha256"] in str(error.value)
+        load_staged(zoo_root / "staging", inputs["fingerprint"])
+    assert receipt.sha256 in str(error.value)
 
 
 def test_incomplete_directories_are_not_found(zoo_root, make_inputs, monkeypatch):
     inputs = make_inputs("conv", 4)
-    (zoo_root / "staging" / f"{inputs['fingerprint']}.tmp-abc").mkdir(parents=True)
-    assert find_staged(zoo_root, inputs["fingerprint"]) is None
+    (zoo_root / "staging" / f"{inputs['fingerprint']}.incomplete-abc").mkdir(parents=True)
+    assert find_staged(zoo_root / "staging", inputs["fingerprint"]) is None
 
     def fail(path):
         raise OSError("disk full")
 
-    monkeypatch.setattr(staging, "fsync_dir", fail)
+    monkeypatch.setattr(atomic, "fsync_dir", fail)
     with pytest.raises(OSError, match="disk full"):
-        stage_model(zoo_root, **inputs)
-    assert find_staged(zoo_root, inputs["fingerprint"]) is None
+        stage_inputs(zoo_root, inputs)
+    assert find_staged(zoo_root / "staging", inputs["fingerprint"]) is None
     leftovers = {p.name for p in (zoo_root / "staging").iterdir()}
-    assert leftovers == {f"{inputs['fingerprint']}.tmp-abc"}, "a failed stage removes its own tmp dir"
+    assert leftovers == {f"{inputs['fingerprint']}.incomplete-abc"}, "a failed stage removes its own tmp dir"
 
 
 def test_restaging_replaces_the_directory(zoo_root, make_inputs):
     inputs = make_inputs("mlp", 5)
-    stage_model(zoo_root, **inputs)
+    stage_inputs(zoo_root, inputs)
     inputs["weights"] = inputs["weights"] + 1
-    receipt = stage_model(zoo_root, **inputs)
-    np.testing.assert_array_equal(load_staged(zoo_root, inputs["fingerprint"]).weights, inputs["weights"])
-    assert [p.name for p in (zoo_root / "staging").iterdir()] == [receipt["fingerprint"]]
+    receipt = stage_inputs(zoo_root, inputs)
+    np.testing.assert_array_equal(load_staged(zoo_root / "staging", inputs["fingerprint"]).weights, inputs["weights"])
+    assert [p.name for p in (zoo_root / "staging").iterdir()] == [receipt.fingerprint]
 
 
 def test_missing_staged_model_is_an_error(zoo_root):
     with pytest.raises(StagingError, match="no complete staged model"):
-        load_staged(zoo_root, "fp-unknown")
+        load_staged(zoo_root / "staging", "fp-unknown")
 
 
-@pytest.mark.parametrize("change, message", [
-    (lambda i: i.update(weights=i["weights"][:, :-1]), "expected"),
-    (lambda i: i.update(snapshots=i["snapshots"][:-1]), "snapshot rows"),
-    (lambda i: i["record"].update(status="great"), "status"),
-    (lambda i: i["record"].pop("config"), "lacks keys"),
-    (lambda i: i["record"].update(layout_id="Lother"), "layout_id"),
+@pytest.mark.parametrize("change, error, message", [
+    (lambda i: i.update(weights=i["weights"][:, :-1]), StagingError, "expected"),
+    (lambda i: i.update(snapshots=i["snapshots"][:-1]), StagingError, "snapshot rows"),
+    (lambda i: i["record"].update(status="great"), RecordError, "status"),
+    (lambda i: i["record"].pop("config"), RecordError, r"lacks \['config'\]"),
+    (lambda i: i["record"].update(split="holdout"), RecordError, "split"),
+    (lambda i: i["record"].update(layout_id="Lother"), StagingError, "layout_id"),
 ])
-def test_inconsistent_inputs_are_rejected(zoo_root, make_inputs, change, message):
+def test_inconsistent_inputs_are_rejected(zoo_root, make_inputs, change, error, message):
     inputs = make_inputs("conv", 6)
     change(inputs)
-    with pytest.raises(StagingError, match=message):
-        stage_model(zoo_root, **inputs)
-    assert find_staged(zoo_root, inputs["fingerprint"]) is None
+    with pytest.raises(error, match=message):
+        stage_inputs(zoo_root, inputs)
+    assert find_staged(zoo_root / "staging", inputs["fingerprint"]) is None

@@ -7,8 +7,10 @@ import threading
 import pyarrow as pa
 import pytest
 
-from weightzoo.io import open_zoo, publish_version, stage_model
-from weightzoo.io.store import publish_lock
+from conftest import publish_staged, stage_inputs
+
+from weightzoo.io.handle import ZooHandle
+from weightzoo.io.reader import open_zoo
 from weightzoo.io.tables import assign_split, check_fractions, models_table
 
 
@@ -53,8 +55,8 @@ def test_hyperparameter_columns_keep_their_types():
 def test_clashing_hyperparameter_names_are_prefixed(zoo_root, make_inputs):
     inputs = make_inputs("conv", 0)
     inputs["record"]["hyperparameters"]["status"] = "frozen"
-    stage_model(zoo_root, **inputs)
-    publish_version(zoo_root, [inputs["fingerprint"]], specs=[], code_version="t")
+    stage_inputs(zoo_root, inputs)
+    publish_staged(zoo_root, [inputs["fingerprint"]])
     models = open_zoo(zoo_root).models
     assert models["status"].iloc[0] == "ok" and models["hp_status"].iloc[0] == "frozen"
 
@@ -64,10 +66,10 @@ def test_publishers_wait_for_the_lock(zoo_root, stage):
     finished = threading.Event()
 
     def run():
-        publish_version(zoo_root, fingerprints, specs=[], code_version="t")
+        publish_staged(zoo_root, fingerprints)
         finished.set()
 
-    with publish_lock(zoo_root):
+    with ZooHandle.at(zoo_root).publish_lock():
         worker = threading.Thread(target=run)
         worker.start()
         assert not finished.wait(0.5), "publish ran while another publisher held the lock"

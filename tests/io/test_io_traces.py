@@ -7,9 +7,11 @@ import numpy as np
 import pytest
 
 from weightzoo.core.traces import Trace
-from weightzoo.io import TracesNotFound, open_zoo, publish_version, stage_model
-from weightzoo.io.errors import SimulatedCrash, StagingError
-from weightzoo.io.staging import load_staged_traces, staging_dir
+from conftest import SimulatedCrash, inject_crash, publish_staged, stage_inputs
+
+from weightzoo.errors import StagingError, TracesNotFound
+from weightzoo.io.reader import open_zoo
+from weightzoo.io.staging import load_staged_traces
 from weightzoo.io.trace_store import STEPS_ARRAY
 
 MLP_TENSORS = ("0.bias", "2.weight")
@@ -32,14 +34,14 @@ def stage_traced(zoo_root, make_inputs):
         inputs = make_inputs(architecture, index)
         trace = make_trace(inputs["layout"], tensors, n_points, seed=index)
         inputs["record"]["training"]["traces"] = {"tensors": list(tensors), "every": 1}
-        stage_model(zoo_root, **inputs, traces=trace)
+        stage_inputs(zoo_root, inputs, traces=trace)
         return inputs["fingerprint"], inputs["record"]["model_id"], trace
     return _stage
 
 
 def publish(zoo_root, fingerprints, **kwargs):
-    """publish_version with a fixed spec and code version."""
-    return publish_version(zoo_root, fingerprints, specs=[{"name": "tiny"}], code_version="test-1", **kwargs)
+    """The one publish with a test spec."""
+    return publish_staged(zoo_root, fingerprints, **kwargs)
 
 
 def assert_trace_equal(read: dict, trace: Trace):
@@ -108,10 +110,10 @@ def test_extending_with_a_longer_trace_keeps_old_rows_and_versions(zoo_root, sta
 def test_a_crashed_publish_leaves_traces_consistent(zoo_root, stage_traced, monkeypatch):
     fp0, m0, trace0 = stage_traced("mlp", 0, n_points=6)
     fp1, m1, trace1 = stage_traced("conv", 1, n_points=9, tensors=("0.bias",))
-    monkeypatch.setenv("WEIGHTZOO_CRASH_AT", "after_commit")
-    with pytest.raises(SimulatedCrash):
-        publish(zoo_root, [fp0, fp1])
-    monkeypatch.delenv("WEIGHTZOO_CRASH_AT")
+    with monkeypatch.context() as patches:
+        inject_crash(patches, "after_commit")
+        with pytest.raises(SimulatedCrash):
+            publish(zoo_root, [fp0, fp1])
     assert publish(zoo_root, [fp0, fp1]) == "v0001"
     zoo = open_zoo(zoo_root)
     assert_trace_equal(zoo.traces(m0), trace0)
@@ -123,17 +125,17 @@ def test_staged_traces_are_checked(zoo_root, make_inputs, stage_traced):
     unknown = Trace(tensors={"9.bias": np.zeros((4, 2), np.float32)}, step=np.arange(4), epoch=np.arange(4),
                     lr=np.ones(4), loss=np.ones(4))
     with pytest.raises(StagingError, match="no tensor '9.bias'"):
-        stage_model(zoo_root, **inputs, traces=unknown)
+        stage_inputs(zoo_root, inputs, traces=unknown)
     short = make_trace(inputs["layout"], ("0.bias",), 4, 0)
     short.loss = short.loss[:2]
     with pytest.raises(StagingError, match="'loss' has 2 rows"):
-        stage_model(zoo_root, **inputs, traces=short)
+        stage_inputs(zoo_root, inputs, traces=short)
 
     fingerprint, _, trace = stage_traced("mlp", 6, n_points=4)
-    staged = load_staged_traces(zoo_root, fingerprint)
+    staged = load_staged_traces(zoo_root / "staging", fingerprint)
     assert staged.steps_per_epoch == 3 and staged.every == 1
     np.testing.assert_array_equal(staged.tensors["2.weight"], trace.tensors["2.weight"])
-    path = staging_dir(zoo_root) / fingerprint / "traces.npz"
+    path = (zoo_root / "staging") / fingerprint / "traces.npz"
     data = bytearray(path.read_bytes())
     data[-40] ^= 0xFF
     path.write_bytes(bytes(data))

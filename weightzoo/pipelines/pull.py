@@ -219,7 +219,7 @@ def _report(zoo: Zoo | None, target: ZooHandle, version: str, plan: dict, checks
     return {"source": plan["location"], "version": plan["version"], "dest": target.url, "dest_version": version,
             "where": plan["where"], "snapshots": plan["snapshots"], "n_models": len(checksums),
             "n_copied": counts["copied"], "n_resumed": counts["resumed"], "bytes_copied": counts["bytes_copied"],
-            "source_repo_bytes": source_bytes, "dest_repo_bytes": target.total_bytes("repo"),
+            "source_repo_bytes": source_bytes, "dest_repo_bytes": target.location.total_bytes("repo"),
             "checksums": checksums}
 
 
