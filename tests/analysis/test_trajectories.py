@@ -14,7 +14,7 @@ from weightzoo.analysis.trajectories import (loss_scale, run_trajectory_study, t
 from weightzoo.analysis.trajectory_plots import varying_hyperparameter
 from weightzoo.pipelines.build import build_in_process
 from weightzoo.core.spec import load_spec
-from weightzoo.io import open_zoo
+from weightzoo.io.reader import open_zoo
 
 NAN = float("nan")
 

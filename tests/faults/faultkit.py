@@ -7,9 +7,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-from weightzoo.io import publish_version
-
-
 def load_io_test_module(file_name: str):
     """A module of tests/io (its conftest or a test module) by path, to reuse its helpers."""
     import importlib.util
@@ -22,8 +19,10 @@ def load_io_test_module(file_name: str):
 
 
 def publish(zoo_root, fingerprints, **kwargs) -> str:
-    """publish_version with a fixed spec and code version."""
-    return publish_version(zoo_root, fingerprints, specs=[{"name": "tiny"}], code_version="test-1", **kwargs)
+    """The one publish with a test spec (``zookit.publish_staged``)."""
+    from zookit import publish_staged
+
+    return publish_staged(zoo_root, fingerprints, **kwargs)
 
 
 def flip_byte(path: Path, offset: int | None = None) -> None:
@@ -56,7 +55,7 @@ def run_publish_child(zoo_root: Path, fingerprints: list[str], *args: str, preex
 
 def published_state(zoo_root: Path) -> dict:
     """What a reader sees: versions, and per version its models table and every model's weights."""
-    from weightzoo.io import list_versions, open_zoo
+    from weightzoo.io.reader import list_versions, open_zoo
 
     state = {}
     for entry in list_versions(zoo_root):
@@ -81,11 +80,11 @@ def assert_rows_match_staged(zoo_root: Path) -> None:
     """The latest version holds one array row per model, each equal to the model's staged weights."""
     import numpy as np
 
-    from weightzoo.io import open_zoo
+    from weightzoo.io.reader import open_zoo
     from weightzoo.io.staging import load_staged
 
     zoo = open_zoo(zoo_root)
     for layout_id, group in zoo.models.groupby("layout_id"):
         assert zoo.weights_array(layout_id).shape[0] == len(group), f"orphan or duplicate rows in {layout_id}"
     for model in zoo.models.itertuples():
-        np.testing.assert_array_equal(zoo.weights(model.model_id), load_staged(zoo_root, model.fingerprint).weights)
+        np.testing.assert_array_equal(zoo.weights(model.model_id), load_staged(zoo_root / "staging", model.fingerprint).weights)

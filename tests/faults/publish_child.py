@@ -17,7 +17,8 @@ import time
 
 import icechunk
 
-from weightzoo.io import publish_version
+from weightzoo.io.handle import ZooHandle
+from weightzoo.io.publish import PublishRequest, publish_version
 
 
 def kill_during_commit(delay: float) -> None:
@@ -38,7 +39,8 @@ def main(argv: list[str]) -> None:
     zoo, fingerprints = argv[0], json.loads(argv[1])
     if len(argv) > 2:
         kill_during_commit(float(argv[2]))
-    print(publish_version(zoo, fingerprints, specs=[{"name": "tiny"}], code_version="test-1"), flush=True)
+    request = PublishRequest(tuple(fingerprints), specs=({"name": "tiny"},))
+    print(publish_version(ZooHandle.at(zoo), request).version, flush=True)
 
 
 if __name__ == "__main__":

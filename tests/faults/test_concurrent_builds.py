@@ -11,7 +11,8 @@ import pytest
 
 from faultkit import assert_unchanged, published_state
 from weightzoo.pipelines.build import build_in_process
-from weightzoo.io import list_versions, open_zoo
+from weightzoo.io.reader import list_versions, open_zoo
+from weightzoo.io.handle import ZooHandle
 from weightzoo.io.verify import verify_version
 
 pytestmark = pytest.mark.faults
@@ -40,6 +41,6 @@ def test_two_builds_extending_one_zoo_at_once(zoo_root):
     for version in versions:
         models = set(open_zoo(zoo_root, version).models["model_id"])
         assert previous <= models, f"{version} lost models of its parent"
-        assert verify_version(zoo_root, version).problems == []
+        assert verify_version(ZooHandle.at(zoo_root), version).problems == []
         previous = models
     assert len(open_zoo(zoo_root).models) == 6

@@ -9,8 +9,10 @@ import pytest
 
 from faultkit import assert_unchanged, published_state
 from weightzoo.pipelines import build
-from weightzoo.pipelines.build import build_in_process, plan_build, train_and_stage
-from weightzoo.io import open_zoo
+from weightzoo.io.handle import ZooHandle
+from weightzoo.pipelines.build import build_in_process, plan_build, train_group
+from weightzoo.io.reader import open_zoo
+from weightzoo.io.handle import ZooHandle
 from weightzoo.io.verify import verify_version
 from weightzoo.train import fleet, single
 
@@ -36,7 +38,7 @@ def test_diverging_models_are_kept_and_marked(zoo_root):
     mine = zoo.snapshots[zoo.snapshots["model_id"].isin(new["model_id"])]
     last = mine.sort_values("k").drop_duplicates("model_id", keep="last")
     assert not np.isfinite(last["test_loss"]).any(), "the last snapshot of a diverged run has no loss"
-    assert verify_version(zoo_root, "v0002").problems == [], "NaN weights are data, not damage"
+    assert verify_version(ZooHandle.at(zoo_root), "v0002").problems == [], "NaN weights are data, not damage"
 
 
 def count_training(monkeypatch, trained: list, fail_on_call: int | None = None) -> None:
@@ -54,16 +56,17 @@ def count_training(monkeypatch, trained: list, fail_on_call: int | None = None) 
 def test_a_group_that_raises_keeps_staged_groups_and_published_versions(zoo_root, monkeypatch):
     build_in_process(zoo_root, "smoke", models=2)
     before = published_state(zoo_root)
-    groups = plan_build("smoke", 6, max_group=2)
-    assert len(groups) >= 3
+    plan = plan_build(ZooHandle.at(zoo_root), "smoke", 6, max_group=2, extend=True)
+    groups = plan.work
+    assert len(groups) >= 2
 
     trained = []
     count_training(monkeypatch, trained, fail_on_call=2)
     with pytest.raises(RuntimeError, match="out of memory"):
         for group in groups:
-            train_and_stage(zoo_root, group, threads=1, fleet=True)
+            train_group(zoo_root / "staging", group, 1, fleet=True)
     assert_unchanged(before, published_state(zoo_root))
-    staged = {fp for g in groups for fp in g.fingerprints if build.find_staged(zoo_root, fp)}
+    staged = {fp for g in plan.groups for fp in g.fingerprints if build.find_staged(zoo_root / "staging", fp)}
     assert len(staged) > 2, "the group trained before the failure stays staged"
 
     trained = []

@@ -9,8 +9,9 @@ import pytest
 
 from faultkit import chunk_files, flip_byte, load_io_test_module, publish
 from weightzoo.cli import main
-from weightzoo.io import open_zoo
+from weightzoo.io.reader import open_zoo
 from weightzoo.errors import CorruptChunkError
+from weightzoo.io.handle import ZooHandle
 from weightzoo.io.verify import verify_version
 
 pytestmark = pytest.mark.faults
@@ -26,7 +27,7 @@ def zoo(zoo_root, stage):
 
 def damaged_model(zoo) -> tuple[str, str]:
     """Flip a byte of one chunk; return (model_id, layout_id) of the one model that fails to read."""
-    flip_byte(chunk_files(zoo.root)[0])
+    flip_byte(chunk_files(zoo.location.local_path())[0])
     failing = []
     for model in zoo.models.itertuples():
         try:
@@ -40,7 +41,7 @@ def damaged_model(zoo) -> tuple[str, str]:
 
 
 def test_a_clean_zoo_verifies_every_chunk_and_table(zoo, zoo_root, capsys):
-    report = verify_version(zoo_root, "v0002")
+    report = verify_version(ZooHandle.at(zoo_root), "v0002")
     assert report.problems == [] and report.tables_checked == 3
     assert report.chunks_checked == len(zoo.models) == 6
     assert report.bytes_read == sum(zoo.weights(m).nbytes for m in zoo.models["model_id"])
@@ -58,7 +59,7 @@ def test_flipped_chunk_byte_is_named_by_readers_and_verify(zoo, zoo_root, capsys
     with pytest.raises(CorruptChunkError, match=rf"model '{model_id}' \(row \d+, snapshots k=0\.\.2\)"):
         selection.to_numpy()
 
-    report = verify_version(zoo_root, "v0002")
+    report = verify_version(ZooHandle.at(zoo_root), "v0002")
     (problem,) = report.problems
     assert (problem.kind, problem.model_id, problem.snapshots) == ("chunk", model_id, "snapshots k=0..2")
     assert problem.file.startswith(f"weights/{layout_id} chunk c/")
@@ -82,10 +83,10 @@ def test_changed_table_fails_its_checksum(zoo, zoo_root, capsys):
 
 def test_missing_manifest_and_tables_are_reported(zoo, zoo_root):
     (zoo_root / "versions" / "v0002" / "layouts.parquet").unlink()
-    (problem,) = verify_version(zoo_root, "v0002").problems
+    (problem,) = verify_version(ZooHandle.at(zoo_root), "v0002").problems
     assert (problem.kind, problem.file, problem.message) == ("table", "versions/v0002/layouts.parquet", "missing")
     (zoo_root / "versions" / "v0001" / "manifest.json").write_text("{not json")
-    (problem,) = verify_version(zoo_root, "v0001").problems
+    (problem,) = verify_version(ZooHandle.at(zoo_root), "v0001").problems
     assert problem.kind == "manifest" and "unreadable" in problem.message
 
 
@@ -101,22 +102,22 @@ def test_bad_verify_arguments_exit_2_with_one_line(zoo, tmp_path, capsys, argv, 
 
 
 def test_trace_chunks_are_checked_and_named(zoo_root, stage, make_inputs):
-    from weightzoo.io import stage_model
+    from zookit import stage_inputs
 
     make_trace = load_io_test_module("test_io_traces.py").make_trace
     traced = []
     for index in range(2):
         inputs = make_inputs("mlp", index)
         inputs["record"]["training"]["traces"] = {"tensors": ["0.bias"], "every": 1}
-        stage_model(zoo_root, **inputs, traces=make_trace(inputs["layout"], ["0.bias"], 5, seed=index))
+        stage_inputs(zoo_root, inputs, traces=make_trace(inputs["layout"], ["0.bias"], 5, seed=index))
         traced.append(inputs["record"]["model_id"])
     publish(zoo_root, [make_inputs("mlp", i)["fingerprint"] for i in range(2)] + stage("conv", [0]))
-    report = verify_version(zoo_root, "v0001")
+    report = verify_version(ZooHandle.at(zoo_root), "v0001")
     assert report.problems == [] and report.chunks_checked == 3 + 2, "3 weight rows and 2 trace rows"
 
     for chunk in chunk_files(zoo_root):
         flip_byte(chunk)
-    problems = verify_version(zoo_root, "v0001").problems
+    problems = verify_version(ZooHandle.at(zoo_root), "v0001").problems
     assert sorted(p.model_id for p in problems if p.kind == "trace") == sorted(traced)
     assert {p.model_id for p in problems if p.kind == "chunk"} == set(traced) | {"conv-000"}
     assert all(p.snapshots == "trace points 0..4" for p in problems if p.kind == "trace")

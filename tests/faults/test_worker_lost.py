@@ -18,7 +18,9 @@ from pathlib import Path
 
 import pytest
 
+from weightzoo.io.handle import ZooHandle
 from weightzoo.io.reader import open_zoo
+from weightzoo.pipelines.build import plan_build
 
 pytestmark = [pytest.mark.faults, pytest.mark.slow, pytest.mark.integration]
 
@@ -60,13 +62,14 @@ def dask_cluster(prefect_api, tmp_path):
 
 
 def test_worker_killed_during_training_is_retried_and_version_is_complete(dask_cluster, tmp_path):
-    from weightzoo_flows.build_zoo import run_build  # after prefect_api: Prefect reads its settings on import
+    from weightzoo_flows.build_zoo import run_build_flow  # after prefect_api: Prefect reads its settings on import
 
     client, workers = dask_cluster
     zoo_dir = tmp_path / "zoo"
+    plan = plan_build(ZooHandle.at(zoo_dir), SPEC, min_groups=2)
     result = {}
-    build = threading.Thread(target=lambda: result.update(version=run_build(
-        SPEC, str(zoo_dir), workers=2, dask_address=client.scheduler.address)))
+    build = threading.Thread(target=lambda: result.update(version=run_build_flow(
+        plan, workers=2, dask_address=client.scheduler.address).version))
     build.start()
 
     busy = _wait_for(lambda: [a for a, keys in client.processing().items() if keys], "a train task to run")

@@ -1,4 +1,5 @@
-"""Zoo locations: parsing paths and s3:// URLs, and where a zoo in object storage stages (no server)."""
+"""Zoo locations and handles: parsing paths and s3:// URLs once, and where a zoo in object
+storage stages and keeps its study results (no server)."""
 
 from __future__ import annotations
 
@@ -6,38 +7,55 @@ from pathlib import Path
 
 import pytest
 
-from weightzoo.io.location import parse_location, s3_settings
+from weightzoo.errors import UsageError
+from weightzoo.io.handle import ZooHandle
+from weightzoo.io.location import ZooLocation, s3_settings
 
 
 @pytest.mark.parametrize("text, bucket, prefix", [
     ("s3://zoos/team/mnist", "zoos", "team/mnist"),
     ("s3://zoos/team/mnist/", "zoos", "team/mnist"),
     ("s3://zoos", "zoos", ""),
-    (Path("s3://zoos/team/mnist"), "zoos", "team/mnist"),  # Path collapses "//" to "/"
 ])
 def test_s3_urls_name_a_bucket_and_prefix(text, bucket, prefix):
-    location = parse_location(text)
+    location = ZooLocation.parse(text)
     assert location.remote and (location.bucket, location.prefix) == (bucket, prefix)
     assert location.url == f"s3://{bucket}/{prefix}".rstrip("/")
-    assert parse_location(Path(location.url)) == location
+    assert ZooLocation.parse(location.url) == location and location.local_path() is None
 
 
-def test_local_paths_stay_as_given(tmp_path):
-    location = parse_location(tmp_path / "zoo")
-    assert not location.remote and location.url == str(tmp_path / "zoo")
-    assert location.staging_root() == tmp_path / "zoo"
-    assert parse_location("relative/zoo").path == "relative/zoo"
+def test_local_paths_stay_as_given_and_keep_staging_and_analyses_inside(tmp_path):
+    handle = ZooHandle.at(tmp_path / "zoo")
+    assert not handle.location.remote and handle.url == str(tmp_path / "zoo")
+    assert (handle.staging, handle.analyses) == (tmp_path / "zoo" / "staging", tmp_path / "zoo" / "analyses")
+    assert ZooLocation.parse("relative/zoo").path == "relative/zoo"
+    assert ZooHandle.at(handle) is handle, "a handle is made once and passed on"
 
 
-@pytest.mark.parametrize("text", ["s3://", "s3:///prefix", "gs://bucket/zoo", "https://host/zoo"])
-def test_other_urls_are_refused_by_name(text):
-    with pytest.raises(ValueError, match="zoo location"):
-        parse_location(text)
+@pytest.mark.parametrize("text, message", [
+    ("s3://", "expected s3://bucket/prefix"), ("s3:///prefix", "expected s3://bucket/prefix"),
+    ("gs://bucket/zoo", "unsupported scheme 'gs'"), ("https://host/zoo", "unsupported scheme 'https'"),
+    (Path("s3://zoos/team"), "pass the URL as a string"),  # Path collapses "//" to "/": refused, not guessed
+])
+def test_other_urls_are_refused_by_name(text, message):
+    with pytest.raises(UsageError, match=f"zoo location .*{message}"):
+        ZooHandle.at(text)
+
+
+def test_a_handle_pickles_without_its_open_repository(tmp_path):
+    import pickle
+
+    handle = ZooHandle.at(tmp_path / "zoo")
+    handle.repository(create=True)
+    copy = pickle.loads(pickle.dumps(handle))
+    assert copy == handle and "_repository" not in copy.__dict__ and copy.exists()
 
 
 def test_object_storage_stages_locally_and_is_configured_from_the_environment(monkeypatch, tmp_path):
     monkeypatch.setenv("WEIGHTZOO_STAGING_ROOT", str(tmp_path))
-    assert parse_location("s3://zoos/team/mnist").staging_root() == tmp_path / "zoos" / "team/mnist"
+    handle = ZooHandle.at("s3://zoos/team/mnist")
+    assert handle.staging == tmp_path / "zoos" / "team/mnist" / "staging"
+    assert handle.analyses == tmp_path / "zoos" / "team/mnist" / "analyses"
     for name in ("WEIGHTZOO_S3_ENDPOINT", "AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL", "AWS_REGION",
                  "AWS_DEFAULT_REGION"):
         monkeypatch.delenv(name, raising=False)

@@ -15,12 +15,17 @@ import pytest
 from torch import nn
 
 from s3_server import s3_server
+from zookit import SimulatedCrash, crash_pull_after, inject_crash, publish_staged
+
 from weightzoo.cli import main
 from weightzoo.core.layout import WeightLayout
-from weightzoo.io import NotAZooError, SimulatedCrash, VersionNotFound, list_versions, open_zoo, publish_version
-from weightzoo.io.location import parse_location
-from weightzoo.pipelines.pull import CRASH_ENV, pull_zoo
+from weightzoo.errors import NotAZooError, VersionNotFound
+from weightzoo.io.handle import ZooHandle
+from weightzoo.io.reader import list_versions, open_zoo
+from weightzoo.io.records import StagedRecord
 from weightzoo.io.staging import stage_model
+from weightzoo.io.verify import verify_version
+from weightzoo.pipelines.pull import pull_zoo
 
 pytestmark = pytest.mark.integration
 N_MODELS, N_SNAPSHOTS = 24, 6
@@ -31,7 +36,6 @@ def s3(tmp_path_factory):
     """(endpoint, traffic) of a server for this module; staging goes to a temporary folder."""
     with pytest.MonkeyPatch.context() as monkeypatch:
         monkeypatch.setenv("WEIGHTZOO_STAGING_ROOT", str(tmp_path_factory.mktemp("staging-cache")))
-        monkeypatch.delenv("WEIGHTZOO_CRASH_AT", raising=False)
         with s3_server(monkeypatch) as server:
             yield server
 
@@ -45,16 +49,15 @@ def fresh_url() -> str:
 def remote_zoo(s3) -> str:
     """N_MODELS random MLPs published straight to S3 from local staging."""
     url = fresh_url()
-    staging_root = parse_location(url).staging_root()
-    fingerprints = [stage_model(staging_root, **_random_model(i))["fingerprint"] for i in range(N_MODELS)]
-    assert publish_version(url, fingerprints, specs=[], code_version="test") == "v0001"
+    fingerprints = [_stage_random_model(url, i) for i in range(N_MODELS)]
+    assert publish_staged(url, fingerprints, staging=ZooHandle.at(url).staging) == "v0001"
     return url
 
 
 def test_a_local_zoo_pushed_to_s3_reads_back_the_same(smoke_zoo, s3, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)  # nothing may land in a local folder named after the URL
     url = fresh_url()
-    report = pull_zoo(smoke_zoo, url)
+    report = pull_zoo(open_zoo(smoke_zoo), ZooHandle.at(url))
     local, remote = open_zoo(smoke_zoo), open_zoo(url)
     assert report["dest_version"] == remote.version == "v0001"
     pd.testing.assert_frame_equal(remote.models, local.models)
@@ -71,18 +74,17 @@ def test_a_local_zoo_pushed_to_s3_reads_back_the_same(smoke_zoo, s3, tmp_path, m
 
 def test_a_crashed_publish_to_s3_shows_no_version_and_resumes(s3, monkeypatch):
     url = fresh_url()
-    staging_root = parse_location(url).staging_root()
-    fingerprints = [stage_model(staging_root, **_random_model(i))["fingerprint"] for i in range(3)]
+    fingerprints = [_stage_random_model(url, i) for i in range(3)]
     for point in ("before_rename", "before_tag"):
-        monkeypatch.setenv("WEIGHTZOO_CRASH_AT", point)
-        with pytest.raises(SimulatedCrash):
-            publish_version(url, fingerprints, specs=[], code_version="test")
+        with monkeypatch.context() as patches:
+            inject_crash(patches, point)
+            with pytest.raises(SimulatedCrash):
+                publish_staged(url, fingerprints)
         assert list_versions(url) == []
         with pytest.raises(VersionNotFound):
             open_zoo(url)
-    assert parse_location(url).exists("versions/v0001/manifest.json"), "the leftover the tag does not name"
-    monkeypatch.delenv("WEIGHTZOO_CRASH_AT")
-    assert publish_version(url, fingerprints, specs=[], code_version="test") == "v0001"
+    assert ZooHandle.at(url).location.exists("versions/v0001/manifest.json"), "the leftover the tag does not name"
+    assert publish_staged(url, fingerprints) == "v0001"
     zoo = open_zoo(url)
     np.testing.assert_array_equal(zoo.weights("mlp-002"), _random_model(2)["weights"])
     assert zoo.manifest.icechunk_snapshot_id == list_versions(url)[0]["snapshot_id"]
@@ -95,7 +97,7 @@ def test_a_missing_zoo_in_s3_is_a_clear_error(s3):
 
 def test_a_small_selection_fetches_only_its_chunks(remote_zoo, s3):
     _, traffic = s3
-    total = parse_location(remote_zoo).total_bytes("repo/chunks")
+    total = ZooHandle.at(remote_zoo).location.total_bytes("repo/chunks")
     traffic.reset()
     zoo = open_zoo(remote_zoo)
     assert traffic.count(containing=".parquet") == 0, "opening reads the manifest only"
@@ -115,9 +117,10 @@ def test_a_small_selection_fetches_only_its_chunks(remote_zoo, s3):
 
 def test_a_slice_pulled_from_s3_fetches_a_fraction(remote_zoo, s3, tmp_path):
     _, traffic = s3
-    total = parse_location(remote_zoo).total_bytes("repo/chunks")
+    total = ZooHandle.at(remote_zoo).location.total_bytes("repo/chunks")
     traffic.reset()
-    report = pull_zoo(remote_zoo, tmp_path / "slice", where="model_id < 'mlp-004'", snapshots=range(2, 4))
+    report = pull_zoo(open_zoo(remote_zoo), ZooHandle.at(tmp_path / "slice"), where="model_id < 'mlp-004'",
+                      snapshots=range(2, 4))
     chunk_bytes, all_bytes = traffic.bytes_sent(containing="/chunks/"), traffic.bytes_sent()
     print(f"\npull of 4/{N_MODELS} models, snapshots 2:4: {traffic.count(containing='/chunks/')} chunk GETs, "
           f"{chunk_bytes} chunk bytes of {total} stored ({chunk_bytes / total:.3f}); {all_bytes} bytes served in "
@@ -133,14 +136,14 @@ def test_a_slice_pulled_from_s3_fetches_a_fraction(remote_zoo, s3, tmp_path):
 
 def test_a_resumed_pull_from_s3_fetches_only_the_models_left(remote_zoo, s3, tmp_path, monkeypatch):
     _, traffic = s3
-    monkeypatch.setenv(CRASH_ENV, "5")
     traffic.reset()
-    with pytest.raises(SimulatedCrash):
-        pull_zoo(remote_zoo, tmp_path / "copy")
+    with monkeypatch.context() as patches:
+        crash_pull_after(patches, 5)
+        with pytest.raises(SimulatedCrash):
+            pull_zoo(open_zoo(remote_zoo), ZooHandle.at(tmp_path / "copy"))
     assert traffic.count(containing="/chunks/") == 5
-    monkeypatch.delenv(CRASH_ENV)
     traffic.reset()
-    report = pull_zoo(remote_zoo, tmp_path / "copy")
+    report = pull_zoo(open_zoo(remote_zoo), ZooHandle.at(tmp_path / "copy"))
     assert (report["n_copied"], report["n_resumed"]) == (N_MODELS - 5, 5)
     assert traffic.count(containing="/chunks/") == N_MODELS - 5, "staged models are not fetched again"
     source, copy = open_zoo(remote_zoo), open_zoo(tmp_path / "copy")
@@ -148,8 +151,16 @@ def test_a_resumed_pull_from_s3_fetches_only_the_models_left(remote_zoo, s3, tmp
         np.testing.assert_array_equal(copy.weights(model_id), source.weights(model_id))
 
 
+def _stage_random_model(url: str, index: int) -> str:
+    """Stage :func:`_random_model` in the zoo's (local) staging folder; its fingerprint."""
+    model = _random_model(index)
+    record = StagedRecord.from_dict(model["record"])
+    return stage_model(ZooHandle.at(url).staging, record, weights=model["weights"], snapshots=model["snapshots"],
+                       layout=model["layout"]).fingerprint
+
+
 def _random_model(index: int) -> dict:
-    """stage_model arguments of a seeded random 16-32-10 MLP with N_SNAPSHOTS snapshots."""
+    """A seeded random 16-32-10 MLP with N_SNAPSHOTS snapshots: record, weights, snapshots, layout."""
     layout = WeightLayout.from_module(nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 10)))
     rng = np.random.default_rng(index)
     model_id, fingerprint = f"mlp-{index:03d}", f"fp-mlp-{index:03d}"
@@ -157,7 +168,7 @@ def _random_model(index: int) -> dict:
     record = {"model_id": model_id, "fingerprint": fingerprint, "status": "ok", "message": "",
               "hyperparameters": hyperparameters, "config": {"architecture": "mlp", **hyperparameters},
               "training": {"epochs": N_SNAPSHOTS - 1}, "spec_name": "random", "layout_id": layout.layout_id,
-              "n_params": layout.n_params}
+              "n_params": layout.n_params, "code_version": "test"}
     snapshots = [{"k": k, "epoch": k, "step": 10 * k, "test_acc": float(rng.uniform())} for k in range(N_SNAPSHOTS)]
     weights = rng.standard_normal((N_SNAPSHOTS, layout.n_params)).astype(np.float32)
     return {"fingerprint": fingerprint, "weights": weights, "snapshots": snapshots, "record": record, "layout": layout}
@@ -171,22 +182,20 @@ def test_a_study_of_an_s3_zoo_keeps_its_results_in_the_local_staging_root(remote
     zoo = open_zoo(remote_zoo)
     result = cached_result(zoo, "projections", {"include_linear": True},
                            lambda out: run_projection_study(zoo, out, include_linear=True))
-    local = parse_location(remote_zoo).staging_root() / "analyses" / "v0001" / "projections"
+    local = ZooHandle.at(remote_zoo).analyses / "v0001" / "projections"
     assert result["path"].startswith(str(local)) and (local / result["path"].rsplit("/", 1)[-1]).is_dir()
     assert not any(tmp_path.iterdir())
     assert cached_result(zoo, "projections", {"include_linear": True}, None)["cached"]
 
 
 def test_verify_checks_a_zoo_in_s3_and_finds_a_changed_table(remote_zoo, s3):
-    from weightzoo.io.verify import verify_version
-
-    report = verify_version(remote_zoo, "v0001")
+    report = verify_version(ZooHandle.at(remote_zoo), "v0001")
     assert not report.problems and report.tables_checked == 3 and report.chunks_checked == N_MODELS
-    location = parse_location(remote_zoo)
+    location = ZooHandle.at(remote_zoo).location
     original = location.read_bytes("versions/v0001/layouts.parquet")
     try:
         location.write_bytes("versions/v0001/layouts.parquet", original + b"\0")
-        (problem,) = verify_version(remote_zoo, "v0001").problems
+        (problem,) = verify_version(ZooHandle.at(remote_zoo), "v0001").problems
         assert problem.file == "versions/v0001/layouts.parquet" and "sha256" in problem.message
     finally:
         location.write_bytes("versions/v0001/layouts.parquet", original)

@@ -49,17 +49,20 @@ def test_bad_sources_and_targets_exit_2_with_one_line(tmp_path, nws_source, caps
 
 
 @pytest.mark.slow
-def test_import_flow_runs_through_prefect_and_caches_chunks(prefect_api, tmp_path):
+def test_import_flow_runs_through_prefect_and_reuses_what_is_staged(prefect_api, tmp_path):
     source = tmp_path / "nws"
     make_nws_source(source, n=3)
     argv = [sys.executable, "-m", "weightzoo.cli", "import", "nws", str(source), "--out", str(tmp_path / "zoo"),
             "--workers", "1", "--chunk-size", "2", "--json"]
     first = subprocess.run(argv, capture_output=True, text=True, env=dict(os.environ), timeout=600)
     assert first.returncode == 0, first.stderr[-2000:]
-    assert json.loads(first.stdout)["version"] == "v0001" and "Cached" not in first.stderr
+    first_report = json.loads(first.stdout)
+    assert first_report["version"] == "v0001" and first_report["n_reused"] == 0
+    staged = {p: p.stat().st_mtime_ns for p in (tmp_path / "zoo" / "staging").glob("*/weights.npy")}
     again = subprocess.run(argv, capture_output=True, text=True, env=dict(os.environ), timeout=600)
     assert again.returncode == 0, again.stderr[-2000:]
-    assert json.loads(again.stdout)["version"] == "v0001"
-    assert again.stderr.count("Cached") >= 2  # both chunks came from Prefect's cache
+    report = json.loads(again.stdout)
+    assert report["version"] == "v0001" and report["n_reused"] == 3, "staging is the one cache"
+    assert {p: p.stat().st_mtime_ns for p in staged} == staged, "nothing was staged again"
     zoo = open_zoo(tmp_path / "zoo")
     assert len(zoo.models) == 3 and np.isfinite(zoo.weights(zoo.models["model_id"].iloc[0])).all()

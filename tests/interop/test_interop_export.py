@@ -9,7 +9,8 @@ import pandas as pd
 import pytest
 import torch
 
-from weightzoo.interop import SourceError, import_source
+from weightzoo.interop.common import SourceError
+from weightzoo.pipelines.importing import import_in_process
 from weightzoo.interop.export import export_bundle, export_modelzoos, read_bundle
 from weightzoo.io.reader import open_zoo
 
@@ -23,7 +24,7 @@ def test_modelzoos_export_then_import_gives_the_same_weights_and_metrics(smoke_z
     model_id = zoo.models["model_id"].iloc[0]
     params = json.loads((tmp_path / "mz" / model_id / "params.json").read_text())
     assert params["model::nlin"] == zoo.models["activation"].iloc[0] and params["weightzoo::model_id"] == model_id
-    report = import_source("modelzoos", tmp_path / "mz", tmp_path / "back")
+    report = import_in_process(tmp_path / "back", "modelzoos", tmp_path / "mz")
     assert report["n_accepted"] == len(zoo.models) and not report["rejected"]
     back = open_zoo(tmp_path / "back")
     original = zoo.models.set_index("model_id")
@@ -58,7 +59,7 @@ def test_bundle_holds_every_weight_and_table(smoke_zoo, tmp_path):
 def test_a_file_that_is_not_a_bundle_is_a_clear_error(tmp_path):
     np.savez(tmp_path / "other.npz", x=np.zeros(3))
     with pytest.raises(SourceError, match="other.npz: not a weightzoo bundle"):
-        import_source("bundle", tmp_path / "other.npz", tmp_path / "zoo")
+        import_in_process(tmp_path / "zoo", "bundle", tmp_path / "other.npz")
 
 
 def test_exports_never_overwrite(smoke_zoo, tmp_path):
@@ -72,7 +73,7 @@ def test_exports_never_overwrite(smoke_zoo, tmp_path):
 def test_bundle_import_restores_weights_metrics_and_loadability(smoke_zoo, tmp_path):
     zoo = open_zoo(smoke_zoo)
     export_bundle(zoo, tmp_path / "smoke.npz")
-    report = import_source("bundle", tmp_path / "smoke.npz", tmp_path / "back")
+    report = import_in_process(tmp_path / "back", "bundle", tmp_path / "smoke.npz")
     assert report["n_accepted"] == len(zoo.models) and all(row["loadable"] for row in report["accepted"])
     back = open_zoo(tmp_path / "back")
     for row in back.models.to_dict("records"):
@@ -83,4 +84,4 @@ def test_bundle_import_restores_weights_metrics_and_loadability(smoke_zoo, tmp_p
         mine = back.snapshots[back.snapshots["model_id"] == row["model_id"]].sort_values("k")
         theirs = zoo.snapshots[zoo.snapshots["model_id"] == source_id].sort_values("k")
         pd.testing.assert_frame_equal(mine[METRICS].reset_index(drop=True), theirs[METRICS].reset_index(drop=True))
-    assert import_source("bundle", tmp_path / "smoke.npz", tmp_path / "back")["version"] == "v0001"
+    assert import_in_process(tmp_path / "back", "bundle", tmp_path / "smoke.npz")["version"] == "v0001"

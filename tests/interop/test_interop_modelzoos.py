@@ -9,14 +9,15 @@ import torch
 
 from conftest import MLP_CONFIG, ConvNetSmall, write_modelzoos_network, write_torch_network
 from weightzoo.core.models import ConfigError
-from weightzoo.interop import SourceError, import_source
+from weightzoo.interop.common import SourceError
+from weightzoo.pipelines.importing import import_in_process
 from weightzoo.io.reader import open_zoo
 
 
 def test_modelzoos_cnn_maps_onto_small_cnn_and_reproduces_outputs(tmp_path):
     source = tmp_path / "zoo_src"
     states = write_modelzoos_network(source / "NN_tune_trainable_0", seed=0)
-    report = import_source("modelzoos", source, tmp_path / "zoo")
+    report = import_in_process(tmp_path / "zoo", "modelzoos", source)
     assert report["n_accepted"] == 1 and report["accepted"][0]["loadable"]
     zoo = open_zoo(tmp_path / "zoo")
     row = zoo.models.iloc[0]
@@ -54,7 +55,7 @@ def test_modelzoos_bad_networks_are_reported_by_file(tmp_path):
     truncated = source / "good_but_truncated" / "checkpoint_000000" / "checkpoints"
     write_modelzoos_network(source / "good_but_truncated", seed=6)
     truncated.write_bytes(truncated.read_bytes()[:100])
-    report = import_source("modelzoos", source, tmp_path / "zoo")
+    report = import_in_process(tmp_path / "zoo", "modelzoos", source)
     assert [row["network"] for row in report["accepted"]] == ["good"]
     reasons = {row["network"]: row for row in report["rejected"]}
     assert reasons["bad_params"]["file"].endswith("bad_params/params.json")
@@ -73,7 +74,7 @@ def test_torch_folder_with_a_matching_config_is_loadable(tmp_path):
     source = tmp_path / "runs"
     states = write_torch_network(source / "run_a", seed=0, config=MLP_CONFIG)
     write_torch_network(source / "run_b", seed=1, config=None, wrapped=True)
-    report = import_source("torch", source, tmp_path / "zoo")
+    report = import_in_process(tmp_path / "zoo", "torch", source)
     assert report["n_accepted"] == 2 and not report["rejected"]
     loadable = {row["network"]: row["loadable"] for row in report["accepted"]}
     assert loadable == {"run_a": True, "run_b": False}
@@ -108,7 +109,7 @@ def test_torch_folder_bad_files_are_reported(tmp_path):
     (source / "not_torch" / "epoch_10.pt").write_text("hello")
     states = write_torch_network(source / "nan_run", seed=5, config=MLP_CONFIG)
     torch.save({name: value * float("nan") for name, value in states[2].items()}, source / "nan_run" / "epoch_10.pt")
-    report = import_source("torch", source, tmp_path / "zoo")
+    report = import_in_process(tmp_path / "zoo", "torch", source)
     assert [(row["network"], row["status"]) for row in report["accepted"]] == [("good", "ok"), ("nan_run", "diverged")]
     assert open_zoo(tmp_path / "zoo").models.set_index("status").loc["diverged", "message"] == \
         "non-finite weights from snapshot 2 on"
@@ -119,4 +120,4 @@ def test_torch_folder_bad_files_are_reported(tmp_path):
     assert reasons["not_torch"][0] == ["not_torch", "epoch_10.pt"]
     assert reasons["not_torch"][1].startswith("not a readable torch file")
     with pytest.raises(SourceError, match="expected a folder"):
-        import_source("torch", source / "good" / "epoch_0.pt", tmp_path / "zoo")
+        import_in_process(tmp_path / "zoo", "torch", source / "good" / "epoch_0.pt")

@@ -9,7 +9,7 @@ import pytest
 
 from conftest import NWS_ARCH, make_nws_source, nws_sizes, write_nws_network
 from weightzoo.core.models import ConfigError
-from weightzoo.interop import import_source
+from weightzoo.pipelines.importing import import_in_process
 from weightzoo.interop.nws import nws_layout
 from weightzoo.io.reader import open_zoo
 
@@ -28,7 +28,7 @@ def test_layout_sizes_match_the_csv_sizes_with_and_without_batch_norm():
 
 def test_import_reads_weights_in_tf_order_metrics_and_codes(tmp_path, nws_source):
     source, written = nws_source
-    report = import_source("nws", source, tmp_path / "zoo")
+    report = import_in_process(tmp_path / "zoo", "nws", source)
     assert report["version"] == "v0001" and report["n_accepted"] == 3 and not report["rejected"]
     zoo = open_zoo(tmp_path / "zoo")
     assert len(zoo.models) == 3 and set(zoo.models["source_table"]) == {"nws_main_train.csv"}
@@ -54,7 +54,7 @@ def test_import_reads_weights_in_tf_order_metrics_and_codes(tmp_path, nws_source
 
 def test_load_model_fails_clearly_for_the_tensorflow_architecture(tmp_path, nws_source):
     source, _ = nws_source
-    import_source("nws", source, tmp_path / "zoo")
+    import_in_process(tmp_path / "zoo", "nws", source)
     zoo = open_zoo(tmp_path / "zoo")
     with pytest.raises(ConfigError, match="imported:nws-tensorflow"):
         zoo.load_model(zoo.models["model_id"].iloc[0], 0)
@@ -62,15 +62,15 @@ def test_load_model_fails_clearly_for_the_tensorflow_architecture(tmp_path, nws_
 
 def test_reimport_is_idempotent_and_adding_networks_needs_extend(tmp_path, nws_source):
     source, _ = nws_source
-    first = import_source("nws", source, tmp_path / "zoo")
-    again = import_source("nws", source, tmp_path / "zoo")
+    first = import_in_process(tmp_path / "zoo", "nws", source)
+    again = import_in_process(tmp_path / "zoo", "nws", source)
     assert again["version"] == first["version"] == "v0001"
     extra = tmp_path / "more"
     make_nws_source(extra, n=4)  # rows 0-2 hold the same bytes as the first source; row 3 is new
     from weightzoo.pipelines.build import BuildError
     with pytest.raises(BuildError, match="--extend"):
-        import_source("nws", extra, tmp_path / "zoo")
-    report = import_source("nws", extra, tmp_path / "zoo", extend=True)
+        import_in_process(tmp_path / "zoo", "nws", extra)
+    report = import_in_process(tmp_path / "zoo", "nws", extra, extend=True)
     assert report["version"] == "v0002" and len(open_zoo(tmp_path / "zoo").models) == 4
 
 
@@ -84,7 +84,7 @@ def test_bad_networks_are_reported_by_file_and_good_ones_imported(tmp_path, nws_
         handle.write(f"mnist,0.01,64,True,0,0,0,0,3,3,1,1,4,{nws_sizes()[0]},{nws_sizes()[1]},0004\n")
         handle.write(f"mnist,0.01,64,True,0,7,0,0,3,3,1,1,4,{nws_sizes()[0]},{nws_sizes()[1]},0003\n")
     (source / "broken.csv").write_text("dataset,lrate\nmnist,0.1\n")
-    report = import_source("nws", source, tmp_path / "zoo")
+    report = import_in_process(tmp_path / "zoo", "nws", source)
     assert report["n_accepted"] == 1 and report["version"] == "v0001"
     reasons = {row["network"]: (row["file"], row["reason"]) for row in report["rejected"]}
     assert reasons["nws_main_train.csv#0"] == (str(source / "0001/weights/007.bin"), "missing file")

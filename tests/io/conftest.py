@@ -1,151 +1,15 @@
-"""Tiny staged models for the io tests: two layouts (a conv net and an MLP), random weights."""
+"""Fixtures of the io tests: an empty zoo folder and tiny staged models (see tests/zookit.py)."""
 
 from __future__ import annotations
 
-import hashlib
-
 import icechunk
-import numpy as np
 import pytest
 import torch
-from torch import nn
-
-from weightzoo.core.layout import WeightLayout
-from weightzoo.io.handle import ZooHandle
-from weightzoo.io.publish import PublishRequest, publish_version
-from weightzoo.io.records import Receipt, SplitSettings, StagedRecord
-from weightzoo.io.staging import stage_model
+from zookit import build_from_config, model_id_of, stage_inputs, staged_inputs
 
 # The local-filesystem "not safe for concurrent commits" warning is expected: publishers
 # serialise on .publish.lock. Keep it out of test output.
 icechunk.set_logs_filter("warn,icechunk::storage::object_store=error")
-
-
-def conv_net() -> nn.Module:
-    """A 1×6×6-input CNN with 3 classes."""
-    return nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.Flatten(), nn.Linear(2 * 4 * 4, 3))
-
-
-def mlp() -> nn.Module:
-    """A 4-input MLP with 2 outputs."""
-    return nn.Sequential(nn.Linear(4, 5), nn.Tanh(), nn.Linear(5, 2))
-
-
-ARCHITECTURES = {"conv": conv_net, "mlp": mlp}
-
-
-def build_from_config(config) -> nn.Module:
-    """The builder that load_model gets in these tests."""
-    return ARCHITECTURES[config["architecture"]]()
-
-
-def model_id_of(architecture: str, index: int) -> str:
-    """The model_id staged for (architecture, index)."""
-    return f"{architecture}-{index:03d}"
-
-
-def fingerprint_of(architecture: str, index: int, n_snapshots: int) -> str:
-    """A fake fingerprint: stable for the same staged content."""
-    key = f"{architecture}:{index}:{n_snapshots}"
-    return "fp" + hashlib.sha256(key.encode()).hexdigest()[:16]
-
-
-def staged_inputs(architecture: str, index: int, n_snapshots: int = 3, status: str = "ok") -> dict:
-    """Keyword arguments for stage_model: seeded random weights and metrics."""
-    layout = WeightLayout.from_module(ARCHITECTURES[architecture]())
-    rng = np.random.default_rng([index, len(architecture), n_snapshots])
-    weights = rng.standard_normal((n_snapshots, layout.n_params)).astype(np.float32)
-    model_id = model_id_of(architecture, index)
-    fingerprint = fingerprint_of(architecture, index, n_snapshots)
-    hyperparameters = {"lr": float(rng.uniform(1e-3, 1e-1)), "batch_size": int(rng.choice([16, 32])),
-                       "augment": bool(index % 2), "optimizer": ["sgd", "adam"][index % 2],
-                       "dataset": "digits" if architecture == "mlp" else "mnist"}
-    if architecture == "mlp":
-        hyperparameters["width"] = 5  # absent for conv models: a null column for them
-    snapshots = [_snapshot(k, rng, diverged=status == "diverged" and k == n_snapshots - 1)
-                 for k in range(n_snapshots)]
-    config = {"architecture": architecture, **hyperparameters}
-    record = {"model_id": model_id, "fingerprint": fingerprint, "status": status, "message": "",
-              "hyperparameters": hyperparameters, "config": config,
-              "training": {"epochs": n_snapshots - 1}, "spec_name": "tiny",
-              "layout_id": layout.layout_id, "n_params": layout.n_params, "code_version": "test-1"}
-    return {"fingerprint": fingerprint, "weights": weights, "snapshots": snapshots,
-            "record": record, "layout": layout}
-
-
-def stage_inputs(zoo_root, inputs: dict, traces=None) -> Receipt:
-    """stage_model of ``staged_inputs(...)`` into the zoo's staging folder."""
-    return stage_model(zoo_root / "staging", StagedRecord.from_dict(inputs["record"]), weights=inputs["weights"],
-                       snapshots=inputs["snapshots"], layout=inputs["layout"], traces=traces)
-
-
-def publish_staged(zoo_root, fingerprints, *, specs=({"name": "tiny"},), message: str = "", extend: bool = True,
-                   split_seed: int | None = None, split_fractions=None, staging=None) -> str:
-    """The one publish, with a test spec; the version's name (the parent's when nothing was new)."""
-    split = None
-    if split_seed is not None or split_fractions is not None:
-        split = SplitSettings(split_seed or 0, tuple(split_fractions or (0.7, 0.15, 0.15)))
-    return publish_version(ZooHandle.at(zoo_root), PublishRequest(
-        tuple(fingerprints), specs=tuple(specs), message=message, split=split, keep_parent=extend,
-        staging=staging)).version
-
-
-CRASH_POINTS = ("after_commit", "before_rename", "before_tag")
-
-
-class SimulatedCrash(RuntimeError):
-    """Raised where :func:`inject_crash` makes a publish die."""
-
-
-def inject_crash(monkeypatch, point: str) -> None:
-    """Make publishes die at ``point`` of the protocol until the test (or ``monkeypatch.undo()``)
-    ends: after the Icechunk commit, before the version folder appears (locally the rename; in
-    object storage the manifest upload), or before the tag. The package itself has no hooks:
-    the crash wraps its internal steps."""
-    from weightzoo.io import atomic, location, publish
-
-    def crash(*args, **kwargs):
-        raise SimulatedCrash(f"simulated crash at {point}")
-
-    def after(function):
-        def wrapped(*args, **kwargs):
-            function(*args, **kwargs)
-            crash()
-        return wrapped
-
-    if point == "after_commit":
-        monkeypatch.setattr(publish, "_commit_weights", after(publish._commit_weights))
-    elif point == "before_rename":
-        monkeypatch.setattr(atomic, "_move_into_place", crash)
-        write = location.ZooLocation.write_bytes
-        monkeypatch.setattr(location.ZooLocation, "write_bytes", lambda self, relative, data: (
-            crash() if relative.endswith("manifest.json") else write(self, relative, data)))
-    elif point == "before_tag":
-        monkeypatch.setattr(publish, "_tag", crash)
-    else:
-        raise ValueError(f"unknown crash point {point!r}; known: {CRASH_POINTS}")
-
-
-def crash_pull_after(monkeypatch, n: int) -> None:
-    """Make pulls die (SimulatedCrash) once ``n`` models have been staged by this process."""
-    from weightzoo.pipelines import pull
-
-    stage_one, staged = pull._stage_one, []
-
-    def counted(*args, **kwargs):
-        digest = stage_one(*args, **kwargs)
-        staged.append(digest)
-        if len(staged) >= n:
-            raise SimulatedCrash(f"simulated crash after staging {len(staged)} pulled models")
-        return digest
-    monkeypatch.setattr(pull, "_stage_one", counted)
-
-
-def _snapshot(k: int, rng, diverged: bool) -> dict:
-    train_acc, test_acc = float(rng.uniform()), float(rng.uniform())
-    return {"k": k, "epoch": k, "step": 10 * k, "train_loss": float("nan") if diverged else float(rng.uniform()),
-            "train_acc": train_acc, "test_loss": None if diverged else float(rng.uniform()),
-            "test_acc": float("nan") if diverged else test_acc, "gap": train_acc - test_acc}
 
 
 @pytest.fixture

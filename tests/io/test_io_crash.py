@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import CRASH_POINTS, SimulatedCrash, inject_crash, publish_staged as publish
+from zookit import CRASH_POINTS, SimulatedCrash, inject_crash, publish_staged as publish
 
 from weightzoo.errors import VersionNotFound
 from weightzoo.io.reader import list_versions, open_zoo

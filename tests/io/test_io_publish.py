@@ -10,7 +10,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import publish_staged
+from zookit import publish_staged
 
 from weightzoo.errors import InputError, StagingError
 from weightzoo.io.reader import list_versions, open_zoo

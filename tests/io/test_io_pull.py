@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import SimulatedCrash, crash_pull_after, publish_staged
+from zookit import SimulatedCrash, crash_pull_after, publish_staged
 
 from weightzoo.cli import main
 from weightzoo.core.traces import Trace

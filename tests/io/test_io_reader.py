@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from weightzoo.core.layout import WeightLayout
-from conftest import publish_staged, stage_inputs
+from zookit import publish_staged, stage_inputs
 
 from weightzoo.io.reader import list_versions, open_zoo
 from weightzoo.errors import CorruptChunkError, NotAZooError, VersionNotFound

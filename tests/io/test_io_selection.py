@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import publish_staged
+from zookit import publish_staged
 
 from weightzoo.io.reader import open_zoo
 from weightzoo.io import selection as selection_module

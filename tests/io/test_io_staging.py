@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from conftest import stage_inputs
+from zookit import stage_inputs
 
 from weightzoo.errors import RecordError, StagingError
 from weightzoo.io import atomic

@@ -7,7 +7,7 @@ import threading
 import pyarrow as pa
 import pytest
 
-from conftest import publish_staged, stage_inputs
+from zookit import publish_staged, stage_inputs
 
 from weightzoo.io.handle import ZooHandle
 from weightzoo.io.reader import open_zoo

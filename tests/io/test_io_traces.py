@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from weightzoo.core.traces import Trace
-from conftest import SimulatedCrash, inject_crash, publish_staged, stage_inputs
+from zookit import SimulatedCrash, inject_crash, publish_staged, stage_inputs
 
 from weightzoo.errors import StagingError, TracesNotFound
 from weightzoo.io.reader import open_zoo

@@ -93,10 +93,12 @@ def stage_chunk(staging, kind: str, source, handles: tuple[str, ...], *,
         except SourceError as error:
             rejected.append({"network": handle, "file": error.path, "reason": error.reason})
             continue
+        reused = find_staged(staging, network.fingerprint) is not None
         receipt = stage_network(staging, network, str(root))
         accepted.append({"network": handle, "model_id": receipt.model_id, "fingerprint": receipt.fingerprint,
                          "n_snapshots": receipt.n_snapshots, "layout_id": receipt.layout_id,
-                         "n_params": network.layout.n_params, "status": receipt.status, "loadable": network.mapped})
+                         "n_params": network.layout.n_params, "status": receipt.status, "loadable": network.mapped,
+                         "reused": reused})
     if progress:
         progress(f"{len(accepted)} networks staged, {len(rejected)} rejected")
     return ChunkReport(tuple(accepted), tuple(rejected))
@@ -154,4 +156,13 @@ def run_import(plan: ImportPlan, runner: Runner) -> dict:
         rejected += report.rejected
     version = runner.call(publish_import, plan, accepted, rejected)
     return {"zoo": plan.zoo.url, "kind": plan.kind, "source": str(plan.source), "version": version,
-            "n_accepted": len(accepted), "n_rejected": len(rejected), "accepted": accepted, "rejected": rejected}
+            "n_accepted": len(accepted), "n_reused": sum(row["reused"] for row in accepted),
+            "n_rejected": len(rejected), "accepted": accepted, "rejected": rejected}
+
+
+def import_in_process(zoo, kind: str, source, *, extend: bool = False) -> dict:
+    """Plan and run an import in this process, without Prefect or Dask (notebooks, tests): the
+    same plan and recipe as ``weightzoo import``; the import report."""
+    from weightzoo.pipelines.runner import InProcessRunner
+
+    return run_import(plan_import(ZooHandle.at(zoo), kind, source, extend=extend), InProcessRunner())

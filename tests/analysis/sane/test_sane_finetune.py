@@ -22,7 +22,7 @@ def test_finetuned_samples_are_evaluated_and_published_as_a_second_snapshot(zoo,
     assert not np.allclose(trained["test_loss_ft"], trained["test_loss"])
     assert result["mean_test_acc_finetuned"]["random"] > result["mean_test_acc"]["random"]
     tuned = np.load(f"{result['path']}/samples_finetuned.npy")
-    new = open_zoo(zoo.root, result["published_version"])
+    new = open_zoo(zoo.handle, result["published_version"])
     generated = new.models[new.models["generated_by"] == "sane"].set_index("model_id")
     assert len(generated) == N and (generated["n_snapshots"] == 2).all()
     stored = sorted(bytes(new.weights(m, 1)) for m in generated.index)

@@ -65,12 +65,12 @@ def test_anchor_accuracy_equals_the_recorded_test_accuracy(result):
 
 
 def test_publishing_adds_the_samples_as_a_new_version(zoo, result, tiny):
-    before = open_zoo(zoo.root, "v0001")
+    before = open_zoo(zoo.handle, "v0001")
     models_before, weights_before = before.models.copy(), before.weights(before.models["model_id"].iloc[0])
     published = sampling.run_sane_sampling(zoo, tiny, n=N, seed=3, publish=True)
     assert published["published_version"] == "v0002"
-    assert [v["version"] for v in list_versions(zoo.root)][-2:] == ["v0001", "v0002"]
-    new = open_zoo(zoo.root, "v0002")
+    assert [v["version"] for v in list_versions(zoo.handle)][-2:] == ["v0001", "v0002"]
+    new = open_zoo(zoo.handle, "v0002")
     generated = new.models[new.models["generated_by"] == "sane"]
     assert len(generated) == N and len(new.models) == len(models_before) + N
     assert (generated["status"] == "ok").all() and set(generated["sane_result"]) == {result["training"]}
@@ -81,7 +81,7 @@ def test_publishing_adds_the_samples_as_a_new_version(zoo, result, tiny):
     stored = np.stack([new.weights(m, 0) for m in generated["model_id"]])
     assert sorted(map(bytes, stored)) == sorted(map(bytes, flats))
     new.load_model(generated["model_id"].iloc[0], 0)  # config and layout agree
-    reread = open_zoo(zoo.root, "v0001")
+    reread = open_zoo(zoo.handle, "v0001")
     pd.testing.assert_frame_equal(reread.models, models_before)
     np.testing.assert_array_equal(reread.weights(models_before["model_id"].iloc[0]), weights_before)
     again = sampling.run_sane_sampling(zoo, tiny, n=N, seed=3, publish=True)
