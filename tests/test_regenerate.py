@@ -17,6 +17,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from weightzoo.pipelines.build import build_in_process
+from weightzoo.io.handle import ZooHandle
 from weightzoo.io.reader import open_zoo
 from weightzoo.pipelines.regenerate import (RegenerationError, choose_members, compare, compare_weights, plan_regeneration,
                                   regenerate_in_process, retrain)
@@ -47,7 +48,7 @@ def test_every_smoke_member_regenerates_bit_for_bit(smoke_zoo, tmp_path):
 
 
 def test_a_member_is_regenerated_with_its_whole_recorded_fleet(dropout_zoo, tmp_path):
-    plan = plan_regeneration(dropout_zoo, None, sample=1, seed=0)
+    plan = plan_regeneration(ZooHandle.at(dropout_zoo), None, sample=1, seed=0)
     (job,) = plan.jobs
     assert len(job.model_ids) == 4 and job.trainer == "fleet" and job.environment["torch_threads"] == 1
     for attempt in (tmp_path / "fleet", tmp_path / "again"):  # a second run trains again, not from cache

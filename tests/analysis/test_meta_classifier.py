@@ -10,8 +10,10 @@ from torch import nn
 from weightzoo.analysis.meta_classifier import SliceNet, evaluate, target_kind, train_meta_classifier
 from weightzoo.analysis.studies import run_meta_classifier_study
 from weightzoo.core.layout import WeightLayout
-from weightzoo.io.publish import publish_version
+from zookit import publish_staged
+
 from weightzoo.io.reader import open_zoo
+from weightzoo.io.records import StagedRecord
 from weightzoo.io.staging import stage_model
 
 OPTIMIZERS = ("adam", "sgd")
@@ -29,12 +31,12 @@ def _planted_zoo(root, n_models: int = 40, n_snapshots: int = 3):
         snapshots = [{"k": k, "epoch": k, "step": k, "train_loss": 1.0, "train_acc": 0.5, "test_loss": 1.0,
                       "test_acc": 0.5, "gap": 0.0} for k in range(n_snapshots)]
         hyper = {"optimizer": optimizer, "lr": float(10 ** rng.uniform(-4, -1))}
-        record = {"model_id": f"m{i:03d}", "fingerprint": f"fp{i:03d}", "status": "ok", "message": "",
-                  "hyperparameters": hyper, "config": hyper, "training": {}, "spec_name": "planted",
-                  "layout_id": layout.layout_id, "n_params": layout.n_params}
-        stage_model(root, fingerprint=f"fp{i:03d}", weights=weights, snapshots=snapshots, record=record, layout=layout)
+        record = StagedRecord(model_id=f"m{i:03d}", fingerprint=f"fp{i:03d}", status="ok", hyperparameters=hyper,
+                              config=hyper, training={}, spec_name="planted", layout_id=layout.layout_id,
+                              n_params=layout.n_params, code_version="test")
+        stage_model(root / "staging", record, weights=weights, snapshots=snapshots, layout=layout)
         fingerprints.append(f"fp{i:03d}")
-    publish_version(root, fingerprints, specs=[], code_version="test", split_fractions=(0.6, 0.0, 0.4))
+    publish_staged(root, fingerprints, split_fractions=(0.6, 0.0, 0.4))
     return open_zoo(root)
 
 

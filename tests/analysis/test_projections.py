@@ -13,8 +13,10 @@ from torch import nn
 from weightzoo.analysis.projections import (distance_from_init, filter_cosines, mass_le0, projection_table,
                                             projection_tensors, run_projection_study)
 from weightzoo.core.layout import WeightLayout
-from weightzoo.io.publish import publish_version
+from zookit import publish_staged
+
 from weightzoo.io.reader import open_zoo
+from weightzoo.io.records import StagedRecord
 from weightzoo.io.staging import stage_model
 
 # Three nws-cnn models on digits, one per filter size: the 1×1 one has no spatial filter.
@@ -44,11 +46,11 @@ def planted_zoo(tmp_path_factory):
     conv = layout.tensor("0.weight")
     weights[:, conv.offset:conv.offset + conv.length] = PLANTED_CONV.reshape(2, -1)
     snapshots = [{"k": k, "epoch": float(k), "step": k} for k in range(2)]
-    record = {"model_id": "m0", "fingerprint": "fp0", "status": "ok", "message": "",
-              "hyperparameters": {"activation": "relu", "architecture": "planted"}, "config": {},
-              "training": {}, "spec_name": "planted", "layout_id": layout.layout_id, "n_params": layout.n_params}
-    stage_model(root, fingerprint="fp0", weights=weights, snapshots=snapshots, record=record, layout=layout)
-    publish_version(root, ["fp0"], specs=[], code_version="test")
+    record = StagedRecord(model_id="m0", fingerprint="fp0", status="ok",
+                          hyperparameters={"activation": "relu", "architecture": "planted"}, config={}, training={},
+                          spec_name="planted", layout_id=layout.layout_id, n_params=layout.n_params, code_version="test")
+    stage_model(root / "staging", record, weights=weights, snapshots=snapshots, layout=layout)
+    publish_staged(root, ["fp0"])
     return open_zoo(root)
 
 

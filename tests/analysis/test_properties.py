@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from weightzoo.io.handle import ZooHandle
 from weightzoo.analysis.properties import (default_targets, feature_columns, feature_table,
                                            predict_properties, run_property_study)
 from weightzoo.core.statistics import statistic_names, weight_statistics
@@ -178,7 +179,7 @@ def test_feature_table_over_two_layouts_and_statuses():
 
 def test_raw_features_are_the_stored_vectors_and_are_fitted_per_layout(tmp_path):
     zoo = StubZoo()
-    zoo.root, zoo.version = tmp_path / "stub", "v0001"
+    zoo.handle, zoo.version = ZooHandle.at(tmp_path / "stub"), "v0001"
     raw = feature_table(zoo, features="raw")
     deep = zoo.layout("deep").n_params
     assert feature_columns(raw) == [f"w{i}" for i in range(deep)]  # the longer layout's positions

@@ -14,7 +14,9 @@ from weightzoo.analysis.projections import run_projection_study
 from weightzoo.analysis.studies import cached_result
 from weightzoo.pipelines.build import build_in_process
 from weightzoo.core.spec import load_spec
-from weightzoo.io.publish import publish_version
+from weightzoo.io.handle import ZooHandle
+from weightzoo.io.publish import PublishRequest, publish_version
+from weightzoo.io.records import SplitSettings
 from weightzoo.io.reader import open_zoo
 
 PROJECTION_OPTIONS = ({"include_linear": True}, {"include_linear": True, "snapshots": [0, 1]})
@@ -28,8 +30,8 @@ def catalog_zoo(tmp_path_factory):
     assert build_in_process(root, "smoke", models=6).version == "v0002"
     fingerprints = pd.read_parquet(root / "versions" / "v0002" / "models.parquet")["fingerprint"].tolist()
     spec = load_spec("smoke").to_dict()
-    assert publish_version(root, fingerprints, specs=[spec], code_version="catalog-test", extend=False,
-                           split_seed=1) == "v0003"
+    request = PublishRequest(tuple(fingerprints), specs=(spec,), keep_parent=False, split=SplitSettings(seed=1))
+    assert publish_version(ZooHandle.at(root), request).version == "v0003"
     zoo = open_zoo(root, "v0002")
     for options in PROJECTION_OPTIONS:
         cached_result(zoo, "projections", options, lambda out, o=options: run_projection_study(zoo, out, **o))

@@ -9,14 +9,15 @@ import pandas as pd
 
 from weightzoo.cli import main
 from weightzoo.io.diff import diff_tables, diff_versions
+from weightzoo.io.handle import ZooHandle
 
 
 def test_extension_adds_exactly_the_new_models(catalog_zoo, tables_of):
     old, new = tables_of(catalog_zoo, "v0001")["models"], tables_of(catalog_zoo, "v0002")["models"]
-    diff = diff_versions(catalog_zoo, "v0001", "v0002")
+    diff = diff_versions(ZooHandle.at(catalog_zoo), "v0001", "v0002")
     assert diff.added == sorted(set(new["model_id"]) - set(old["model_id"])) and len(diff.added) == 2
     assert diff.removed == [] and diff.changed == {} and diff.n_unchanged == 4
-    backwards = diff_versions(catalog_zoo, "v0002", "v0001")
+    backwards = diff_versions(ZooHandle.at(catalog_zoo), "v0002", "v0001")
     assert backwards.removed == diff.added and backwards.added == []
 
 
@@ -25,7 +26,7 @@ def test_resplit_changes_exactly_the_moved_models(catalog_zoo, tables_of):
     merged = before.merge(after, on="model_id", suffixes=("_a", "_b"))
     moved = sorted(merged.loc[merged["split_a"] != merged["split_b"], "model_id"])
     assert moved, "the fixture's second split seed must move some model"
-    diff = diff_versions(catalog_zoo, "v0002", "v0003")
+    diff = diff_versions(ZooHandle.at(catalog_zoo), "v0002", "v0003")
     assert diff.changed == {model_id: ["split"] for model_id in moved}
     assert diff.added == diff.removed == [] and diff.n_unchanged == 6 - len(moved)
 

@@ -37,7 +37,7 @@ def test_each_version_sees_its_own_tables(catalog_zoo, version, n_models):
 
 def test_analysis_results_are_views_stacked_by_key(catalog_zoo):
     zoo = open_zoo(catalog_zoo, "v0002")
-    files = analysis_files(catalog_zoo, "v0002")
+    files = analysis_files(catalog_zoo / "analyses", "v0002")
     assert {f.view for f in files} == {"projections"} and len(files) == 2
     counts = run_query(zoo, "select result_key, count(*) as n from projections group by 1 order by 1")
     expected = sorted((f.result_key, len(pd.read_parquet(f.path))) for f in files)
@@ -48,12 +48,12 @@ def test_analysis_results_are_views_stacked_by_key(catalog_zoo):
 
 
 def test_unfinished_results_are_not_views(catalog_zoo, tmp_path):
-    source = analysis_files(catalog_zoo, "v0002")[0].path
+    source = analysis_files(catalog_zoo / "analyses", "v0002")[0].path
     leftover = catalog_zoo / "analyses" / "v0002" / "reinit" / "abc.incomplete-1234"
     leftover.mkdir(parents=True)
     try:
         shutil.copy(source, leftover / "reinit.parquet")
-        assert [f.view for f in analysis_files(catalog_zoo, "v0002")] == ["projections", "projections"]
+        assert [f.view for f in analysis_files(catalog_zoo / "analyses", "v0002")] == ["projections", "projections"]
     finally:
         shutil.rmtree(leftover.parent)
 
@@ -115,7 +115,7 @@ def test_cli_unknown_version_exit_2(catalog_zoo, capsys):
 
 
 def test_an_unreadable_result_is_named_and_the_rest_still_query(catalog_zoo):
-    good = analysis_files(catalog_zoo, "v0002")
+    good = analysis_files(catalog_zoo / "analyses", "v0002")
     broken = good[0].path.parent / "broken.parquet"
     broken.write_bytes(b"not parquet at all")
     try:

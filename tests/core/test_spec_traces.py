@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from weightzoo.pipelines.build import plan_build
+from weightzoo.core.sampling import sample_configs
+from weightzoo.pipelines.build import group_configs
 from weightzoo.core.fingerprint import CODE_VERSION, fingerprint
 from weightzoo.core.models import ConfigError, build_model
 from weightzoo.core.sampling import sample_configs
@@ -69,7 +70,7 @@ def test_malformed_traces_name_the_field(traces, field, message):
 
 def test_unknown_tensor_fails_at_plan_time_listing_the_known_names():
     with pytest.raises(SpecError, match="unknown tensor 'layers.0.bias'") as error:
-        plan_build(load_spec(traced({"tensors": ["1.bias", "layers.0.bias"]})))
+        group_configs(sample_configs(load_spec(traced({"tensors": ["1.bias", "layers.0.bias"]}))), "traced")
     assert error.value.field == "training.traces.tensors[1]"
     assert "known tensors: 1.weight, 1.bias, 3.weight, 3.bias" in str(error.value)
     assert "architecture 'mlp'" in str(error.value)
@@ -89,7 +90,7 @@ def test_study_presets_ship_and_their_traces_fit_their_models():
         spec = load_spec(name)
         assert spec.training.traces == TraceSettings(("1.bias",), every=1)
         assert spec.hyperparameters["batch_size"].values == (1,)
-        groups = plan_build(spec)  # builds every model and checks its traced tensors
+        groups = group_configs(sample_configs(spec), spec.name)  # builds each structure, checks traced tensors
         assert sum(len(g.configs) for g in groups) == (12 if name == "steady-sinusoid" else 8)
         model = build_model(groups[0].configs[0].params)
         assert not model[1].weight.requires_grad and model[1].bias.requires_grad

@@ -13,7 +13,9 @@ import numpy as np
 import pytest
 import yaml
 
+from weightzoo.io.handle import ZooHandle
 from weightzoo.io.reader import list_versions, open_zoo
+from weightzoo.pipelines.build import plan_build
 from weightzoo.train.evaluate import evaluate_model
 from weightzoo.train.tasks import model_task
 
@@ -28,15 +30,17 @@ SLOW_SPEC = {
 }
 
 
-def _run_build(*args, **kwargs):
-    from weightzoo_flows.build_zoo import run_build  # after the server fixture: Prefect reads settings on import
+def _run_build(spec, zoo_dir, *, models=None, extend=False, workers=2):
+    """Plan as the CLI does, run the build flow on a local cluster; the report."""
+    from weightzoo_flows.build_zoo import run_build_flow  # after the server fixture: Prefect reads settings on import
 
-    return run_build(*args, **kwargs)
+    plan = plan_build(ZooHandle.at(zoo_dir), spec, models, min_groups=workers, extend=extend)
+    return run_build_flow(plan, workers=workers)
 
 
 def test_smoke_build_through_prefect_and_dask(prefect_api, tmp_path):
     zoo_dir = tmp_path / "zoo"
-    assert _run_build("smoke", str(zoo_dir), workers=2) == "v0001"
+    assert _run_build("smoke", zoo_dir, workers=2).version == "v0001"
     zoo = open_zoo(zoo_dir)
     assert len(zoo.models) == 4 and set(zoo.models["status"]) == {"ok"}
     assert len(zoo.snapshots) == 4 * 3
@@ -46,8 +50,8 @@ def test_smoke_build_through_prefect_and_dask(prefect_api, tmp_path):
         task = model_task(model_params(row), training_of(zoo))
         _, accuracy = evaluate_model(model, task.x_test, task.y_test, task.task)
         assert accuracy == pytest.approx(last.test_acc, abs=1e-6), row.model_id
-    # the same command again publishes nothing new and trains nothing
-    assert _run_build("smoke", str(zoo_dir), workers=2) == "v0001"
+    # the same build again finds nothing to run: the plan has no work
+    assert plan_build(ZooHandle.at(zoo_dir), "smoke").work == ()
 
 
 def test_extended_build_adds_a_version_and_old_one_reads_back(prefect_api, tmp_path):
@@ -55,7 +59,8 @@ def test_extended_build_adds_a_version_and_old_one_reads_back(prefect_api, tmp_p
     _run_build("smoke", zoo_dir, models=2, workers=2)
     old = open_zoo(zoo_dir, "v0001")
     old_weights = {m: old.weights(m) for m in old.models["model_id"]}
-    assert _run_build("smoke", zoo_dir, models=4, extend=True, workers=2) == "v0002"
+    report = _run_build("smoke", zoo_dir, models=4, extend=True, workers=2)
+    assert (report.version, report.n_trained, report.n_reused) == ("v0002", 2, 0)
     new = open_zoo(zoo_dir)
     assert new.version == "v0002" and len(new.models) == 4
     assert set(old.models["model_id"]) < set(new.models["model_id"])

@@ -6,7 +6,7 @@ Spec junk of every JSON shape is fuzzed against ``load_spec`` in tests/core/test
 here the values are well-formed but hostile (huge, negative, unknown names, wrong types) and
 go through the whole path a ``weightzoo build`` takes before anything starts (spec, sampling,
 model building, grouping). A build that gets past that point would start a Prefect server:
-``_run_build_flow`` is replaced by a sentinel that records the input as valid instead.
+``run_flow`` (of ``weightzoo.cli.build``) is replaced by a sentinel that records the input as valid instead.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from weightzoo import cli
+from weightzoo.cli import build as cli_build
 
 BASE_SPEC = {
     "name": "fuzz", "architecture": "mlp", "models": 2, "sampling": {"method": "random", "seed": 0},
@@ -49,9 +50,9 @@ def no_build(monkeypatch, tmp_path):
     """Never start a server or a build from a fuzzed command; relative paths land in tmp_path
     (opening a zoo path that does not exist still creates an empty ``<path>/repo/`` there)."""
     monkeypatch.chdir(tmp_path)
-    def refuse(spec, args):
+    def refuse(target, parameters, args):
         raise ValidInput("VALID INPUT: the build would start")
-    monkeypatch.setattr(cli, "_run_build_flow", refuse)
+    monkeypatch.setattr(cli_build, "run_flow", refuse)
 
 
 def run(argv: list[str], capsys) -> tuple[int, str]:

@@ -86,7 +86,7 @@ def publish_version(zoo: ZooHandle, request: PublishRequest) -> PublishResult:
         base = repo.lookup_tag(parent.version) if parent.version else store.root_snapshot_id(repo)
         snapshot_id, rows = _commit_weights(staging, repo, version, new, base)
         keep = parent.model_ids if request.keep_parent else {r.model_id for r in receipts} & parent.model_ids
-        version_tables, records = _version_tables(staging, parent, keep, new, rows, version, split)
+        version_tables, records = _version_tables(staging, parent, keep, new, rows, version, split, request)
         manifest = _manifest(version, parent.version if request.keep_parent else None, snapshot_id,
                              version_tables, request, split, new, records)
         _write_version_folder(zoo, version, version_tables, manifest, parent)
@@ -213,10 +213,13 @@ def _recover_rows(repo, head: str, new: list[Receipt]) -> dict[str, int]:
     return rows
 
 
-def _version_tables(staging, parent: _Parent, keep, new: list[Receipt], rows, version,
-                    split: SplitSettings) -> tuple[dict[str, pa.Table], list[StagedRecord]]:
+def _version_tables(staging, parent: _Parent, keep, new: list[Receipt], rows, version, split: SplitSettings,
+                    request: PublishRequest) -> tuple[dict[str, pa.Table], list[StagedRecord]]:
     """The version's three tables, and the new models' staged records (read once, for the manifest too)."""
-    models = [row for row in parent.rows("models.parquet") if row["model_id"] in keep]  # splits never move
+    # a version that extends its parent never moves a split; a fresh selection may resplit
+    resplit = not request.keep_parent and request.split is not None
+    models = [dict(row, split=tables.assign_split(row["model_id"], split.seed, split.fractions)) if resplit else row
+              for row in parent.rows("models.parquet") if row["model_id"] in keep]
     snapshots = [row for row in parent.rows("snapshots.parquet") if row["model_id"] in keep]
     layouts, records = {}, []
     for receipt in new:

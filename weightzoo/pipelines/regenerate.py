@@ -274,3 +274,13 @@ def scratch_directory(zoo: ZooHandle, parent=None) -> Iterator[Path]:
     finally:
         if parent is None:
             shutil.rmtree(path, ignore_errors=True)
+
+
+def regenerate_in_process(zoo, version: str | None = None, *, sample: int = 1, seed: int = 0,
+                          scratch=None) -> dict:
+    """Plan, retrain and compare in this process, without Prefect or Dask (notebooks, tests): the
+    same plan and recipe as ``weightzoo regenerate``; the report."""
+    from weightzoo.pipelines.runner import InProcessRunner
+
+    plan = plan_regeneration(ZooHandle.at(zoo), version, sample, seed)
+    return run_regeneration(plan, InProcessRunner(), scratch)
