@@ -5,7 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
+from weightzoo.core.layout import WeightLayout
 from weightzoo.core.models import ACTIVATIONS, Activation, ConfigError, activation_one_hot, build_model
+from weightzoo.core.spec import load_spec
 
 
 def test_same_seed_same_weights_other_seed_other_weights():
@@ -53,3 +55,20 @@ def test_mixed_activation_equals_the_chosen_one_exactly():
         module.active = ACTIVATIONS
         mixed = sum(activation_one_hot(name)[i] * Activation(a)(x) for i, a in enumerate(ACTIVATIONS))
         assert torch.equal(mixed, module(x))
+
+
+def test_configs_with_one_structure_key_build_one_structure():
+    from weightzoo.core.models import structure_key
+    from weightzoo.core.sampling import sample_configs
+    from weightzoo.presets import list_presets
+
+    seen, n_configs = {}, 0
+    for name in list_presets():
+        spec = load_spec(name)
+        configs = sample_configs(spec, min(60, spec.models)) if spec.models else sample_configs(spec)
+        n_configs += len(configs)
+        for config in configs:
+            model = build_model(config.params)
+            structure = (WeightLayout.from_module(model).layout_id, [type(m).__name__ for m in model.modules()])
+            assert seen.setdefault(structure_key(config.params), structure) == structure, (name, config.params)
+    assert len(seen) < n_configs / 3, "configs share structure keys, so planning builds few models"

@@ -9,6 +9,8 @@ give every model of a vectorised group its own activation and dropout rate.
 
 from __future__ import annotations
 
+import json
+
 from typing import Mapping
 
 import torch
@@ -38,9 +40,9 @@ DEFAULTS = {
 }
 
 
-# Hyperparameters that change how a model trains, never which modules and tensors it has:
-# configs differing only in these share one structure (the build plans each structure once).
-TRAINING_ONLY = ("seed", "init", "lr", "optimizer", "batch_size", "augmentation", "label_noise")
+# Hyperparameters that change how a model trains or what its modules hold, never which modules
+# and tensors it has (Activation and Dropout keep their choice in buffers): see structure_key.
+NOT_STRUCTURAL = ("seed", "init", "lr", "optimizer", "batch_size", "augmentation", "label_noise", "activation")
 
 
 class ConfigError(InputError):
@@ -122,6 +124,16 @@ def model_signature(config: Mapping) -> tuple[tuple[int, ...], int]:
     if dataset == "sinusoid" and config.get("input_dim") is not None:
         return (int(config["input_dim"]),), 1
     return DATASET_SIGNATURES[dataset]
+
+
+def structure_key(config: Mapping) -> str:
+    """Canonical JSON of what decides which modules and tensors ``config``'s model has: configs
+    with equal keys build models of one structure (a planner builds one model per key). A
+    dropout rate counts only as present or absent (its value is a buffer)."""
+    key = {name: value for name, value in config.items() if name not in NOT_STRUCTURAL}
+    if key.get("dropout") is not None:
+        key["dropout"] = key["dropout"] > 0
+    return json.dumps(key, sort_keys=True, default=str)
 
 
 def build_model(config: Mapping, input_shape=None, output_size=None) -> nn.Module:

@@ -19,7 +19,7 @@ from typing import Callable
 
 from weightzoo.core.fingerprint import CODE_VERSION, fingerprint
 from weightzoo.core.layout import WeightLayout
-from weightzoo.core.models import TRAINING_ONLY, build_model, model_signature
+from weightzoo.core.models import build_model, model_signature, structure_key
 from weightzoo.core.sampling import ModelConfig, sample_configs
 from weightzoo.core.spec import ZooSpec, check_model_count, load_spec
 from weightzoo.core.traces import check_trace_tensors
@@ -244,7 +244,7 @@ def _train(pending: list[ModelConfig], fleet: bool, progress) -> list:
 
 def _compatibility_key(config: ModelConfig) -> str:
     params = config.params
-    layout, modules = _structure(_structural(params))
+    layout, modules = _structure(structure_key(params))
     check_trace_tensors(config.training.traces, layout, params.get("architecture", ""))
     # activation is part of the key although a fleet can mix activations: a mixed fleet
     # evaluates every activation for every model, which costs more than it saves
@@ -254,14 +254,12 @@ def _compatibility_key(config: ModelConfig) -> str:
                       sort_keys=True, default=str)
 
 
-def _structural(params: dict) -> str:
-    return json.dumps({k: v for k, v in params.items() if k not in TRAINING_ONLY}, sort_keys=True, default=str)
-
-
 @functools.lru_cache(maxsize=4096)
 def _structure(structural: str) -> tuple[WeightLayout, str]:
     """(layout, module classes) of an architecture, built once per distinct structure."""
     params = json.loads(structural)
+    if isinstance(params.get("dropout"), bool):  # a flag in the key: any rate builds the same module
+        params["dropout"] = 0.5 if params["dropout"] else 0.0
     shape, out = model_signature(params)
     model = build_model(params, shape, out)
     return WeightLayout.from_module(model), ",".join(type(m).__name__ for m in model.modules())
