@@ -12,11 +12,13 @@ import os
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 from typing import Callable, Iterator
 
 import pytest
 
+from s3_server import s3_server
 from weightzoo_flows.server import free_port, stop_process
 
 STARTUP_SECONDS = 60
@@ -99,3 +101,17 @@ def two_worker_cluster(prefect_api, tmp_path_factory) -> Iterator[str]:
 def run_process():
     """:func:`running` as a fixture: ``with run_process(argv, log_path, ready=..., env=...):``."""
     return running
+
+
+@pytest.fixture(scope="module")
+def s3(tmp_path_factory):
+    """(endpoint, traffic) of a local S3 server for this module; staging goes to a temporary folder."""
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        monkeypatch.setenv("WEIGHTZOO_STAGING_ROOT", str(tmp_path_factory.mktemp("staging-cache")))
+        with s3_server(monkeypatch) as server:
+            yield server
+
+
+def fresh_url() -> str:
+    """A zoo prefix no other test uses (readers cache arrays per location and version)."""
+    return f"s3://zoos/tests/{uuid.uuid4().hex[:8]}"

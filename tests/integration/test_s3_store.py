@@ -7,14 +7,13 @@ few models fetches only their chunk objects (one per model row).
 from __future__ import annotations
 
 import json
-import uuid
 
 import numpy as np
 import pandas as pd
 import pytest
 from torch import nn
 
-from s3_server import s3_server
+from conftest import fresh_url
 from zookit import SimulatedCrash, crash_pull_after, inject_crash, publish_staged
 
 from weightzoo.cli import main
@@ -29,20 +28,6 @@ from weightzoo.pipelines.pull import pull_zoo
 
 pytestmark = pytest.mark.integration
 N_MODELS, N_SNAPSHOTS = 24, 6
-
-
-@pytest.fixture(scope="module")
-def s3(tmp_path_factory):
-    """(endpoint, traffic) of a server for this module; staging goes to a temporary folder."""
-    with pytest.MonkeyPatch.context() as monkeypatch:
-        monkeypatch.setenv("WEIGHTZOO_STAGING_ROOT", str(tmp_path_factory.mktemp("staging-cache")))
-        with s3_server(monkeypatch) as server:
-            yield server
-
-
-def fresh_url() -> str:
-    """A prefix no other test uses (readers cache arrays per location and version)."""
-    return f"s3://zoos/tests/{uuid.uuid4().hex[:8]}"
 
 
 @pytest.fixture(scope="module")
