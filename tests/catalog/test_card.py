@@ -9,7 +9,6 @@ import time
 
 import numpy as np
 import pandas as pd
-import pytest
 from matplotlib.image import imread
 
 from weightzoo.cli import main

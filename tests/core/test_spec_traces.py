@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import pytest
 
-from weightzoo.core.sampling import sample_configs
-from weightzoo.pipelines.build import group_configs
 from weightzoo.core.fingerprint import CODE_VERSION, fingerprint
 from weightzoo.core.models import ConfigError, build_model
 from weightzoo.core.sampling import sample_configs
 from weightzoo.core.spec import SpecError, TrainingSettings, load_spec
 from weightzoo.core.traces import TraceSettings
+from weightzoo.pipelines.build import group_configs
 from weightzoo.presets import list_presets
 from weightzoo.train.single import train_model
 

@@ -12,7 +12,6 @@ from weightzoo.pipelines import build
 from weightzoo.io.handle import ZooHandle
 from weightzoo.pipelines.build import build_in_process, plan_build, train_group
 from weightzoo.io.reader import open_zoo
-from weightzoo.io.handle import ZooHandle
 from weightzoo.io.verify import verify_version
 from weightzoo.train import fleet, single
 

@@ -12,7 +12,7 @@ import pytest
 
 from zookit import publish_staged
 
-from weightzoo.errors import InputError, StagingError
+from weightzoo.errors import StagingError
 from weightzoo.io.reader import list_versions, open_zoo
 from weightzoo.io.staging import load_staged
 from weightzoo.io.tables import assign_split

@@ -15,6 +15,7 @@ A failed producer leaves nothing behind (its ``.incomplete-*`` folder is removed
 
 from __future__ import annotations
 
+import hashlib
 import os
 import secrets
 import shutil
@@ -72,6 +73,15 @@ def sync_tree(folder: Path) -> None:
         else:
             fsync_dir(path)
     fsync_dir(folder)
+
+
+def sha256_file(path: Path) -> str:
+    """Hex sha256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def fsync_dir(path: Path) -> None:

@@ -36,7 +36,7 @@ import pyarrow.parquet as pq
 from weightzoo import __version__
 from weightzoo.errors import InputError, StagingError
 from weightzoo.io import store, tables, trace_store
-from weightzoo.io.atomic import atomic_directory
+from weightzoo.io.atomic import atomic_directory, sha256_file
 from weightzoo.io.card import write_card
 from weightzoo.io.handle import ZooHandle
 from weightzoo.io.records import Manifest, Receipt, SplitSettings, StagedRecord, to_jsonable
@@ -273,7 +273,7 @@ def _write_version_folder(zoo: ZooHandle, version: str, version_tables: dict, ma
                           clean_leftovers=True) as folder:
         for name, table in version_tables.items():
             pq.write_table(table, folder / name)
-        manifest = manifest.with_tables({name: _sha256(folder / name) for name in version_tables})
+        manifest = manifest.with_tables({name: sha256_file(folder / name) for name in version_tables})
         parent_tables = ({"models": parent.tables["models.parquet"], "snapshots": parent.tables["snapshots.parquet"]}
                          if parent.tables and manifest.parent else None)
         write_card(folder, version_tables, manifest, parent_tables)
@@ -283,11 +283,3 @@ def _write_version_folder(zoo: ZooHandle, version: str, version_tables: dict, ma
 def _tag(repo: icechunk.Repository, version: str, snapshot_id: str) -> None:
     # the commit point: a version exists iff its tag does
     repo.create_tag(version, snapshot_id)
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()

@@ -57,8 +57,21 @@ def _require(cls, data, where: str) -> dict:
     return {key: value for key, value in data.items() if key in names}
 
 
+class _Record:
+    """What every record shares: strict-JSON ``to_dict`` and a validating ``from_dict``."""
+
+    def to_dict(self) -> dict:
+        """The record as strict-JSON values."""
+        return to_jsonable(asdict(self))
+
+    @classmethod
+    def from_dict(cls, data, where: str = "record"):
+        """The record read back from JSON; RecordError names ``where`` and the field."""
+        return cls(**_require(cls, data, where))
+
+
 @dataclass(frozen=True)
-class StagedRecord:
+class StagedRecord(_Record):
     """One staged model as its producer describes it."""
 
     model_id: str
@@ -90,18 +103,9 @@ class StagedRecord:
         if not isinstance(self.n_params, (int, np.integer)) or self.n_params < 0:
             raise RecordError(f"{where}: n_params must be a non-negative integer, got {self.n_params!r}")
 
-    def to_dict(self) -> dict:
-        """The record as strict-JSON values."""
-        return to_jsonable(asdict(self))
-
-    @classmethod
-    def from_dict(cls, data, where: str = "record") -> "StagedRecord":
-        """A record read back (e.g. from ``record.json``); RecordError names ``where``."""
-        return cls(**_require(cls, data, where))
-
 
 @dataclass(frozen=True)
-class Receipt:
+class Receipt(_Record):
     """A completely staged model: where it is and the checksums of its files."""
 
     fingerprint: str
@@ -116,20 +120,12 @@ class Receipt:
     steps_per_epoch: int | None = None
     traces_sha256: str | None = None
 
-    def to_dict(self) -> dict:
-        """The receipt as strict-JSON values."""
-        return to_jsonable(asdict(self))
-
-    @classmethod
-    def from_dict(cls, data, where: str = "receipt") -> "Receipt":
-        """A receipt read back; RecordError names ``where``."""
-        values = _require(cls, data, where)
-        values["trace_tensors"] = tuple(values.get("trace_tensors") or ())
-        return cls(**values)
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "trace_tensors", tuple(self.trace_tensors or ()))
 
 
 @dataclass(frozen=True)
-class SplitSettings:
+class SplitSettings(_Record):
     """A version's split: a model's split is a pure function of (model_id, seed, fractions)."""
 
     seed: int = 0
@@ -146,14 +142,9 @@ class SplitSettings:
         """``{"seed": int, "fractions": [train, val, test]}``."""
         return {"seed": self.seed, "fractions": list(self.fractions)}
 
-    @classmethod
-    def from_dict(cls, data, where: str = "split") -> "SplitSettings":
-        """Split settings read back; RecordError names ``where``."""
-        return cls(**_require(cls, data, where))
-
 
 @dataclass(frozen=True)
-class Manifest:
+class Manifest(_Record):
     """``versions/vNNNN/manifest.json``: what a version is, where it came from, its checksums."""
 
     version: str

@@ -29,10 +29,10 @@ import numpy as np
 from weightzoo.core.layout import WeightLayout
 from weightzoo.core.traces import Trace
 from weightzoo.errors import RecordError, StagingError
-from weightzoo.io.atomic import atomic_directory
+from weightzoo.io.atomic import atomic_directory, sha256_file
 from weightzoo.io.location import ZooLocation
 from weightzoo.io.records import Receipt, StagedRecord, dumps
-from weightzoo.io.trace_store import read_trace_npz, sha256_file, write_trace_npz
+from weightzoo.io.trace_store import read_trace_npz, write_trace_npz
 
 
 @dataclass(frozen=True)

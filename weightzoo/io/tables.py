@@ -27,7 +27,6 @@ import math
 from typing import Iterable, Mapping
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from weightzoo.core.layout import WeightLayout
 

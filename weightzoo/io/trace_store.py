@@ -24,7 +24,6 @@ not trace a tensor has no chunks in that tensor's array (reads as NaN).
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -62,15 +61,6 @@ def read_trace_npz(path: Path) -> Trace:
         steps_per_epoch, every = (int(v) for v in data["meta"])
         return Trace(tensors=tensors, step=data["step"], epoch=data["epoch"], lr=data["lr"], loss=data["loss"],
                      steps_per_epoch=steps_per_epoch, every=every)
-
-
-def sha256_file(path: Path) -> str:
-    """Hex sha256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def prepare_trace_arrays(store, layout_id: str, sizes: dict[str, int], n_rows: int,

@@ -189,7 +189,7 @@ def publish_build(plan: BuildPlan, *, progress: Callable[[str], None] | None = N
 
 def run_build(plan: BuildPlan, runner: Runner, *, progress: Callable[[str], None] | None = None) -> BuildReport:
     """The build recipe: train every group with work on ``runner``, then publish once."""
-    started, done, trained = time.monotonic(), 0, 0
+    started, done = time.monotonic(), 0
     calls = [(plan.zoo.staging, group, runner.threads) for group in plan.work]
     for receipts in runner.map(train_group, calls, device=plan.spec.training.device):
         done += len(receipts)
