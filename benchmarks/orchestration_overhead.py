@@ -2,10 +2,10 @@
 their training times, and against the same build without Prefect or Dask.
 
 What it measures
-    F  wall time of ``flows.build_zoo.run_build`` (a real Prefect server, a Dask
+    F  wall time of ``weightzoo_flows.build_zoo.run_build_flow`` (a real Prefect server, a Dask
        LocalCluster of ``--workers`` processes, one task per group of ``--max-group``
        models, then publish), server start-up excluded and reported on its own;
-    I  wall time of ``weightzoo.build.build_in_process`` (same plan, same training code,
+    I  wall time of ``weightzoo.pipelines.build.build_in_process`` (same plan, same training code,
        same publish, one process);
     T  the sum of the models' training times (``train_seconds`` in their staged records;
        a fleet's time is shared equally by its models).
@@ -30,6 +30,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from weightzoo.io.handle import ZooHandle
 from weightzoo.pipelines.build import build_in_process, plan_build
 from weightzoo.io.reader import open_zoo
 from weightzoo.io.staging import load_staged
@@ -59,13 +60,14 @@ def main(argv=None) -> dict:
     parser.add_argument("--max-group", type=int, default=4, help="models per task (default 4: many small tasks)")
     args = parser.parse_args(argv)
     spec = cheap_spec(args.models)
-    n_tasks = len(plan_build(spec, max_group=args.max_group, min_groups=args.workers))
     tmp = Path(tempfile.mkdtemp(prefix="wz-overhead-bench-"))
+    n_tasks = len(plan_build(ZooHandle.at(tmp / "plan"), spec, max_group=args.max_group,
+                             min_groups=args.workers).work)
     print(f"load average at start: {os.getloadavg()[0]:.1f}; {args.models} models in {n_tasks} tasks, "
           f"{args.workers} worker(s)")
     try:
         start = time.perf_counter()
-        build_in_process(tmp / "in-process", spec)
+        build_in_process(tmp / "in-process", spec, max_group=args.max_group)
         in_process = time.perf_counter() - start
         train_in_process = training_seconds(tmp / "in-process")
         flow, train_flow, server = run_flow(spec, tmp, args)
@@ -95,10 +97,11 @@ def run_flow(spec: dict, tmp: Path, args) -> tuple[float, float, float]:
     start = time.perf_counter()
     with prefect_server(tmp / "prefect-home"):
         server = time.perf_counter() - start
-        from weightzoo_flows.build_zoo import run_build  # Prefect reads the server URL when imported
+        from weightzoo_flows.build_zoo import run_build_flow  # Prefect reads the server URL when imported
 
         start = time.perf_counter()
-        run_build(spec, str(tmp / "flow"), workers=args.workers, max_group=args.max_group)
+        plan = plan_build(ZooHandle.at(tmp / "flow"), spec, max_group=args.max_group, min_groups=args.workers)
+        run_build_flow(plan, workers=args.workers)
         flow = time.perf_counter() - start
         return flow, training_seconds(tmp / "flow"), server
 

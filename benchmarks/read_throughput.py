@@ -37,7 +37,11 @@ import torch
 from torch import nn
 
 from weightzoo.core.layout import WeightLayout
-from weightzoo.io import open_zoo, publish_version, stage_model
+from weightzoo.io.handle import ZooHandle
+from weightzoo.io.publish import PublishRequest, publish_version
+from weightzoo.io.reader import open_zoo
+from weightzoo.io.records import StagedRecord
+from weightzoo.io.staging import stage_model
 from weightzoo.io.selection import weights_array
 
 from write_throughput import staged_inputs  # the same synthetic models (this folder is on sys.path)
@@ -48,9 +52,13 @@ def build_zoo(root: Path, n_models: int, n_snapshots: int, n_params: int) -> Non
     hidden = max(1, n_params // 101)  # Linear(100, hidden): 101 * hidden params
     layout = WeightLayout.from_module(nn.Linear(100, hidden))
     rng = np.random.default_rng(0)
-    fingerprints = [stage_model(root, **staged_inputs(layout, i, n_snapshots, rng))["fingerprint"]
-                    for i in range(n_models)]
-    publish_version(root, fingerprints, specs=[], code_version="bench")
+    zoo = ZooHandle.at(root)
+    fingerprints = []
+    for i in range(n_models):
+        x = staged_inputs(layout, i, n_snapshots, rng)
+        fingerprints.append(stage_model(zoo.staging, StagedRecord.from_dict(x["record"]), weights=x["weights"],
+                                        snapshots=x["snapshots"], layout=x["layout"]).fingerprint)
+    publish_version(zoo, PublishRequest(tuple(fingerprints)))
 
 
 def iterator_epoch(selection, batch_size: int, slice_length, epoch: int) -> tuple[int, int]:

@@ -32,7 +32,10 @@ import numpy as np
 from torch import nn
 
 from weightzoo.core.layout import WeightLayout
-from weightzoo.io import publish_version, stage_model
+from weightzoo.io.handle import ZooHandle
+from weightzoo.io.publish import PublishRequest, publish_version
+from weightzoo.io.records import StagedRecord
+from weightzoo.io.staging import stage_model
 from weightzoo.io.verify import verify_version
 
 
@@ -41,7 +44,7 @@ def staged_inputs(layout: WeightLayout, index: int, n_snapshots: int, rng) -> di
     record = {"model_id": f"m{index:06d}", "fingerprint": f"fp{index:016d}", "status": "ok", "message": "",
               "hyperparameters": {"optimizer": ["sgd", "adam"][index % 2], "lr": float(rng.uniform(1e-3, 0.1))},
               "config": {}, "training": {}, "spec_name": "bench", "layout_id": layout.layout_id,
-              "n_params": layout.n_params}
+              "n_params": layout.n_params, "code_version": "bench"}
     snapshots = [{"k": k, "epoch": k, "step": k, "train_loss": 0.0, "train_acc": 0.0, "test_loss": 0.0,
                   "test_acc": 0.0, "gap": 0.0} for k in range(n_snapshots)]
     weights = rng.standard_normal((n_snapshots, layout.n_params), dtype=np.float32)
@@ -63,13 +66,15 @@ def run_size(n_models: int, n_snapshots: int, n_params: int) -> dict:
             np.save(tmp / "npy" / f"{x['fingerprint']}.npy", x["weights"])
         numpy_s = time.perf_counter() - start
         start = time.perf_counter()
-        fingerprints = [stage_model(tmp / "zoo", **x)["fingerprint"] for x in inputs]
+        zoo = ZooHandle.at(tmp / "zoo")
+        fingerprints = [stage_model(zoo.staging, StagedRecord.from_dict(x["record"]), weights=x["weights"],
+                                    snapshots=x["snapshots"], layout=x["layout"]).fingerprint for x in inputs]
         stage_s = time.perf_counter() - start
         start = time.perf_counter()
-        publish_version(tmp / "zoo", fingerprints, specs=[], code_version="bench")
+        publish_version(zoo, PublishRequest(tuple(fingerprints)))
         publish_s = time.perf_counter() - start
         start = time.perf_counter()
-        problems = verify_version(tmp / "zoo", "v0001").problems
+        problems = verify_version(zoo, "v0001").problems
         verify_s = time.perf_counter() - start
         assert not problems, problems
         repo_mb = sum(p.stat().st_size for p in (tmp / "zoo" / "repo").rglob("*") if p.is_file()) / 2**20
