@@ -11,7 +11,7 @@ from prefect import get_run_logger
 
 from weightzoo.pipelines.importing import ImportPlan, run_import
 
-from weightzoo_flows.runtime import PrefectRunner, recipe_flow, run_on_dask
+from weightzoo_flows.runtime import PrefectRunner, recipe_flow
 
 
 @recipe_flow(name="import-zoo", log_prints=True)
@@ -25,8 +25,3 @@ def import_zoo(plan: ImportPlan) -> dict:
     logger.info("%d accepted, %d rejected; version %s", report["n_accepted"], report["n_rejected"],
                 report["version"])
     return report
-
-
-def run_import_flow(plan: ImportPlan, *, workers: int = 2, dask_address: str | None = None) -> dict:
-    """Run :func:`import_zoo` on a Dask runner."""
-    return run_on_dask(import_zoo, {"plan": plan}, workers=workers, dask_address=dask_address)

@@ -12,7 +12,7 @@ from prefect import get_run_logger
 
 from weightzoo.pipelines.regenerate import RegenerationPlan, run_regeneration
 
-from weightzoo_flows.runtime import PrefectRunner, recipe_flow, run_on_dask
+from weightzoo_flows.runtime import PrefectRunner, recipe_flow
 
 
 @recipe_flow(name="regenerate", log_prints=True)
@@ -25,10 +25,3 @@ def regenerate_flow(plan: RegenerationPlan, scratch: str | None = None) -> dict:
     logger.info("%d/%d members match bit for bit; largest weight difference %g", result["n_exact"],
                 result["n_members"], result["max_abs_diff"])
     return result
-
-
-def run_regenerate_flow(plan: RegenerationPlan, *, scratch=None, workers: int = 2,
-                        dask_address: str | None = None) -> dict:
-    """Run :func:`regenerate_flow` on a Dask runner."""
-    return run_on_dask(regenerate_flow, {"plan": plan, "scratch": None if scratch is None else str(scratch)},
-                       workers=workers, dask_address=dask_address)

@@ -9,9 +9,9 @@ from torch import nn
 
 from weightzoo.core.layout import WeightLayout
 from weightzoo.core.models import build_model
-from weightzoo.core.permutations import (PermutationError, add_noise, erase_values, hidden_unit_permutation,
-                                         permutation_plan, permute_hidden_units, random_window)
-from weightzoo.core.tokens import Tokenizer
+from weightzoo.core.permutations import (PermutationError, hidden_unit_permutation, permutation_plan,
+                                         permute_hidden_units)
+
 
 CONFIGS = [
     {"dataset": "digits", "architecture": "mlp", "hidden_layers": 2, "hidden_width": 9},
@@ -136,68 +136,3 @@ def test_a_model_of_another_layout_and_a_wrong_length_are_rejected():
         permute_hidden_units(flat, layout, 0, model=build_model(CONFIGS[1]))
     with pytest.raises(ValueError, match="n_params"):
         permute_hidden_units(flat[:-1], layout, 0)
-
-
-@pytest.fixture
-def token_batch():
-    _, layout, flat = trained_like(CONFIGS[3])
-    tokenizer = Tokenizer(layout, 5)
-    batch = np.stack([flat + i for i in range(4)])
-    return tokenizer, tokenizer.tokenize(batch)
-
-
-@pytest.mark.parametrize("as_torch", [False, True], ids=["numpy", "torch"])
-def test_noise_is_added_to_real_values_only_at_the_given_scale(token_batch, as_torch):
-    tokenizer, tokens = token_batch
-    mask = tokenizer.mask
-    tokens_in = torch.from_numpy(tokens) if as_torch else tokens
-    noisy = add_noise(tokens_in, mask, 0.5, 1, scale=2.0)
-    again = add_noise(tokens_in, mask, 0.5, 1, scale=2.0)
-    noisy, again = (np.asarray(a) for a in (noisy, again))
-    np.testing.assert_array_equal(noisy, again)
-    assert noisy.dtype == np.float32
-    real = np.broadcast_to(mask, tokens.shape)
-    assert (noisy[~real] == 0).all()
-    assert abs(np.std(noisy[real] - tokens[real]) - 1.0) < 0.05, "sigma 0.5 times scale 2"
-    np.testing.assert_array_equal(np.asarray(add_noise(tokens_in, mask, 0.0, 1)), tokens)
-
-
-@pytest.mark.parametrize("as_torch", [False, True], ids=["numpy", "torch"])
-def test_erasing_zeroes_a_fraction_of_real_values(token_batch, as_torch):
-    tokenizer, tokens = token_batch
-    tokens = tokens + np.float32(100) * tokenizer.mask  # no real value is 0 before erasing
-    tokens_in = torch.from_numpy(tokens) if as_torch else tokens
-    erased = np.asarray(erase_values(tokens_in, tokenizer.mask, 0.3, 4))
-    real = np.broadcast_to(tokenizer.mask, tokens.shape)
-    zeroed = (erased == 0) & real
-    assert abs(zeroed.sum() / real.sum() - 0.3) < 0.05
-    np.testing.assert_array_equal(erased[~zeroed], tokens[~zeroed])
-    assert (erased[~real] == 0).all()
-    np.testing.assert_array_equal(np.asarray(erase_values(tokens_in, tokenizer.mask, 0.0, 4)), tokens)
-    assert not np.asarray(erase_values(tokens_in, tokenizer.mask, 1.0, 4)).any()
-
-
-@pytest.mark.parametrize("as_torch", [False, True], ids=["numpy", "torch"])
-def test_a_window_is_a_run_of_consecutive_tokens(token_batch, as_torch):
-    tokenizer, tokens = token_batch
-    mask, positions = tokenizer.mask, tokenizer.positions
-    tokens_in = torch.from_numpy(tokens) if as_torch else tokens
-    window_tokens, window_mask, window_positions, start = random_window(tokens_in, mask, positions, 10, 3)
-    assert window_tokens.shape == (4, 10, 5) and window_mask.shape == (10, 5)
-    np.testing.assert_array_equal(np.asarray(window_tokens), tokens[:, start:start + 10])
-    np.testing.assert_array_equal(window_positions[:, 0], np.arange(start, start + 10))
-    np.testing.assert_array_equal(window_mask, mask[start:start + 10])
-
-    window_tokens, window_mask, window_positions, starts = random_window(tokens_in, mask, positions, 10, 3,
-                                                                         per_sample=True)
-    starts = np.asarray(starts)
-    assert starts.shape == (4,) and len(set(starts.tolist())) > 1
-    assert tuple(window_mask.shape) == (4, 10, 5) and tuple(window_positions.shape) == (4, 10, 3)
-    for i, s in enumerate(starts):
-        np.testing.assert_array_equal(np.asarray(window_tokens[i]), tokens[i, s:s + 10])
-        np.testing.assert_array_equal(np.asarray(window_positions[i]), positions[s:s + 10])
-        np.testing.assert_array_equal(np.asarray(window_mask[i]), mask[s:s + 10])
-    whole = random_window(tokens_in, mask, positions, tokenizer.n_tokens, 0)
-    assert whole[3] == 0
-    with pytest.raises(ValueError, match="window"):
-        random_window(tokens_in, mask, positions, tokenizer.n_tokens + 1, 0)

@@ -1,4 +1,4 @@
-"""Augmentations of weights: function-preserving unit permutations, noise, erasing, windows.
+"""Function-preserving augmentations of weights: permutations of hidden units.
 
 Hidden units of a feed-forward network can be reordered without changing what it computes
 (Schürholt et al., NeurIPS 2021 and SANE, ICML 2024 use this as their main augmentation):
@@ -10,7 +10,7 @@ safe permutation raises :class:`PermutationError`. The layout cannot see the mod
 layers, so pass ``model`` (e.g. ``build_model(config)``) to also check that they act per
 channel and to keep frozen layers (a frozen identity input) in place.
 
-Token augmentations work on NumPy arrays or torch tensors, single samples or batches.
+SANE's noise view of tokens is :func:`weightzoo.analysis.sane.batches.noise_augmentation`.
 """
 
 from __future__ import annotations
@@ -136,108 +136,3 @@ def _block_size(group: UnitGroup, following: UnitGroup) -> int:
     if following.kind == "linear" and group.kind == "conv" and inputs % units == 0:
         return inputs // units  # Flatten of [C, H, W]: channel c owns features c*H*W .. (c+1)*H*W - 1
     raise PermutationError(f"cannot match units across {where}: the next layer has {inputs} inputs")
-
-
-# ---------------------------------------------------------------------------------------------
-# Token augmentations (NumPy or torch; any leading batch axes)
-
-
-def add_noise(tokens, mask, sigma: float, rng=None, *, scale=1.0):
-    """``tokens + sigma * scale * N(0, 1)`` on real values; padding stays 0.
-
-    ``scale`` (a number or an array broadcastable to the tokens, e.g. per-layer stds laid out
-    as tokens) makes the noise relative to the size of the values.
-    """
-    if sigma < 0:
-        raise ValueError(f"sigma must be >= 0; got {sigma}")
-    noise = _draw("normal", tokens, rng)
-    return _where(mask, tokens + sigma * _like(scale, tokens) * noise, tokens)
-
-
-def erase_values(tokens, mask, fraction: float, rng=None):
-    """Zero each real token value independently with probability ``fraction`` (padding stays 0)."""
-    if not 0.0 <= fraction <= 1.0:
-        raise ValueError(f"fraction must be in [0, 1]; got {fraction}")
-    erase = (_draw("uniform", tokens, rng) < fraction) & _bool_of(mask, tokens)
-    return _where(erase, _like(np.zeros(()), tokens), tokens)
-
-
-def random_window(tokens, mask, positions, window: int, rng=None, *, per_sample: bool = False):
-    """A random run of ``window`` consecutive tokens: ``(tokens, mask, positions, start)``.
-
-    One start for the whole batch by default (``start`` an int; mask and positions keep their
-    own batch shape). With ``per_sample`` (tokens [B, n, size]) each sample gets its own start
-    (``start`` [B]) and mask/positions come back as [B, window, ...].
-    """
-    n_tokens = tokens.shape[-2]
-    if not 1 <= window <= n_tokens:
-        raise ValueError(f"window must be in 1..{n_tokens} (the number of tokens); got {window}")
-    if not per_sample:
-        start = int(_draw_integers(tokens, rng, n_tokens - window + 1, 1)[0])
-        cut = slice(start, start + window)
-        return tokens[..., cut, :], mask[..., cut, :], positions[..., cut, :], start
-    if len(tokens.shape) != 3:
-        raise ValueError(f"per_sample windows need tokens [B, n_tokens, size]; got {tuple(tokens.shape)}")
-    start = _draw_integers(tokens, rng, n_tokens - window + 1, tokens.shape[0])
-    steps = _like(np.arange(window), start)
-    rows = start[:, None] + steps
-    batch = _like(np.arange(tokens.shape[0]), start)[:, None]
-    mask, positions = _as_array_of(mask, tokens), _as_array_of(positions, tokens)
-    return tokens[batch, rows], _pick(mask, batch, rows), _pick(positions, batch, rows), start
-
-
-def _pick(array, batch, rows):
-    """Each sample's window of a per-sample [B, n, ...] or a shared [n, ...] array."""
-    return array[batch, rows] if len(array.shape) == 3 else array[rows]
-
-
-def _draw(kind: str, like, rng):
-    """Standard normal or uniform [0, 1) numbers shaped like ``like`` (torch RNG for torch)."""
-    if isinstance(like, torch.Tensor) and not isinstance(rng, np.random.Generator):
-        draw = torch.randn if kind == "normal" else torch.rand
-        return draw(tuple(like.shape), dtype=like.dtype, device=like.device, generator=_generator(rng, like))
-    rng = np.random.default_rng(rng)
-    value = (rng.standard_normal if kind == "normal" else rng.random)(tuple(like.shape))
-    return _like(value, like)
-
-
-def _draw_integers(like, rng, high: int, count: int):
-    """``count`` integers in [0, high): int64, torch on ``like``'s device for torch input."""
-    if isinstance(like, torch.Tensor) and not isinstance(rng, np.random.Generator):
-        return torch.randint(high, (count,), device=like.device, generator=_generator(rng, like))
-    values = np.random.default_rng(rng).integers(0, high, size=count)
-    return torch.as_tensor(values, device=like.device) if isinstance(like, torch.Tensor) else values
-
-
-def _generator(rng, like) -> torch.Generator | None:
-    """None (torch's global RNG), a given torch.Generator, or a new one seeded with ``rng``."""
-    if rng is None or isinstance(rng, torch.Generator):
-        return rng
-    return torch.Generator(device=like.device).manual_seed(int(rng))
-
-
-def _like(value, like):
-    """``value`` with the array type, dtype (and device) of ``like``."""
-    if isinstance(like, torch.Tensor):
-        return torch.as_tensor(np.array(value) if isinstance(value, np.ndarray) else value,
-                               dtype=like.dtype, device=like.device)
-    return np.asarray(value, dtype=like.dtype)
-
-
-def _as_array_of(array, like):
-    """``array`` (keeping its dtype) as a torch tensor when ``like`` is one."""
-    if isinstance(like, torch.Tensor) and not isinstance(array, torch.Tensor):
-        return torch.from_numpy(np.array(array)).to(like.device)
-    return array
-
-
-def _bool_of(mask, like):
-    """A 0/1 or boolean mask as booleans of ``like``'s array type."""
-    mask = _as_array_of(mask, like)
-    return mask.to(torch.bool) if isinstance(mask, torch.Tensor) else np.asarray(mask, dtype=bool)
-
-
-def _where(condition, a, b):
-    if isinstance(b, torch.Tensor):
-        return torch.where(_bool_of(condition, b), a, b)
-    return np.where(_bool_of(condition, b), a, b)

@@ -59,11 +59,6 @@ def atomic_directory(location: ZooLocation, relative: str, *, replace: bool = Fa
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def is_incomplete(path: Path) -> bool:
-    """Whether ``path`` is a folder still being written (or left by a crash)."""
-    return INCOMPLETE in path.name
-
-
 def sync_tree(folder: Path) -> None:
     """fsync every file under ``folder`` and the folders themselves."""
     for path in sorted(folder.rglob("*"), key=lambda p: -len(p.parts)):
