@@ -84,14 +84,11 @@ class Hyperparameter:
         schema: dict[str, Any] = {"type": _JSON_TYPES[self.type]}
         if self.choices:
             schema["enum"] = list(self.choices)
-        for key, bound, exclusive in (("minimum", self.minimum, self.exclusive_minimum),
-                                      ("maximum", self.maximum, self.exclusive_maximum)):
-            if bound is not None and not exclusive:
-                schema[key] = bound
-        for key, bound, exclusive in (("exclusiveMinimum", self.minimum, self.exclusive_minimum),
-                                      ("exclusiveMaximum", self.maximum, self.exclusive_maximum)):
-            if exclusive:
-                schema[key] = bound
+        bounds = {"minimum": None if self.exclusive_minimum else self.minimum,
+                  "maximum": None if self.exclusive_maximum else self.maximum,
+                  "exclusiveMinimum": self.minimum if self.exclusive_minimum else None,
+                  "exclusiveMaximum": self.maximum if self.exclusive_maximum else None}
+        schema.update({key: bound for key, bound in bounds.items() if bound is not None})
         if self.odd:
             schema["not"] = {"multipleOf": 2}
         return schema
@@ -162,9 +159,10 @@ def _single_key(key: str, value: dict) -> dict:
     return {"type": "object", "required": [key], "additionalProperties": False, "properties": {key: value}}
 
 
-def _integer_field(minimum: int, default: int | None = None, **more: Any) -> dict:
-    schema = {"type": "integer", "minimum": minimum, **more}
-    return schema if default is None else {**schema, "default": default}
+def _integer_field(minimum: int, maximum: int | None = None, default: int | None = None) -> dict:
+    """Schema of a plain integer field (not a hyperparameter) with optional maximum and default."""
+    schema = {"type": "integer", "minimum": minimum, "maximum": maximum, "default": default}
+    return {key: value for key, value in schema.items() if value is not None}
 
 
 _SAMPLING = {
