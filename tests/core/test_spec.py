@@ -1,28 +1,20 @@
-"""Zoo specs: presets load, the schema is valid and agrees with the table, errors name fields."""
+"""Zoo specs: presets load, shorthands parse, errors name fields."""
 
 import copy
 import json
-from pathlib import Path
 
-import jsonschema
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from weightzoo.core.spec import (
-    HYPERPARAMETERS,
     Distribution,
     SpecError,
     TrainingSettings,
     ZooSpec,
     load_spec,
-    spec_schema,
 )
 from weightzoo.presets import list_presets, preset_path
-
-REPO = Path(__file__).resolve().parents[2]
-PACKAGE_SCHEMA = REPO / "weightzoo" / "schemas" / "zoo-spec.schema.json"
-ROOT_SCHEMA = REPO / "schemas" / "zoo-spec.schema.json"
 
 MINIMAL = {
     "name": "minimal",
@@ -47,7 +39,7 @@ def spec_with(**changes):
     return spec
 
 
-# --- presets and schema --------------------------------------------------------------
+# --- presets --------------------------------------------------------------------------
 
 
 def test_known_presets_are_shipped():
@@ -75,30 +67,6 @@ def test_preset_sizes():
 def test_unknown_preset_suggests_a_name():
     with pytest.raises(SpecError, match="did you mean 'demo'"):
         load_spec("demoo")
-
-
-def test_schema_is_valid_draft_2020_12():
-    jsonschema.Draft202012Validator.check_schema(spec_schema())
-
-
-def test_repo_root_schema_is_the_package_schema():
-    assert ROOT_SCHEMA.read_bytes() == PACKAGE_SCHEMA.read_bytes()
-    assert json.loads(PACKAGE_SCHEMA.read_text()) == spec_schema()
-
-
-def test_schema_and_python_table_agree_on_hyperparameters():
-    properties = spec_schema()["properties"]["hyperparameters"]["properties"]
-    assert set(properties) == set(HYPERPARAMETERS)
-    for name, info in HYPERPARAMETERS.items():
-        value_schema = properties[name]["anyOf"][0]
-        expected_type = {"str": "string", "int": "integer", "float": "number", "bool": "boolean"}
-        assert value_schema["type"] == expected_type[info.type], name
-        assert tuple(value_schema.get("enum", ())) == info.choices, name
-        low = value_schema.get("minimum", value_schema.get("exclusiveMinimum"))
-        high = value_schema.get("maximum", value_schema.get("exclusiveMaximum"))
-        assert (low, high) == (info.minimum, info.maximum), name
-        assert ("exclusiveMinimum" in value_schema) == info.exclusive_minimum, name
-        assert ("exclusiveMaximum" in value_schema) == info.exclusive_maximum, name
 
 
 # --- parsing -------------------------------------------------------------------------

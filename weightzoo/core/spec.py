@@ -1,7 +1,8 @@
 """Zoo specs: the validated description of a model zoo.
 
-A spec (YAML, JSON or a mapping) is checked against ``schemas/zoo-spec.schema.json``
-first; the schema is the single source of truth for structure and value domains.
+A spec (YAML, JSON or a mapping) is checked against the zoo-spec JSON Schema first
+(``weightzoo.core.spec_schema`` builds it; ``schemas/zoo-spec.schema.json`` is its
+written-out copy); the schema is the single source of truth for structure and value domains.
 Checks that JSON Schema cannot express (low < high, snapshot epochs within the
 training run, grid sampling only over discrete values) follow. Every failure is a
 ``SpecError`` naming the dotted field path and what was expected.
@@ -16,7 +17,6 @@ import math
 import re
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
-from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping
 
@@ -26,70 +26,10 @@ import yaml
 from weightzoo.core.fingerprint import canonical_json
 from weightzoo.errors import InputError
 from weightzoo.core.sampling import Distribution
+from weightzoo.core.spec_schema import DATASETS, HYPERPARAMETERS, MAX_MODELS, Hyperparameter, spec_schema
 
 if TYPE_CHECKING:  # traces imports SpecError from here
     from weightzoo.core.traces import TraceSettings
-
-DATASETS = ("mnist5k", "digits", "sinusoid", "mnist-idx", "cifar10")
-ARCHITECTURES = ("nws-cnn", "small-cnn", "large-cnn", "mlp")
-# Planning a build samples and builds every config up front: a count beyond this is a typo
-# that would hang the planner, not a zoo. The schema's maximum for "models" says the same.
-MAX_MODELS = 1_000_000
-
-
-@dataclass(frozen=True)
-class Hyperparameter:
-    """The value domain of one known hyperparameter (mirrors the schema)."""
-
-    type: str  # "str" | "int" | "float" | "bool"
-    choices: tuple = ()
-    minimum: float | None = None
-    maximum: float | None = None
-    exclusive_minimum: bool = False
-    exclusive_maximum: bool = False
-    odd: bool = False
-
-    def coerce(self, value: Any) -> Any:
-        """Return ``value`` as this hyperparameter's Python type (3.0 -> 3, 0 -> 0.0)."""
-        return {"int": int, "float": float}.get(self.type, lambda v: v)(value)
-
-
-def _enum(*choices: str) -> Hyperparameter:
-    return Hyperparameter("str", choices)
-
-
-def _int(low: int, high: int | None = None, odd: bool = False) -> Hyperparameter:
-    return Hyperparameter("int", minimum=low, maximum=high, odd=odd)
-
-
-HYPERPARAMETERS: dict[str, Hyperparameter] = {
-    "dataset": _enum(*DATASETS),
-    "architecture": _enum(*ARCHITECTURES),
-    "conv_layers": _int(1, 8),
-    "conv_width": _int(1, 256),
-    "filter_size": _int(1, 9, odd=True),
-    "fc_layers": _int(0, 4),
-    "fc_width": _int(1, 1024),
-    "hidden_layers": _int(1, 8),
-    "hidden_width": _int(1, 2048),
-    "activation": _enum("relu", "tanh", "sigmoid", "gelu", "leaky_relu", "elu"),
-    "init": _enum("default", "kaiming_uniform", "kaiming_normal", "xavier_uniform",
-                  "xavier_normal", "orthogonal", "uniform", "normal"),
-    "optimizer": _enum("sgd", "momentum", "adam", "rmsprop"),
-    "lr": Hyperparameter("float", minimum=0, maximum=10, exclusive_minimum=True),
-    "batch_size": _int(1, 4096),
-    "weight_decay": Hyperparameter("float", minimum=0),
-    "dropout": Hyperparameter("float", minimum=0, maximum=1, exclusive_maximum=True),
-    "batch_norm": Hyperparameter("bool"),
-    "augmentation": _enum("none", "shift", "noise", "flip"),
-    "label_noise": Hyperparameter("float", minimum=0, maximum=1),
-    "classes": _int(0),
-    "pixel_shuffle": Hyperparameter("bool"),
-    "frequency": Hyperparameter("float", minimum=0, exclusive_minimum=True),
-    "input_dim": _int(2, 4096),
-    "frozen_identity_input": Hyperparameter("bool"),
-}
-"""Known hyperparameters and their domains; ``tests`` check this agrees with the schema."""
 
 
 class SpecError(InputError):
@@ -187,13 +127,6 @@ def load_spec(source: str | Path | Mapping | ZooSpec) -> ZooSpec:
     data = _to_plain(_read_source(source), "")
     _validate_schema(data)
     return _build_spec(data)
-
-
-@lru_cache(maxsize=1)
-def spec_schema() -> dict:
-    """Return the zoo-spec JSON Schema shipped inside the package."""
-    path = resources.files("weightzoo").joinpath("schemas/zoo-spec.schema.json")
-    return json.loads(path.read_text(encoding="utf-8"))
 
 
 # --- reading -----------------------------------------------------------------------
