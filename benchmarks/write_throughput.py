@@ -3,8 +3,9 @@
 What it measures
     MB/s (float32 weight bytes) of three ways to get N models' weights onto disk:
 
-    S  ``stage_model`` per model (what a training task does: .npy + receipt + snapshots,
-       each fsynced and renamed into place);
+    S  ``stage_model`` per model as a training task stages its group (one file per model,
+       written under a temporary name and renamed; one filesystem sync per group of
+       ``--group`` models, as ``pipelines.build.train_group`` does);
     P  ``publish_version`` of the staged models (one Icechunk commit of chunk-aligned rows,
        zstd + crc32c per chunk, then the Parquet tables, manifest and tag);
     N  the baseline: ``numpy.save`` of each model's ``[snapshot, param]`` array to its own
@@ -17,12 +18,14 @@ What it measures
 Method
     Random normal float32 weights (zstd barely compresses them, so bytes on disk ≈ raw
     bytes). One MLP layout of about ``--params`` parameters, ``--snapshots`` snapshots. Each
-    size in ``--models`` runs in a fresh temp dir, N first, then S, then P.
+    size in ``--models`` runs in a fresh temp dir, N first, then S, then P. ``--json FILE``
+    also writes the rows as JSON.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import tempfile
 import time
@@ -35,7 +38,7 @@ from weightzoo.core.layout import WeightLayout
 from weightzoo.io.handle import ZooHandle
 from weightzoo.io.publish import PublishRequest, publish_version
 from weightzoo.io.records import StagedRecord
-from weightzoo.io.staging import stage_model
+from weightzoo.io.staging import stage_model, sync_staging
 from weightzoo.io.verify import verify_version
 
 
@@ -52,7 +55,7 @@ def staged_inputs(layout: WeightLayout, index: int, n_snapshots: int, rng) -> di
             "record": record, "layout": layout}
 
 
-def run_size(n_models: int, n_snapshots: int, n_params: int) -> dict:
+def run_size(n_models: int, n_snapshots: int, n_params: int, group: int = 32) -> dict:
     """Time N, S and P for one zoo size; return seconds, MB and MB/s."""
     layout = WeightLayout.from_module(nn.Linear(100, max(1, n_params // 101)))
     rng = np.random.default_rng(0)
@@ -67,8 +70,12 @@ def run_size(n_models: int, n_snapshots: int, n_params: int) -> dict:
         numpy_s = time.perf_counter() - start
         start = time.perf_counter()
         zoo = ZooHandle.at(tmp / "zoo")
-        fingerprints = [stage_model(zoo.staging, StagedRecord.from_dict(x["record"]), weights=x["weights"],
-                                    snapshots=x["snapshots"], layout=x["layout"]).fingerprint for x in inputs]
+        fingerprints = []
+        for start_group in range(0, len(inputs), group):
+            fingerprints += [stage_model(zoo.staging, StagedRecord.from_dict(x["record"]), weights=x["weights"],
+                                         snapshots=x["snapshots"], layout=x["layout"], durable=False).fingerprint
+                             for x in inputs[start_group:start_group + group]]
+            sync_staging(zoo.staging)
         stage_s = time.perf_counter() - start
         start = time.perf_counter()
         publish_version(zoo, PublishRequest(tuple(fingerprints)))
@@ -90,17 +97,21 @@ def main(argv=None) -> list[dict]:
     parser.add_argument("--models", default="10,100,1000", help="comma-separated numbers of models")
     parser.add_argument("--snapshots", type=int, default=5)
     parser.add_argument("--params", type=int, default=2_500)
+    parser.add_argument("--group", type=int, default=32, help="models staged per filesystem sync (default: 32)")
+    parser.add_argument("--json", help="also write the rows as JSON to this file")
     args = parser.parse_args(argv)
     print(f"{'models':>7}{'MB':>8}{'repo MB':>9}{'numpy MB/s':>12}{'stage MB/s':>12}{'publish MB/s':>14}"
           f"{'N/(S+P)':>9}{'publish ms/model':>17}{'verify MB/s':>12}")
     rows = []
     for n in (int(x) for x in args.models.split(",")):
-        r = run_size(n, args.snapshots, args.params)
+        r = run_size(n, args.snapshots, args.params, args.group)
         rows.append(r)
         print(f"{n:>7}{r['mb']:>8.1f}{r['repo_mb']:>9.1f}{r['mb'] / r['numpy_s']:>12.1f}{r['mb'] / r['stage_s']:>12.1f}"
               f"{r['mb'] / r['publish_s']:>14.1f}{r['ratio']:>9.3f}{r['publish_s'] / n * 1e3:>17.2f}"
               f"{r['mb'] / r['verify_s']:>12.1f}",
               flush=True)
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=2))
     return rows
 
 

@@ -144,3 +144,17 @@ def _snapshot(k: int, rng, diverged: bool) -> dict:
     return {"k": k, "epoch": k, "step": 10 * k, "train_loss": float("nan") if diverged else float(rng.uniform()),
             "train_acc": train_acc, "test_loss": None if diverged else float(rng.uniform()),
             "test_acc": float("nan") if diverged else test_acc, "gap": train_acc - test_acc}
+
+
+def flip_member_byte(path, member: str) -> None:
+    """Flip one byte in the middle of ``member``'s data inside a staged model's npz file."""
+    import struct
+    import zipfile
+
+    with zipfile.ZipFile(path) as archive:
+        info = archive.getinfo(member)
+    data = bytearray(path.read_bytes())
+    name_length, extra_length = struct.unpack("<HH", data[info.header_offset + 26:info.header_offset + 30])
+    start = info.header_offset + 30 + name_length + extra_length
+    data[start + info.compress_size // 2] ^= 0xFF
+    path.write_bytes(bytes(data))

@@ -1,16 +1,17 @@
-"""Staging: atomic per-fingerprint directories that read back exactly, or fail loudly."""
+"""Staging: one atomic file per fingerprint that reads back exactly, or fails loudly."""
 
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-from zookit import stage_inputs
+from zookit import flip_member_byte, stage_inputs
 
 from weightzoo.errors import RecordError, StagingError
-from weightzoo.io import atomic
+from weightzoo.io import staging
 from weightzoo.io.staging import find_staged, load_staged
 
 
@@ -40,39 +41,46 @@ def test_metadata_only_load_skips_weights(zoo_root, make_inputs):
 def test_flipped_byte_in_weights_names_the_file(zoo_root, make_inputs):
     inputs = make_inputs("conv", 3)
     receipt = stage_inputs(zoo_root, inputs)
-    path = zoo_root / "staging" / inputs["fingerprint"] / "weights.npy"
-    data = bytearray(path.read_bytes())
-    data[-5] ^= 0xFF
-    path.write_bytes(bytes(data))
+    path = zoo_root / "staging" / f"{inputs['fingerprint']}.npz"
+    flip_member_byte(path, "weights.npy")
 
-    with pytest.raises(StagingError, match="weights.npy") as error:
+    with pytest.raises(StagingError, match=f"{path} is damaged .*weights.npy.*delete it and run again"):
         load_staged(zoo_root / "staging", inputs["fingerprint"])
-    assert receipt.sha256 in str(error.value)
+    assert find_staged(zoo_root / "staging", inputs["fingerprint"]) == receipt, "the metadata still reads"
 
 
-def test_incomplete_directories_are_not_found(zoo_root, make_inputs, monkeypatch):
+def test_incomplete_files_are_not_found(zoo_root, make_inputs, monkeypatch):
     inputs = make_inputs("conv", 4)
-    (zoo_root / "staging" / f"{inputs['fingerprint']}.incomplete-abc").mkdir(parents=True)
+    leftover = zoo_root / "staging" / f"{inputs['fingerprint']}.npz.incomplete-abc"
+    leftover.parent.mkdir(parents=True)
+    leftover.write_bytes(b"half a file")
     assert find_staged(zoo_root / "staging", inputs["fingerprint"]) is None
 
-    def fail(path):
+    def fail(fd):
         raise OSError("disk full")
 
-    monkeypatch.setattr(atomic, "fsync_dir", fail)
+    monkeypatch.setattr(staging.os, "fsync", fail)
     with pytest.raises(OSError, match="disk full"):
         stage_inputs(zoo_root, inputs)
     assert find_staged(zoo_root / "staging", inputs["fingerprint"]) is None
     leftovers = {p.name for p in (zoo_root / "staging").iterdir()}
-    assert leftovers == {f"{inputs['fingerprint']}.incomplete-abc"}, "a failed stage removes its own tmp dir"
+    assert leftovers == {leftover.name}, "a failed stage removes its own temporary file"
 
 
-def test_restaging_replaces_the_directory(zoo_root, make_inputs):
+def test_a_damaged_or_foreign_file_counts_as_not_staged(zoo_root, make_inputs):
+    inputs = make_inputs("conv", 7)
+    path = stage_inputs(zoo_root, inputs).path
+    Path(path).write_bytes(Path(path).read_bytes()[:100])  # truncated, as a power cut may leave it
+    assert find_staged(zoo_root / "staging", inputs["fingerprint"]) is None, "it is trained again"
+
+
+def test_restaging_replaces_the_file(zoo_root, make_inputs):
     inputs = make_inputs("mlp", 5)
     stage_inputs(zoo_root, inputs)
     inputs["weights"] = inputs["weights"] + 1
     receipt = stage_inputs(zoo_root, inputs)
     np.testing.assert_array_equal(load_staged(zoo_root / "staging", inputs["fingerprint"]).weights, inputs["weights"])
-    assert [p.name for p in (zoo_root / "staging").iterdir()] == [receipt.fingerprint]
+    assert [p.name for p in (zoo_root / "staging").iterdir()] == [f"{receipt.fingerprint}.npz"]
 
 
 def test_missing_staged_model_is_an_error(zoo_root):

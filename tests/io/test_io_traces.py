@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from weightzoo.core.traces import Trace
-from zookit import SimulatedCrash, inject_crash, publish_staged, stage_inputs
+from zookit import SimulatedCrash, flip_member_byte, inject_crash, publish_staged, stage_inputs
 
 from weightzoo.errors import StagingError, TracesNotFound
 from weightzoo.io.reader import open_zoo
@@ -135,9 +135,7 @@ def test_staged_traces_are_checked(zoo_root, make_inputs, stage_traced):
     staged = load_staged_traces(zoo_root / "staging", fingerprint)
     assert staged.steps_per_epoch == 3 and staged.every == 1
     np.testing.assert_array_equal(staged.tensors["2.weight"], trace.tensors["2.weight"])
-    path = (zoo_root / "staging") / fingerprint / "traces.npz"
-    data = bytearray(path.read_bytes())
-    data[-40] ^= 0xFF
-    path.write_bytes(bytes(data))
-    with pytest.raises(StagingError, match="traces.npz is corrupt"):
+    path = zoo_root / "staging" / f"{fingerprint}.npz"
+    flip_member_byte(path, "trace.tensor:2.weight.npy")
+    with pytest.raises(StagingError, match=f"{path.name} is damaged"):
         publish(zoo_root, [fingerprint])

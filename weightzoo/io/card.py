@@ -37,7 +37,7 @@ def write_card(version_dir: Path, tables: Mapping, manifest: Manifest, parent_ta
     """Write ``CARD.md`` and its plots (``card/*.png``) into ``version_dir``; return the card's path.
 
     ``tables`` maps ``models``, ``snapshots`` and ``layouts`` (optionally with ``.parquet``)
-    to pyarrow Tables, DataFrames or lists of row dicts; ``manifest`` is the version's
+    to Parquet files, pyarrow Tables, DataFrames or lists of row dicts; ``manifest`` is the version's
     manifest. ``parent_tables`` are the parent version's ``models`` and ``snapshots`` in the
     same form; None when the manifest names no parent. Plots are written first and the card
     last, each through a temporary name, so a ``CARD.md`` is always complete.
@@ -74,6 +74,8 @@ def _frames(tables: Mapping) -> dict[str, pd.DataFrame]:
 def _frame(table) -> pd.DataFrame:
     if isinstance(table, pd.DataFrame):
         return table
+    if isinstance(table, (str, os.PathLike)):
+        return pd.read_parquet(table)
     return pd.DataFrame(table) if isinstance(table, list) else table.to_pandas()
 
 

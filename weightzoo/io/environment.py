@@ -29,8 +29,6 @@ from functools import lru_cache
 from importlib import metadata
 from pathlib import Path
 
-import torch
-
 import weightzoo
 from weightzoo.core.fingerprint import CODE_VERSION
 
@@ -72,6 +70,8 @@ def _git(cwd: Path, *args: str) -> str | None:
 
 def training_environment(device: str = "cpu") -> dict:
     """The settings in force in *this* process that decide a trained model's exact bits."""
+    import torch  # here, not at import: the catalog commands never train
+
     env = {
         "device": str(device),
         "torch": torch.__version__,
@@ -108,6 +108,8 @@ def training_settings(env: dict | None):
 
     Missing keys (records of older code) leave the current setting alone.
     """
+    import torch  # here, not at import: the catalog commands never train
+
     env, cudnn = env or {}, torch.backends.cudnn
     previous = (torch.get_num_threads(), torch.are_deterministic_algorithms_enabled(),
                 torch.is_deterministic_algorithms_warn_only_enabled(), cudnn.benchmark, cudnn.deterministic)
@@ -132,23 +134,40 @@ def publish_environment() -> dict:
             "platform": platform.platform(), "machine": platform.machine(), "cpu_count": os.cpu_count()}
 
 
-def training_summary(records: list, n_models: int) -> dict:
-    """Manifest fields from the new models' records: their distinct training environments (with
-    counts) and their fleets (deduplicated, in training order)."""
-    environments: dict[str, dict] = {}
-    fleets: dict[tuple, dict] = {}
-    for record in records:
+class TrainingSummary:
+    """The manifest's ``environment`` and ``fleets``, and the producers' code versions, from the
+    new models' staged records, added one at a time (a publish streams them)."""
+
+    def __init__(self) -> None:
+        self.environments: dict[str, dict] = {}
+        self.fleets: dict[tuple, dict] = {}
+        self.producers: set[str] = set()
+
+    def add(self, record) -> None:
+        """Count one staged record's environment and fleet."""
         env, index = record.environment, None
         if env is not None:
             key = json.dumps(env, sort_keys=True, default=str)
-            environments.setdefault(key, dict(env, n_models=0))["n_models"] += 1
-            index = list(environments).index(key)
-        fleet = record.fleet
-        if fleet is not None:
+            self.environments.setdefault(key, dict(env, n_models=0))["n_models"] += 1
+            index = list(self.environments).index(key)
+        if record.fleet is not None:
             # a fleet trained in one process: its members share one environment
-            fleets.setdefault(tuple(fleet["models"]), {"trainer": fleet["trainer"], "models": list(fleet["models"]),
-                                                       "environment": index})
-    with_env = sum(e["n_models"] for e in environments.values())
-    return {"environment": {"publish": publish_environment(), "training": list(environments.values()),
-                            "models_without_environment": n_models - with_env},
-            "fleets": list(fleets.values())}
+            self.fleets.setdefault(tuple(record.fleet["models"]), {
+                "trainer": record.fleet["trainer"], "models": list(record.fleet["models"]), "environment": index})
+        if record.code_version:
+            self.producers.add(record.code_version)
+
+    def result(self, n_models: int) -> dict:
+        """The manifest fields: distinct training environments (with counts), fleets in training order."""
+        with_env = sum(e["n_models"] for e in self.environments.values())
+        return {"environment": {"publish": publish_environment(), "training": list(self.environments.values()),
+                                "models_without_environment": n_models - with_env},
+                "fleets": list(self.fleets.values())}
+
+
+def training_summary(records: list, n_models: int) -> dict:
+    """:class:`TrainingSummary` of a list of staged records."""
+    summary = TrainingSummary()
+    for record in records:
+        summary.add(record)
+    return summary.result(n_models)

@@ -159,6 +159,10 @@ class ZooLocation:
         """A Parquet file of the zoo as an Arrow table (only ``columns``, if given)."""
         return pq.read_table(self.file_path(relative), filesystem=self.filesystem, columns=columns)
 
+    def parquet_file(self, relative: str) -> pq.ParquetFile:
+        """A Parquet file of the zoo, opened to be read row group by row group."""
+        return pq.ParquetFile(self.filesystem.open_input_file(self.file_path(relative)))
+
     def write_table(self, relative: str, table: pa.Table) -> str:
         """Write a Parquet file (one object); return its sha256."""
         sink = pa.BufferOutputStream()

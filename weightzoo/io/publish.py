@@ -24,26 +24,24 @@ pulls), else a pure function of (model_id, the version's split settings).
 from __future__ import annotations
 
 import hashlib
-from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
 import icechunk
-import pyarrow as pa
-import pyarrow.parquet as pq
 
 from weightzoo import __version__
 from weightzoo.errors import InputError, StagingError
-from weightzoo.io import store, tables, trace_store
+from weightzoo.io import store, trace_store
 from weightzoo.io.atomic import atomic_directory, sha256_file
 from weightzoo.io.card import write_card
 from weightzoo.io.handle import ZooHandle
-from weightzoo.io.records import Manifest, Receipt, SplitSettings, StagedRecord, to_jsonable
+from weightzoo.io import environment
+from weightzoo.io.records import Manifest, Receipt, SplitSettings, to_jsonable
 from weightzoo.io.staging import find_staged, load_staged, load_staged_traces
+from weightzoo.io.version_tables import TABLE_NAMES, ParentRows, VersionTablesWriter
 
 WRITE_BLOCK_MODELS = 64
-TABLE_NAMES = ("models.parquet", "snapshots.parquet", "layouts.parquet")
 
 
 @dataclass(frozen=True)
@@ -83,13 +81,19 @@ def publish_version(zoo: ZooHandle, request: PublishRequest) -> PublishResult:
         if request.keep_parent and parent.version and not new:
             return PublishResult(parent.version, parent.manifest.parent, parent.manifest.n_models, 0, False)
         version = store.next_version_name(tags)
-        base = repo.lookup_tag(parent.version) if parent.version else store.root_snapshot_id(repo)
-        snapshot_id, rows = _commit_weights(staging, repo, version, new, base)
-        keep = parent.model_ids if request.keep_parent else {r.model_id for r in receipts} & parent.model_ids
-        version_tables, records = _version_tables(staging, parent, keep, new, rows, version, split, request)
-        manifest = _manifest(version, parent.version if request.keep_parent else None, snapshot_id,
-                             version_tables, request, split, new, records)
-        _write_version_folder(zoo, version, version_tables, manifest, parent)
+        keep = None if request.keep_parent else {r.model_id for r in receipts} & parent.model_ids
+        resplit = request.split if not request.keep_parent else None
+        with atomic_directory(zoo.location, f"versions/{version}", replace=True, last="manifest.json",
+                              clean_leftovers=True) as folder:
+            # no tag names this version yet: whatever was there is a crashed attempt's leftover
+            writer = VersionTablesWriter(folder, ParentRows(parent.files, keep, resplit), version, split)
+            summary = environment.TrainingSummary()
+            base = repo.lookup_tag(parent.version) if parent.version else store.root_snapshot_id(repo)
+            snapshot_id = _commit_weights(staging, repo, version, new, base, writer, summary)
+            counts = writer.finish()
+            manifest = _manifest(version, parent.version if request.keep_parent else None, snapshot_id, counts,
+                                 request, split, new, summary)
+            _write_version_files(folder, manifest, parent)
         _tag(repo, version, snapshot_id)
     return PublishResult(version, manifest.parent, manifest.n_models, len(new), True)
 
@@ -101,29 +105,23 @@ def models_digest(model_ids) -> str:
 
 @dataclass(frozen=True)
 class _Parent:
-    """The latest version's manifest and tables (empty for a first version)."""
+    """The latest version: its manifest, model ids and table files (nothing for a first version)."""
 
     version: str | None
     manifest: Manifest | None
-    tables: dict  # name -> pa.Table
+    model_ids: set
+    files: dict  # table name -> pq.ParquetFile (read row group by row group)
 
     @classmethod
     def read(cls, zoo: ZooHandle, version: str | None) -> "_Parent":
         if version is None:
-            return cls(None, None, {})
+            return cls(None, None, set(), {})
         folder = f"versions/{version}"
         manifest = Manifest.from_json(zoo.location.read_bytes(f"{folder}/manifest.json"),
                                       zoo.location.join(f"{folder}/manifest.json"))
-        return cls(version, manifest, {name: zoo.location.read_table(f"{folder}/{name}") for name in TABLE_NAMES})
-
-    @property
-    def model_ids(self) -> set[str]:
-        if not self.tables:
-            return set()
-        return set(self.tables["models.parquet"].column("model_id").to_pylist())
-
-    def rows(self, name: str) -> list[dict]:
-        return self.tables[name].to_pylist() if self.tables else []
+        files = {name: zoo.location.parquet_file(f"{folder}/{name}") for name in TABLE_NAMES}
+        ids = set(files["models.parquet"].read(columns=["model_id"]).column("model_id").to_pylist())
+        return cls(version, manifest, ids, files)
 
 
 def _split_settings(parent: _Parent, request: PublishRequest) -> SplitSettings:
@@ -150,25 +148,33 @@ def _collect_receipts(staging: Path, fingerprints) -> list[Receipt]:
     return list(receipts.values())
 
 
-def _commit_weights(staging: Path, repo: icechunk.Repository, version: str, new: list[Receipt],
-                    base: str) -> tuple[str, dict[str, int]]:
-    """Append the new models' rows in one commit; return (snapshot id, model_id → row)."""
+def _commit_weights(staging: Path, repo: icechunk.Repository, version: str, new: list[Receipt], base: str,
+                    writer: VersionTablesWriter, summary) -> str:
+    """Append the new models' rows in one commit, reading each staged file once (its weights go
+    to the array, its metadata to ``writer`` and ``summary``); return the snapshot id."""
     digest = models_digest(r.model_id for r in new)
     head = repo.lookup_branch(store.BRANCH)
     head_meta = repo.lookup_snapshot(head).metadata or {}
     if head != base and head_meta.get("weightzoo_version") == version and head_meta.get("models_digest") == digest:
-        return head, _recover_rows(repo, head, new)
+        # a crashed earlier attempt committed these rows already: only the tables are left to write
+        for layout_id, group, start in _recovered_layouts(repo, head, new):
+            for offset, receipt in enumerate(group):
+                _add(writer, summary, receipt, load_staged(staging, receipt.fingerprint, weights=False), start + offset)
+        return head
     if head != base:
         repo.reset_branch(store.BRANCH, base)
     session = repo.writable_session(store.BRANCH)
-    rows = {}
     for layout_id, group in _by_layout(new).items():
-        rows.update(_write_layout_rows(staging, repo, session, base, layout_id, group))
+        _write_layout_rows(staging, repo, session, base, layout_id, group, writer, summary)
     if not session.has_uncommitted_changes:
-        return base, rows
-    snapshot_id = session.commit(f"weightzoo {version}: {len(new)} new models",
-                                 metadata={"weightzoo_version": version, "models_digest": digest})
-    return snapshot_id, rows
+        return base
+    return session.commit(f"weightzoo {version}: {len(new)} new models",
+                          metadata={"weightzoo_version": version, "models_digest": digest})
+
+
+def _add(writer: VersionTablesWriter, summary, receipt: Receipt, staged, row: int) -> None:
+    writer.add(receipt, staged, row)
+    summary.add(staged.record)
 
 
 def _by_layout(new: list[Receipt]) -> dict[str, list[Receipt]]:
@@ -178,19 +184,20 @@ def _by_layout(new: list[Receipt]) -> dict[str, list[Receipt]]:
     return groups
 
 
-def _write_layout_rows(staging, repo, session, base, layout_id, group: list[Receipt]) -> dict[str, int]:
+def _write_layout_rows(staging, repo, session, base, layout_id, group: list[Receipt], writer, summary) -> None:
     first = load_staged(staging, group[0].fingerprint, weights=False)
     n_snapshots = max(r.n_snapshots for r in group)
     array = store.prepare_weights_array(repo, session, base, layout_id, n_snapshots, first.layout.n_params)
-    start, rows = array.shape[0], {}
+    start = array.shape[0]
     for offset in range(0, len(group), WRITE_BLOCK_MODELS):
         block = group[offset:offset + WRITE_BLOCK_MODELS]
-        store.append_rows(array, start + offset, [load_staged(staging, r.fingerprint).weights for r in block])
-        rows.update({r.model_id: start + offset + i for i, r in enumerate(block)})
-    traced = [(rows[r.model_id], r) for r in group if r.n_trace_steps]
+        staged = [load_staged(staging, r.fingerprint) for r in block]
+        store.append_rows(array, start + offset, [model.weights for model in staged])
+        for index, (receipt, model) in enumerate(zip(block, staged)):
+            _add(writer, summary, receipt, model, start + offset + index)
+    traced = [(start + i, r) for i, r in enumerate(group) if r.n_trace_steps]
     if traced:
         _write_layout_traces(staging, session, first.layout, traced)
-    return rows
 
 
 def _write_layout_traces(staging, session, layout, traced: list[tuple[int, Receipt]]) -> None:
@@ -203,81 +210,38 @@ def _write_layout_traces(staging, session, layout, traced: list[tuple[int, Recei
         trace_store.write_trace_row(arrays, row, load_staged_traces(staging, receipt.fingerprint))
 
 
-def _recover_rows(repo, head: str, new: list[Receipt]) -> dict[str, int]:
+def _recovered_layouts(repo, head: str, new: list[Receipt]):
     # The crashed attempt appended each layout's new models, in this same order, at the end.
     session = repo.readonly_session(snapshot_id=head)
-    rows = {}
     for layout_id, group in _by_layout(new).items():
         end = store.open_weights_array(session.store, layout_id).shape[0]
-        rows.update({r.model_id: end - len(group) + i for i, r in enumerate(group)})
-    return rows
+        yield layout_id, group, end - len(group)
 
 
-def _version_tables(staging, parent: _Parent, keep, new: list[Receipt], rows, version, split: SplitSettings,
-                    request: PublishRequest) -> tuple[dict[str, pa.Table], list[StagedRecord]]:
-    """The version's three tables, and the new models' staged records (read once, for the manifest too)."""
-    # a version that extends its parent never moves a split; a fresh selection may resplit
-    resplit = not request.keep_parent and request.split is not None
-    models = [dict(row, split=tables.assign_split(row["model_id"], split.seed, split.fractions)) if resplit else row
-              for row in parent.rows("models.parquet") if row["model_id"] in keep]
-    snapshots = [row for row in parent.rows("snapshots.parquet") if row["model_id"] in keep]
-    layouts, records = {}, []
-    for receipt in new:
-        staged = load_staged(staging, receipt.fingerprint, weights=False)
-        record = staged.record
-        records.append(record)
-        model_split = record.split or tables.assign_split(record.model_id, split.seed, split.fractions)
-        models.append(tables.model_row(record, row=rows[record.model_id], n_snapshots=receipt.n_snapshots,
-                                       split=model_split, version_added=version,
-                                       n_trace_steps=receipt.n_trace_steps, steps_per_epoch=receipt.steps_per_epoch))
-        snapshots.extend(tables.snapshot_rows(record.model_id, staged.snapshots))
-        layouts.setdefault(staged.layout.layout_id, tables.layout_rows(staged.layout))
-    used = {row["layout_id"] for row in models}
-    layout_rows = [row for row in parent.rows("layouts.parquet")
-                   if row["layout_id"] in used and row["layout_id"] not in layouts]
-    layout_rows += [row for rows_ in layouts.values() for row in rows_]
-    layout_rows.sort(key=lambda r: (r["layout_id"], r["index"]))
-    return {"models.parquet": tables.models_table(models),
-            "snapshots.parquet": tables.snapshots_table(snapshots),
-            "layouts.parquet": tables.layouts_table(layout_rows)}, records
-
-
-def _manifest(version, parent, snapshot_id, version_tables, request: PublishRequest, split: SplitSettings,
-              new: list[Receipt], records: list[StagedRecord]) -> Manifest:
-    from weightzoo.io import environment  # imports torch: only when a version is written
-
-    models = version_tables["models.parquet"]
-    producers = sorted({record.code_version for record in records if record.code_version})
+def _manifest(version, parent, snapshot_id, counts, request: PublishRequest, split: SplitSettings,
+              new: list[Receipt], summary) -> Manifest:
     return Manifest(
         version=version, parent=parent, icechunk_snapshot_id=snapshot_id,
         created_at=datetime.now(timezone.utc).isoformat(),
-        code_version=" / ".join([f"weightzoo {__version__}", *producers]),
+        code_version=" / ".join([f"weightzoo {__version__}", *sorted(summary.producers)]),
         message=request.message, specs=to_jsonable(list(request.specs)), split=split,
-        models_digest=models_digest(r.model_id for r in new), n_new_models=len(new),
-        counts={"models": models.num_rows, "snapshots": version_tables["snapshots.parquet"].num_rows,
-                "by_status": dict(sorted(Counter(models.column("status").to_pylist()).items())),
-                "by_layout": dict(sorted(Counter(models.column("layout_id").to_pylist()).items()))},
+        models_digest=models_digest(r.model_id for r in new), n_new_models=len(new), counts=counts.to_dict(),
         packages=environment.package_versions(), code=environment.source_revision(),
         # the training settings come from the staged records: captured where training ran
-        **environment.training_summary(records, len(new)),
+        **summary.result(len(new)),
         source=to_jsonable(request.source) if request.source is not None else None,
         tables={},
     )
 
 
-def _write_version_folder(zoo: ZooHandle, version: str, version_tables: dict, manifest: Manifest,
-                          parent: _Parent) -> None:
-    relative = f"versions/{version}"
-    # no tag names this version yet, so whatever is there is a crashed attempt's leftover
-    with atomic_directory(zoo.location, relative, replace=True, last="manifest.json",
-                          clean_leftovers=True) as folder:
-        for name, table in version_tables.items():
-            pq.write_table(table, folder / name)
-        manifest = manifest.with_tables({name: sha256_file(folder / name) for name in version_tables})
-        parent_tables = ({"models": parent.tables["models.parquet"], "snapshots": parent.tables["snapshots.parquet"]}
-                         if parent.tables and manifest.parent else None)
-        write_card(folder, version_tables, manifest, parent_tables)
-        (folder / "manifest.json").write_bytes(manifest.to_json())
+def _write_version_files(folder: Path, manifest: Manifest, parent: _Parent) -> None:
+    """The dataset card and, last, the manifest with the tables' checksums."""
+    manifest = manifest.with_tables({name: sha256_file(folder / name) for name in TABLE_NAMES})
+    parent_tables = ({"models": parent.files["models.parquet"].read(),
+                      "snapshots": parent.files["snapshots.parquet"].read()} if parent.files and manifest.parent
+                     else None)
+    write_card(folder, {name: folder / name for name in TABLE_NAMES}, manifest, parent_tables)
+    (folder / "manifest.json").write_bytes(manifest.to_json())
 
 
 def _tag(repo: icechunk.Repository, version: str, snapshot_id: str) -> None:

@@ -112,7 +112,8 @@ def models_table(rows: list[dict]) -> pa.Table:
     for name, kind in list(LEADING_COLUMNS.items()) + [(h, None) for h in hyper] + list(TRAILING_COLUMNS.items()):
         values = [row.get(name) for row in rows]
         if kind is None:
-            kind, values = _infer_type(values)
+            kind = column_type({value_kind(v) for v in values})
+            values = conform_values(values, kind)
         fields.append(pa.field(name, kind))
         arrays.append(pa.array(values, type=kind))
     return pa.Table.from_arrays(arrays, schema=pa.schema(fields))
@@ -128,15 +129,37 @@ def layouts_table(rows: list[dict]) -> pa.Table:
     return pa.Table.from_pylist(rows, schema=LAYOUT_SCHEMA)
 
 
-def _infer_type(values: list) -> tuple[pa.DataType, list]:
-    present = [v for v in values if v is not None]
-    if present and all(isinstance(v, bool) for v in present):
-        return pa.bool_(), values
-    if present and all(isinstance(v, int) and not isinstance(v, bool) for v in present):
-        return pa.int64(), values
-    if present and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in present):
-        return pa.float64(), [None if v is None else float(v) for v in values]
-    return pa.string(), [None if v is None else _as_text(v) for v in values]
+def value_kind(value) -> str:
+    """A hyperparameter value's kind for typing its column: null, bool, int, float or str."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "bool"
+    if isinstance(value, int):
+        return "int"
+    return "float" if isinstance(value, float) else "str"
+
+
+def column_type(kinds: set) -> pa.DataType:
+    """The type of a hyperparameter column holding values of ``kinds``: bool, int64 or float64
+    when every present value allows it, else string (nulls never decide)."""
+    present = set(kinds) - {"null"}
+    if present and present <= {"bool"}:
+        return pa.bool_()
+    if present and present <= {"int"}:
+        return pa.int64()
+    if present and present <= {"int", "float"}:
+        return pa.float64()
+    return pa.string()
+
+
+def conform_values(values: list, kind: pa.DataType) -> list:
+    """Python values ready for a column of ``kind`` (ints as floats, anything as text for strings)."""
+    if kind == pa.string():
+        return [None if v is None else _as_text(v) for v in values]
+    if kind == pa.float64():
+        return [None if v is None else float(v) for v in values]
+    return values
 
 
 def _as_text(value) -> str:

@@ -1,4 +1,4 @@
-"""Dense training traces in the store: staged as ``traces.npz``, published as Zarr arrays.
+"""Dense training traces in the store: staged inside the model's staged file, published as Zarr arrays.
 
 Published layout, inside the Icechunk repository next to ``weights/<layout_id>`` and
 written in the same commit::
@@ -24,8 +24,6 @@ not trace a tensor has no chunks in that tensor's array (reads as NaN).
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import zarr
 from zarr.codecs import Crc32cCodec, ZstdCodec
@@ -44,23 +42,23 @@ def traces_path(layout_id: str, name: str | None = None) -> str:
     return f"traces/{layout_id}" if name is None else f"traces/{layout_id}/{name}"
 
 
-def write_trace_npz(path: Path, trace: Trace) -> None:
-    """Write a trace to ``path`` (an open binary file or a path) as an uncompressed npz."""
+def trace_arrays(trace: Trace, prefix: str = "") -> dict[str, np.ndarray]:
+    """A trace as named arrays (keys start with ``prefix``), e.g. members of a staged model's file."""
     trace.check()
     arrays = {f"{_TENSOR_PREFIX}{name}": np.asarray(values, np.float32) for name, values in trace.tensors.items()}
     arrays.update(step=trace.step.astype(np.int64), epoch=trace.epoch.astype(np.int64),
                   lr=trace.lr.astype(np.float64), loss=trace.loss.astype(np.float64),
                   meta=np.array([trace.steps_per_epoch, trace.every], dtype=np.int64))
-    np.savez(path, **arrays)
+    return {f"{prefix}{key}": value for key, value in arrays.items()}
 
 
-def read_trace_npz(path: Path) -> Trace:
-    """The trace written by :func:`write_trace_npz`."""
-    with np.load(path, allow_pickle=False) as data:
-        tensors = {key[len(_TENSOR_PREFIX):]: data[key] for key in data.files if key.startswith(_TENSOR_PREFIX)}
-        steps_per_epoch, every = (int(v) for v in data["meta"])
-        return Trace(tensors=tensors, step=data["step"], epoch=data["epoch"], lr=data["lr"], loss=data["loss"],
-                     steps_per_epoch=steps_per_epoch, every=every)
+def trace_from_arrays(data, prefix: str = "") -> Trace:
+    """The trace of :func:`trace_arrays` back from a mapping of arrays (e.g. an opened npz)."""
+    head = f"{prefix}{_TENSOR_PREFIX}"
+    tensors = {key[len(head):]: data[key] for key in data.files if key.startswith(head)}
+    steps_per_epoch, every = (int(v) for v in data[f"{prefix}meta"])
+    return Trace(tensors=tensors, step=data[f"{prefix}step"], epoch=data[f"{prefix}epoch"], lr=data[f"{prefix}lr"],
+                 loss=data[f"{prefix}loss"], steps_per_epoch=steps_per_epoch, every=every)
 
 
 def prepare_trace_arrays(store, layout_id: str, sizes: dict[str, int], n_rows: int,

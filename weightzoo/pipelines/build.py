@@ -28,7 +28,7 @@ from weightzoo.io.environment import training_environment
 from weightzoo.io.handle import ZooHandle
 from weightzoo.io.publish import PublishRequest, PublishResult, publish_version
 from weightzoo.io.records import Receipt, SplitSettings, StagedRecord
-from weightzoo.io.staging import find_staged, stage_model
+from weightzoo.io.staging import find_staged, stage_model, sync_staging
 from weightzoo.pipelines.runner import Runner
 from weightzoo.train.fleet import train_fleet
 from weightzoo.train.single import train_model
@@ -165,7 +165,8 @@ def train_group(staging, group: TrainGroup, threads: int | None = None, *, fleet
             environment = training_environment(pending[0].training.device)
             for config, result in zip(pending, results):
                 stage_model(staging, trained_record(config, result, together, environment), weights=result.weights,
-                            snapshots=result.snapshots, layout=result.layout, traces=result.traces)
+                            snapshots=result.snapshots, layout=result.layout, traces=result.traces, durable=False)
+            sync_staging(staging)  # the group's models are durable: one sync, not one per file
     return [find_staged(staging, fp) for fp in group.fingerprints]
 
 

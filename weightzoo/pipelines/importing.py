@@ -23,7 +23,7 @@ from weightzoo.interop.common import IMPORTER_VERSION, ImportedNetwork, SourceEr
 from weightzoo.io.handle import ZooHandle
 from weightzoo.io.publish import PublishRequest, publish_version
 from weightzoo.io.records import Receipt, StagedRecord
-from weightzoo.io.staging import find_staged, stage_model
+from weightzoo.io.staging import find_staged, stage_model, sync_staging
 from weightzoo.pipelines.build import BuildError
 from weightzoo.pipelines.runner import Runner
 
@@ -94,17 +94,19 @@ def stage_chunk(staging, kind: str, source, handles: tuple[str, ...], *,
             rejected.append({"network": handle, "file": error.path, "reason": error.reason})
             continue
         reused = find_staged(staging, network.fingerprint) is not None
-        receipt = stage_network(staging, network, str(root))
+        receipt = stage_network(staging, network, str(root), durable=False)
         accepted.append({"network": handle, "model_id": receipt.model_id, "fingerprint": receipt.fingerprint,
                          "n_snapshots": receipt.n_snapshots, "layout_id": receipt.layout_id,
                          "n_params": network.layout.n_params, "status": receipt.status, "loadable": network.mapped,
                          "reused": reused})
+    if accepted:
+        sync_staging(staging)  # the chunk's networks are durable: one sync, not one per file
     if progress:
         progress(f"{len(accepted)} networks staged, {len(rejected)} rejected")
     return ChunkReport(tuple(accepted), tuple(rejected))
 
 
-def stage_network(staging, network: ImportedNetwork, source: str) -> Receipt:
+def stage_network(staging, network: ImportedNetwork, source: str, *, durable: bool = True) -> Receipt:
     """Stage one imported network (nothing is written if its fingerprint is staged)."""
     receipt = find_staged(staging, network.fingerprint)
     if receipt is not None:
@@ -120,7 +122,8 @@ def stage_network(staging, network: ImportedNetwork, source: str) -> Receipt:
                   "source_sha256": network.digest, "mapped_architecture": network.mapped, **network.training},
         spec_name=f"import-{network.kind}", layout_id=network.layout.layout_id, n_params=network.layout.n_params,
         code_version=IMPORTER_VERSION, split=network.split)
-    return stage_model(staging, record, weights=network.weights, snapshots=network.snapshots, layout=network.layout)
+    return stage_model(staging, record, weights=network.weights, snapshots=network.snapshots, layout=network.layout,
+                       durable=durable)
 
 
 def publish_import(plan: ImportPlan, accepted: list[dict], rejected: list[dict], *,

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
 from pathlib import Path
 from typing import Callable
 
@@ -37,7 +36,7 @@ from weightzoo.io.handle import ZooHandle
 from weightzoo.io.publish import PublishRequest, publish_version
 from weightzoo.io.reader import Zoo, list_versions
 from weightzoo.io.records import StagedRecord
-from weightzoo.io.staging import find_staged, load_staged, stage_model
+from weightzoo.io.staging import find_staged, load_staged, stage_model, staged_path
 from weightzoo.io.tables import RESERVED
 
 PLAN_FILE = ".pull.json"
@@ -210,7 +209,7 @@ def _verify(target: ZooHandle, version: str, checksums: dict[str, str]) -> None:
 def _clean_staging(target: ZooHandle, fingerprints: list[str]) -> None:
     # Staged copies only serve resuming; once the version is verified they would double the disk used.
     for fingerprint in fingerprints:
-        shutil.rmtree(target.staging / fingerprint, ignore_errors=True)
+        staged_path(target.staging, fingerprint).unlink(missing_ok=True)
     (target.work / PLAN_FILE).unlink(missing_ok=True)
 
 
