@@ -15,7 +15,8 @@ from prefect import get_run_logger, task
 
 from weightzoo.analysis import reinit
 from weightzoo.analysis.projections import run_projection_study
-from weightzoo.analysis.studies import cached_result
+from weightzoo.analysis.cache import cached_result
+from weightzoo.analysis.results import StudyResult
 from weightzoo.analysis.trajectories import run_trajectory_study
 from weightzoo.io.handle import ZooHandle
 from weightzoo.train.tasks import set_threads
@@ -28,7 +29,7 @@ SINGLE_TASK_STUDIES = {"projections": run_projection_study, "trajectories": run_
 
 
 @task(name="study", task_run_name="{study}", **step_options(retries=1))
-def study_task(zoo: ZooHandle, version: str | None, study: str, options: dict) -> dict:
+def study_task(zoo: ZooHandle, version: str | None, study: str, options: dict) -> StudyResult:
     """One cached single-task study (projections: filter cosines, their mass at or below 0
     and the distance from init; trajectories: length, variance, distance of the traces)."""
     logger = get_run_logger()
@@ -38,7 +39,8 @@ def study_task(zoo: ZooHandle, version: str | None, study: str, options: dict) -
 
 
 @recipe_flow(name="study", flow_run_name="{study}")
-def study_flow(zoo: ZooHandle | str, study: str, version: str | None = None, options: dict | None = None) -> dict:
+def study_flow(zoo: ZooHandle | str, study: str, version: str | None = None,
+               options: dict | None = None) -> StudyResult:
     """A single-task study (``projections`` or ``trajectories``) of one version (cached)."""
     if study not in SINGLE_TASK_STUDIES:
         raise ValueError(f"unknown study {study!r}; known: {sorted(SINGLE_TASK_STUDIES)}")
@@ -56,7 +58,8 @@ def reinit_chunk(zoo: ZooHandle, version: str, model_ids: list[str], options: di
 
 @recipe_flow(name="reinit")
 def reinit_flow(zoo: ZooHandle | str, version: str | None = None, where: str | None = None,
-                max_models: int | None = None, options: dict | None = None, threads: int | None = None) -> dict:
+                max_models: int | None = None, options: dict | None = None,
+                threads: int | None = None) -> StudyResult:
     """Accuracy drop per (layer, reset) over the selected networks, in chunks on the cluster."""
     logger = get_run_logger()
     handle = ZooHandle.at(zoo)
@@ -65,7 +68,9 @@ def reinit_flow(zoo: ZooHandle | str, version: str | None = None, where: str | N
     parameters = {"where": where, "max_models": max_models, **options}
 
     def run(out):
-        ids = reinit.select_models(opened, where=where, max_models=max_models)["model_id"].tolist()
+        selection = opened.select(where, max_models=max_models)
+        selection.require_samples()
+        ids = selection.models["model_id"].tolist()
         chunks = chunked(ids, MODELS_PER_CHUNK)
         logger.info("re-initialising layers of %d networks in %d chunks", len(ids), len(chunks))
         futures = [reinit_chunk.submit(handle, opened.version, chunk, options, i, threads)

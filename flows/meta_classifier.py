@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from prefect import get_run_logger, task
 
-from weightzoo.analysis.studies import run_meta_classifier_study
+from weightzoo.analysis.meta_classifier import run_meta_classifier_study
+from weightzoo.analysis.results import StudyResult
 from weightzoo.io.handle import ZooHandle
 from weightzoo.train.tasks import set_threads
 
@@ -18,7 +19,7 @@ from weightzoo_flows.runtime import recipe_flow, step_options
 
 @task(name="meta-classifier", task_run_name="meta-classifier {label}", **step_options(retries=1))
 def meta_classifier_task(zoo: ZooHandle, version: str | None, label: str, options: dict,
-                         threads: int | None = None) -> dict:
+                         threads: int | None = None) -> StudyResult:
     """Train and evaluate the NWS meta-classifier for one label."""
     logger = get_run_logger()
     set_threads(threads)
@@ -27,7 +28,7 @@ def meta_classifier_task(zoo: ZooHandle, version: str | None, label: str, option
 
 @recipe_flow(name="meta-classifier")
 def meta_classifier_flow(zoo: ZooHandle | str, labels: list[str], version: str | None = None,
-                         options: dict | None = None, threads: int | None = None):
+                         options: dict | None = None, threads: int | None = None) -> list[StudyResult]:
     """One meta-classifier per label, in parallel on the task runner."""
     handle = ZooHandle.at(zoo)
     futures = [meta_classifier_task.submit(handle, version, label, options or {}, threads) for label in labels]

@@ -13,9 +13,11 @@ from __future__ import annotations
 import pandas as pd
 from prefect import get_run_logger, task
 
+from weightzoo.analysis.cache import cached_result
 from weightzoo.analysis.properties import (combine_feature_tables, default_targets, feature_table, fit_properties,
                                            run_property_study)
-from weightzoo.analysis.studies import cached_study, study_summary
+from weightzoo.analysis.results import StudyResult
+from weightzoo.core.snapshots import SnapshotChoice
 from weightzoo.io.handle import ZooHandle
 
 from weightzoo_flows.runtime import chunked, recipe_flow, step_options
@@ -37,19 +39,19 @@ def fit_task(table: pd.DataFrame, target: str, features: str, seed: int) -> pd.D
 
 @recipe_flow(name="properties")
 def properties_flow(zoo: ZooHandle | str, version: str | None = None, targets: list[str] | None = None,
-                    features: str = "stats", snapshots=None, seed: int = 0) -> dict:
+                    features: str = "stats", snapshots=None, seed: int = 0) -> StudyResult:
     """Predict test accuracy, gap, epoch and hyperparameters from weight features."""
     logger = get_run_logger()
     handle = ZooHandle.at(zoo)
     opened = handle.open(version)
+    snapshots = SnapshotChoice.of(snapshots).text
     parameters = {"targets": targets, "features": features, "snapshots": snapshots, "seed": seed}
 
-    def produce(out):
-        ids = opened.models.loc[opened.models["status"] == "ok", "model_id"].tolist()
-        if not ids:
-            raise ValueError(f"{handle}@{opened.version} has no models with status 'ok'")
-        chunks = chunked(ids, MODELS_PER_CHUNK)
-        logger.info("%s features of %d models in %d chunks", features, len(ids), len(chunks))
+    def run(out):
+        selection = opened.select(snapshots=snapshots)  # the feature table's models, in storage order
+        selection.require_samples()
+        chunks = chunked(selection.models["model_id"].tolist(), MODELS_PER_CHUNK)
+        logger.info("%s features of %d models in %d chunks", features, len(selection.models), len(chunks))
         futures = [features_task.submit(handle, opened.version, chunk, snapshots, features, i)
                    for i, chunk in enumerate(chunks)]
         table = combine_feature_tables([f.result() for f in futures])
@@ -57,7 +59,6 @@ def properties_flow(zoo: ZooHandle | str, version: str | None = None, targets: l
         logger.info("fitting %d targets on %d samples (%d columns)", len(names), len(table), table.shape[1])
         fits = [fit_task.submit(table, name, features, seed) for name in names]
         results = pd.concat([f.result() for f in fits], ignore_index=True)
-        run_property_study(opened, out, features=features, seed=seed, table=table, results=results)
+        return run_property_study(opened, out, features=features, seed=seed, table=table, results=results)
 
-    path, cached = cached_study(opened, "properties", parameters, produce, marker="properties.parquet")
-    return study_summary(path, cached, "properties.parquet")
+    return cached_result(opened, "properties", parameters, run)

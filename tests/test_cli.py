@@ -7,6 +7,8 @@ import json
 import pytest
 
 from weightzoo.cli import main
+from weightzoo.cli.common import SNAPSHOTS_HELP
+from weightzoo.io.reader import open_zoo
 
 
 def test_malformed_spec_fails_before_training_and_names_the_field(tmp_path, capsys):
@@ -52,3 +54,63 @@ def test_unknown_version_and_non_zoo_paths_exit_2(smoke_zoo, tmp_path, capsys):
 def test_adding_models_without_extend_is_refused(smoke_zoo, capsys):
     assert main(["build", "--preset", "smoke", "--models", "6", "--out", str(smoke_zoo)]) == 2
     assert "--extend" in capsys.readouterr().err
+
+
+def _error_of(argv, capsys) -> str:
+    """The one error line of a command that must fail with exit code 2 before any server starts."""
+    assert main(argv) == 2
+    return capsys.readouterr().err.strip()
+
+
+def test_every_study_command_refuses_snapshots_a_model_lacks_with_the_same_error(smoke_zoo, capsys):
+    n_snapshots = int(open_zoo(smoke_zoo).models["n_snapshots"].max())
+    assert n_snapshots == 3
+    errors = {command: _error_of([*command.split(), str(smoke_zoo), *extra, "--snapshots", "0:99"], capsys)
+              for command, extra in (("predict", []), ("meta-classify", ["--target", "optimizer"]),
+                                     ("projections", []), ("sane train", []))}
+    first = errors["predict"]
+    assert "'0:99' ask for k=3 but model" in first and "n_snapshots=3 (k = 0..2)" in first
+    assert set(errors.values()) == {first}, "one grammar, one rule, one message for every command"
+    assert _error_of(["pull", str(smoke_zoo), str(smoke_zoo.parent / "copy"), "--snapshots", "0:99"], capsys) == first
+
+
+@pytest.mark.parametrize("command", ["predict", "meta-classify --target optimizer", "projections", "sane train",
+                                     "pull"])
+def test_every_snapshots_option_parses_the_same_grammar(command, smoke_zoo, tmp_path, capsys):
+    argv = [*command.split(), str(smoke_zoo), *([str(tmp_path / "copy")] if command == "pull" else [])]
+    for text, message in (("x:y", "expected all, last, K, A:B"), ("3:1", "0 <= A < B")):
+        with pytest.raises(SystemExit) as exit_info:
+            main([*argv, "--snapshots", text])
+        assert exit_info.value.code == 2
+        error = capsys.readouterr().err
+        assert "--snapshots" in error and message in error
+    helps = {action.help for action in _subparser(command.split()[0])._actions if "--snapshots" in action.option_strings}
+    assert helps == {SNAPSHOTS_HELP}
+
+
+def _subparser(name: str):
+    from weightzoo.cli import parser
+
+    (sub,) = [a for a in parser()._actions if a.dest == "command"]
+    return sub.choices[name]
+
+
+def test_every_study_prints_the_same_way_from_its_result(tmp_path, capsys):
+    from argparse import Namespace
+
+    from weightzoo.analysis.results import StudyResult
+    from weightzoo.cli.studies import print_results
+
+    rows = [{"target": "test_acc", "value": 0.87654, "chance": None}, {"target": "optimizer", "note": "one class"}]
+    result = StudyResult("demo", tmp_path, cached=True, headline="2 targets", rows=rows, details={"n": 2})
+    assert print_results(Namespace(json=False), [result, result]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == f"{tmp_path} (cached): 2 targets"
+    assert lines[1].split() == ["target", "value", "chance", "note"]
+    assert lines[2].split() == ["test_acc", "0.8765", "n/a"] and lines[3].split() == ["optimizer", "one", "class"]
+    assert len(lines) == 8 and lines[4] == lines[0]
+    print_results(Namespace(json=True), result)
+    assert json.loads(capsys.readouterr().out) == result.to_dict() == {
+        "study": "demo", "path": str(tmp_path), "cached": True, "files": [], "headline": "2 targets",
+        "rows": [{"target": "test_acc", "value": 0.87654, "chance": None}, {"target": "optimizer", "note": "one class"}],
+        "details": {"n": 2}}

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from torch import nn
 
-from weightzoo.analysis.meta_classifier import SliceNet, evaluate, target_kind, train_meta_classifier
-from weightzoo.analysis.studies import run_meta_classifier_study
+from weightzoo.analysis.meta_classifier import (SliceNet, evaluate, run_meta_classifier_study, target_kind,
+                                                train_meta_classifier)
 from weightzoo.core.layout import WeightLayout
 from zookit import publish_staged
 
@@ -75,18 +78,24 @@ def test_continuous_labels_are_regressed_and_reported_as_rmse(planted):
 
 def test_study_writes_its_outputs_once_and_loads_them_again(planted):
     first = run_meta_classifier_study(planted, "optimizer", slice_length=200, epochs=2, batch_size=16)
-    assert not first["cached"]
-    assert {"results.parquet", "per_class.parquet", "confusion.png", "meta_classifier.pt", "history.json"} <= set(first["files"])
-    assert "/analyses/v0001/meta-classifier/" in first["path"]
+    assert not first.cached and first.study == "meta-classifier"
+    assert {"results.parquet", "per_class.parquet", "confusion.png", "meta_classifier.pt", "history.json",
+            "summary.json"} <= set(first.files)
+    assert "/analyses/v0001/meta-classifier/" in first.path
+    stored = pd.read_parquet(Path(first.path) / "results.parquet")
+    assert [row["k"] for row in first.details["results"]] == list(stored["k"]) and "all" in set(stored["k"])
+    assert {row["class"] for row in first.details["per_class"]} == set(OPTIMIZERS)
+    assert first.headline.startswith("optimizer (classification): global accuracy")
+    by_k = [row["k"] for row in first.rows if row["class"] == "all"]
+    assert by_k == [row["k"] for row in first.details["results"]]
+    assert {row["class"] for row in first.rows if row["metric"] == "recall"} == set(OPTIMIZERS)
     again = run_meta_classifier_study(planted, "optimizer", slice_length=200, epochs=2, batch_size=16)
-    assert again["cached"] and again["results"] == first["results"]
+    assert again.cached and again.to_dict() == {**first.to_dict(), "cached": True}
     other = run_meta_classifier_study(planted, "optimizer", slice_length=100, epochs=1, batch_size=16)
-    assert other["path"] != first["path"]
+    assert other.path != first.path
 
 
 def test_target_kinds_and_single_class_error(planted):
-    import pandas as pd
-
     assert target_kind(pd.Series(["a", "b"])) == "classification"
     assert target_kind(pd.Series([32, 64, 32])) == "classification"
     assert target_kind(pd.Series([0.1, 0.01])) == "regression"

@@ -127,21 +127,22 @@ def test_study_on_a_trained_zoo(cnn_zoo, tmp_path):
     lines = []
     result = run_projection_study(cnn_zoo, tmp_path / "out", progress=lines.append)
     assert len(lines) == 3, "one progress line per model in small runs (about ten in large ones)"
-    table = pd.read_parquet(result["table"])
+    table = pd.read_parquet(result.details["table"])
     analysed = cnn_zoo.models[cnn_zoo.models["filter_size"] != 1]
-    assert result["n_models"] == 2 and set(table["model_id"]) == set(analysed["model_id"])
+    assert result.details["n_models"] == 2 and set(table["model_id"]) == set(analysed["model_id"])
     assert len(table) == 2 * 2 * 2, "2 models x 2 conv layers x 2 snapshots"
     assert set(table["kind"]) == {"conv"} and set(table["filter_size"]) == {3, 5}
     assert {"architecture", "optimizer", "lr", "dataset", "split", "test_acc"} <= set(table.columns)
-    skipped = {(r["layout_id"], r["tensor"]): r["reason"] for r in result["skipped"]}
+    skipped = {(r["layout_id"], r["tensor"]): r["reason"] for r in result.details["skipped"]}
     one_by_one = cnn_zoo.models.loc[cnn_zoo.models["filter_size"] == 1, "layout_id"].item()
     assert sum("1x1" in reason and lid == one_by_one for (lid, _), reason in skipped.items()) == 2
     at_init = table[table["k"] == 0]
     assert (at_init["rel_l2_from_init"] == 0).all() and (at_init["linf_from_init"] == 0).all()
     assert (table.loc[table["k"] == 1, "rel_l2_from_init"] > 0).all(), "training moves every conv layer"
-    for path in result["plots"]:
+    for path in result.details["plots"]:
         assert open(path, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
-    summary = json.loads(json.dumps(result["summary"]))
+    summary = json.loads(json.dumps(result.details["summary"]))
+    assert result.rows == summary and result.headline.startswith("2 networks, 2 layers analysed; left out: 0.weight")
     assert [(s["label"], s["n_models"]) for s in summary] == [("conv 0", 2), ("conv 1", 2)]
     assert all(-1 <= s["cos_mean_init"] <= 1 and 0 <= s["mass_le0_trained"] <= 1 for s in summary)
 

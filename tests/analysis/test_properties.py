@@ -8,7 +8,6 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from weightzoo.io.handle import ZooHandle
 from weightzoo.analysis.properties import (default_targets, feature_columns, feature_table,
                                            predict_properties, run_property_study)
 from weightzoo.core.statistics import statistic_names, weight_statistics
@@ -110,88 +109,101 @@ def test_smoke_zoo_end_to_end(smoke_zoo, tmp_path):
     expected, _ = weight_statistics(zoo.weights(first["model_id"], int(first["k"])), layout)
     np.testing.assert_allclose(first[feature_columns(table)].to_numpy(float), expected[0], rtol=1e-6)
     assert {"split", "test_acc", "gap", "epoch", "optimizer", "lr"} <= set(table.columns)
-    last = feature_table(zoo, snapshots=-1)
+    last = feature_table(zoo, snapshots="last")
     assert len(last) == len(models) and (last["k"] == models["n_snapshots"].to_numpy() - 1).all()
 
     report = run_property_study(zoo, tmp_path / "out")
-    results = pd.read_parquet(report["results"])
+    results = pd.read_parquet(report.details["results"])
     assert (tmp_path / "out" / "properties.png").stat().st_size > 1000
-    assert report["n_samples"] == len(table) and len(report["records"]) == len(results)
+    assert report.details["n_samples"] == len(table) and len(report.details["records"]) == len(results)
+    assert len(report.rows) == len(results) and {"target", "model", "value", "status"} <= set(report.rows[0])
     assert {"test_acc", "gap", "epoch", "optimizer"} <= set(results["target"])
     assert set(results["status"]) <= {"ok", "skipped"}
     ok = results[results["status"] == "ok"]
     assert np.isfinite(ok["value"]).all()
     skipped = results[results["status"] == "skipped"]
     assert skipped["value"].isna().all() and (skipped["note"].str.len() > 0).all()
-    json.dumps(report["records"])  # JSON-safe: NaN became None
+    json.dumps(report.to_dict(), allow_nan=False)  # JSON-safe: NaN became None
 
 
-class StubZoo:
-    """The reader surface feature_table uses, over two layouts and a diverged model."""
+def _two_layout_zoo(root):
+    """Two layouts (a 3-layer and a 1-layer MLP), different snapshot counts and a diverged model:
+    d0, d1 (deep, 2 snapshots), f0 (flat, 3 snapshots), x0 (flat, diverged: NaN at k=1)."""
+    from torch import nn
 
-    version = "v0001"
+    from weightzoo.core.layout import WeightLayout
+    from weightzoo.io.records import StagedRecord
+    from weightzoo.io.staging import stage_model
+    from zookit import publish_staged
 
-    def __init__(self):
-        from torch import nn
-
-        from weightzoo.core.layout import WeightLayout
-
-        deep = nn.Sequential(nn.Linear(3, 4), nn.Linear(4, 2), nn.Linear(2, 2))
-        self.layouts_ = {"deep": WeightLayout.from_module(deep),
-                         "flat": WeightLayout.from_module(nn.Sequential(nn.Linear(3, 2)))}
-        ids = ["d0", "d1", "f0", "x0"]
-        self.models = pd.DataFrame({
-            "model_id": ids, "fingerprint": ids, "layout_id": ["deep", "deep", "flat", "flat"],
-            "row": [0, 1, 0, 1], "optimizer": ["sgd", "adam", "sgd", "adam"],
-            "split": ["train", "val", "test", "train"], "status": ["ok", "ok", "ok", "diverged"],
-            "n_snapshots": [2, 2, 3, 2]})
-        self.snapshots = pd.DataFrame([{"model_id": m, "k": k, "epoch": float(k), "test_acc": 0.5, "gap": 0.0}
-                                       for m, n in zip(ids, self.models["n_snapshots"]) for k in range(n)])
-        rng = np.random.default_rng(0)
-        self.flat = {m: rng.normal(size=(n, self.layout(lid).n_params)).astype(np.float32)
-                     for m, lid, n in zip(ids, self.models["layout_id"], self.models["n_snapshots"])}
-        self.flat["x0"][1] = np.nan
-
-    def layout(self, layout_id):
-        return self.layouts_[layout_id]
-
-    def weights(self, model_id, k=None):
-        return self.flat[model_id] if k is None else self.flat[model_id][k]
+    layouts = {"deep": WeightLayout.from_module(nn.Sequential(nn.Linear(3, 4), nn.Linear(4, 2), nn.Linear(2, 2))),
+               "flat": WeightLayout.from_module(nn.Sequential(nn.Linear(3, 2)))}
+    members = [("d0", "deep", 2, "ok", "sgd"), ("d1", "deep", 2, "ok", "adam"), ("f0", "flat", 3, "ok", "sgd"),
+               ("x0", "flat", 2, "diverged", "adam")]
+    rng = np.random.default_rng(0)
+    for model_id, kind, n, status, optimizer in members:
+        layout = layouts[kind]
+        weights = rng.normal(size=(n, layout.n_params)).astype(np.float32)
+        if status == "diverged":
+            weights[1] = np.nan
+        snapshots = [{"k": k, "epoch": float(k), "test_acc": 0.5, "gap": 0.0} for k in range(n)]
+        record = StagedRecord(model_id=model_id, fingerprint=f"fp-{model_id}", status=status,
+                              hyperparameters={"optimizer": optimizer}, config={}, training={}, spec_name="two",
+                              layout_id=layout.layout_id, n_params=layout.n_params, code_version="test")
+        stage_model(root / "staging", record, weights=weights, snapshots=snapshots, layout=layout)
+    publish_staged(root, [f"fp-{m[0]}" for m in members])
+    return open_zoo(root), {kind: layout.layout_id for kind, layout in layouts.items()}
 
 
-def test_feature_table_over_two_layouts_and_statuses():
-    zoo = StubZoo()
+@pytest.fixture(scope="module")
+def two_layouts(tmp_path_factory):
+    return _two_layout_zoo(tmp_path_factory.mktemp("two-layouts") / "zoo")
+
+
+def test_feature_table_over_two_layouts_and_statuses(two_layouts):
+    zoo, ids = two_layouts
     table = feature_table(zoo)
     assert list(table["model_id"]) == ["d0", "d0", "d1", "d1", "f0", "f0", "f0"]
-    deep, flat = statistic_names(zoo.layout("deep")), statistic_names(zoo.layout("flat"))
+    deep, flat = statistic_names(zoo.layout(ids["deep"])), statistic_names(zoo.layout(ids["flat"]))
     assert set(flat) < set(deep) and feature_columns(table) == deep  # union, layer-major
-    assert table.loc[table["layout_id"] == "flat", [c for c in deep if c not in flat]].isna().all().all()
-    assert table.loc[table["layout_id"] == "flat", flat].notna().all().all()
-    assert list(feature_table(zoo, layout_id="flat")["model_id"]) == ["f0"] * 3
-    assert feature_columns(feature_table(zoo, layout_id="flat")) == flat
-    everything = feature_table(zoo, status=None, snapshots=[1, 2])
+    assert table.loc[table["layout_id"] == ids["flat"], [c for c in deep if c not in flat]].isna().all().all()
+    assert table.loc[table["layout_id"] == ids["flat"], flat].notna().all().all()
+    assert list(feature_table(zoo, layout_id=ids["flat"])["model_id"]) == ["f0"] * 3
+    assert feature_columns(feature_table(zoo, layout_id=ids["flat"])) == flat
+    everything = feature_table(zoo, status=None, snapshots="1:")  # open-ended: each model from k=1 to its last
     assert list(zip(everything["model_id"], everything["k"])) == [("d0", 1), ("d1", 1), ("f0", 1), ("f0", 2), ("x0", 1)]
     assert everything.loc[everything["model_id"] == "x0", flat].isna().all().all()
     assert list(feature_table(zoo, snapshots=slice(0, 1))["k"]) == [0, 0, 0]
+    with pytest.raises(ValueError, match=r"ask for k=2 but model 'd0' has n_snapshots=2"):
+        feature_table(zoo, status=None, snapshots=[1, 2])  # an exact choice never shrinks silently
     with pytest.raises(ValueError, match="no models"):
         feature_table(zoo, status="missing")
 
 
-def test_raw_features_are_the_stored_vectors_and_are_fitted_per_layout(tmp_path):
-    zoo = StubZoo()
-    zoo.handle, zoo.version = ZooHandle.at(tmp_path / "stub"), "v0001"
+def test_feature_table_filters_are_those_of_zoo_select(two_layouts):
+    zoo, ids = two_layouts
+    for filters in ({"where": "optimizer == 'adam'", "status": None}, {"split": ["train", "val"]},
+                    {"status": "diverged"}, {"model_ids": ["f0", "d1"]}, {"optimizer": "sgd", "snapshots": "last"}):
+        selection = zoo.select(**filters)
+        assert len(selection), filters
+        table = feature_table(zoo, **filters)
+        assert list(zip(table["model_id"], table["k"])) == list(zip(selection.rows["model_id"], selection.rows["k"]))
+
+
+def test_raw_features_are_the_stored_vectors_and_are_fitted_per_layout(two_layouts, tmp_path):
+    zoo, ids = two_layouts
     raw = feature_table(zoo, features="raw")
-    deep = zoo.layout("deep").n_params
+    deep = zoo.layout(ids["deep"]).n_params
     assert feature_columns(raw) == [f"w{i}" for i in range(deep)]  # the longer layout's positions
     first = raw.iloc[0]
     np.testing.assert_array_equal(first[feature_columns(raw)].to_numpy(np.float32), zoo.weights("d0", 0))
-    assert raw.loc[raw["layout_id"] == "flat", f"w{deep - 1}"].isna().all()  # flat has fewer positions
+    assert raw.loc[raw["layout_id"] == ids["flat"], f"w{deep - 1}"].isna().all()  # flat has fewer positions
     assert list(feature_table(zoo, features="raw", model_ids=["f0"])["model_id"]) == ["f0"] * 3
     with pytest.raises(ValueError, match="features must be one of"):
         feature_table(zoo, features="pixels")
     report = run_property_study(zoo, tmp_path / "raw", features="raw", targets=["test_acc", "optimizer"])
-    results = pd.read_parquet(report["results"])
-    assert set(results["layout_id"]) == {"deep", "flat"} and set(results["features"]) == {"raw"}
+    results = pd.read_parquet(report.details["results"])
+    assert set(results["layout_id"]) == set(ids.values()) and set(results["features"]) == {"raw"}
     assert len(results) == 2 * 2 * 2  # layouts × targets × model kinds
-    stats = pd.read_parquet(run_property_study(zoo, tmp_path / "stats", targets=["test_acc"])["results"])
+    stats = pd.read_parquet(run_property_study(zoo, tmp_path / "stats", targets=["test_acc"]).details["results"])
     assert set(stats["layout_id"]) == {"all"} and set(stats["features"]) == {"stats"}

@@ -106,11 +106,12 @@ def test_study_writes_table_heatmap_and_summary(cnn_zoo, tmp_path, monkeypatch):
     monkeypatch.setattr(reinit, "model_task", lambda *args: loads.append(args) or real(*args))
     result = run_reinit_study(cnn_zoo, tmp_path / "out", resets=(0, "random"), progress=lines.append)
     assert len(loads) == 1, "both models test on digits: the data is prepared once"
-    assert len(lines) == 2 and result["n_models"] == 2
-    assert open(result["plot"], "rb").read(8) == b"\x89PNG\r\n\x1a\n"
-    saved = pd.read_parquet(result["table"])
+    assert len(lines) == 2 and result.details["n_models"] == 2 and result.study == "reinit"
+    assert open(result.details["plot"], "rb").read(8) == b"\x89PNG\r\n\x1a\n"
+    saved = pd.read_parquet(result.details["table"])
     assert len(saved) == 2 * 4 * 2
-    summary = json.loads(json.dumps(result["summary"]))
+    summary = json.loads(json.dumps(result.details["summary"]))
+    assert result.rows == summary and result.headline.startswith("2 networks, resets to 0, random")
     assert len(summary) == len(saved), "one record per (layout, layer, reset); one model per layout"
     assert {r["reset"] for r in summary} == {"0", "random"} and all(r["n_models"] == 1 for r in summary)
 
@@ -121,10 +122,20 @@ def test_bad_inputs_are_named(cnn_zoo):
         reinit_table(cnn_zoo, model_ids=[model_id, "m-nope"])
     with pytest.raises(ValueError, match=rf"{model_id}.*0\.\.2.*\[5\]"):
         reinit_table(cnn_zoo, model_ids=[model_id], resets=(0, 5))
-    with pytest.raises(ValueError, match=r"asked for k = \[3\]"):
-        reinit_table(cnn_zoo, trained_k=3)
+    with pytest.raises(ValueError, match=r"snapshots '3' ask for k=3 but model .* has n_snapshots=3 \(k = 0\.\.2\)"):
+        reinit_table(cnn_zoo, trained_k=3)  # the one snapshot rule of every reader
     for resets in (("zero",), (-1,), ()):
         with pytest.raises(ValueError, match="resets must be"):
             reinit_table(cnn_zoo, resets=resets)
     with pytest.raises(ValueError, match="no models match"):
         reinit_table(cnn_zoo, where="dataset == 'mnist5k'")
+
+
+def test_networks_are_those_zoo_select_chooses(cnn_zoo):
+    """reinit reads through the selection: the same filters give the same models."""
+    for filters in ({"where": "batch_norm"}, {"max_models": 1}, {"status": None, "where": "not batch_norm"},
+                    {"model_ids": list(cnn_zoo.models["model_id"])}):
+        expected = list(cnn_zoo.select(filters.get("where"), **{k: v for k, v in filters.items() if k != "where"})
+                        .models["model_id"])
+        chosen = reinit_table(cnn_zoo, resets=(0,), **filters)
+        assert list(dict.fromkeys(chosen["model_id"])) == expected, filters

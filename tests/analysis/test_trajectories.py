@@ -160,15 +160,18 @@ def test_the_study_writes_tables_plots_and_json_safe_records(traced_zoo, tmp_pat
     zoo = open_zoo(traced_zoo)
     lines = []
     result = run_trajectory_study(zoo, tmp_path / "study", progress=lines.append)
-    assert result["by"] == "frequency" and result["n_models"] == 5 and result["n_analysed"] == 4
+    details = result.details
+    assert details["by"] == "frequency" and details["n_models"] == 5 and details["n_analysed"] == 4
     for key in ("table", "per_epoch"):
-        assert len(pd.read_parquet(result[key])) > 0
-    assert set(result["plots"]) == {"measures", "per_epoch", "pca"}
-    for path in result["plots"].values():
+        assert len(pd.read_parquet(result.details[key])) > 0
+    assert set(result.details["plots"]) == {"measures", "per_epoch", "pca"}
+    for path in result.details["plots"].values():
         with open(path, "rb") as handle:
             assert handle.read(8) == b"\x89PNG\r\n\x1a\n"
-    assert [row["frequency"] for row in result["summary"]] == [0.5, 2.0]
-    assert all(row["n_models"] == 2 for row in result["summary"])
-    assert set(result["spearman"]) == {"length", "length_raw", "variance_normalised", "distance_final"}
-    json.dumps(result, allow_nan=False)
+    assert [row["frequency"] for row in result.details["summary"]] == [0.5, 2.0]
+    assert all(row["n_models"] == 2 for row in result.details["summary"])
+    assert set(result.details["spearman"]) == {"length", "length_raw", "variance_normalised", "distance_final"}
+    json.dumps(result.to_dict(), allow_nan=False)
+    assert result.rows == result.details["summary"]
+    assert result.headline.startswith("4/5 networks measured against frequency")
     assert lines[-1] == "trajectories: 5/5 models"

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from weightzoo.analysis.projections import run_projection_study
-from weightzoo.analysis.studies import cached_result
+from weightzoo.analysis.cache import cached_result
 from weightzoo.pipelines.build import build_in_process
 from weightzoo.core.spec import load_spec
 from weightzoo.io.handle import ZooHandle

@@ -45,38 +45,38 @@ def _weightzoo(*argv: str) -> dict:
 
 def test_projections_command_writes_table_and_plots_and_caches(prefect_api, traced_cnn_zoo):
     result = _weightzoo("projections", str(traced_cnn_zoo))
-    assert result["n_models"] == 4 and not result["cached"]
+    assert result["details"]["n_models"] == 4 and not result["cached"]
     assert "/analyses/v0001/projections/" in result["path"]
-    table = pd.read_parquet(result["table"])
+    table = pd.read_parquet(result["details"]["table"])
     assert set(table["k"]) == {0, 1, 2} and (table.loc[table["k"] == 0, "rel_l2_from_init"] == 0).all()
-    assert all(Path(p).stat().st_size > 1000 for p in result["plots"])
+    assert all(Path(p).stat().st_size > 1000 for p in result["details"]["plots"])
     assert _weightzoo("projections", str(traced_cnn_zoo))["cached"]
 
 
 def test_reinit_command_spreads_networks_over_tasks(prefect_api, traced_cnn_zoo):
     result = _weightzoo("reinit", str(traced_cnn_zoo), "--resets", "2,random", "--where", "activation == 'relu'")
     table = pd.read_parquet(Path(result["path"]) / "reinit.parquet")
-    assert result["n_models"] == 2 and set(table["reset"]) == {"2", "random"}
+    assert result["details"]["n_models"] == 2 and set(table["reset"]) == {"2", "random"}
     assert (table.loc[table["reset"] == "2", "drop"] == 0).all()  # reset to the trained snapshot itself
-    assert Path(result["plot"]).stat().st_size > 1000
+    assert Path(result["details"]["plot"]).stat().st_size > 1000
 
 
 def test_trajectories_command_measures_the_traces(prefect_api, traced_cnn_zoo):
     result = _weightzoo("trajectories", str(traced_cnn_zoo))
-    assert result["n_analysed"] == 4
-    table = pd.read_parquet(result["table"])
+    assert result["details"]["n_analysed"] == 4
+    table = pd.read_parquet(result["details"]["table"])
     assert (table["length_raw"] > 0).all()
 
 
 def test_sane_commands_train_once_and_probe_beside_the_baseline(prefect_api, traced_cnn_zoo):
     options = ["--epochs", "1", "--token-size", "8", "--window", "8"]
     trained = _weightzoo("sane", "train", str(traced_cnn_zoo), *options)
-    assert trained["epochs"] == 1 and not trained["cached"]
+    assert trained["details"]["epochs"] == 1 and not trained["cached"]
     embedded = _weightzoo("sane", "embed", str(traced_cnn_zoo), *options)
-    assert embedded["cached"] and embedded["embeddings"] == trained["embeddings"]
-    assert len(pd.read_parquet(embedded["embeddings"])) == 4 * 3  # models × snapshots
+    assert embedded["cached"] and embedded["details"]["embeddings"] == trained["details"]["embeddings"]
+    assert len(pd.read_parquet(embedded["details"]["embeddings"])) == 4 * 3  # models × snapshots
     probed = _weightzoo("sane", "probe", str(traced_cnn_zoo), *options, "--target", "test_acc")
-    assert {row["features"] for row in probed["records"]} == {"sane", "stats"}
+    assert {row["features"] for row in probed["details"]["records"]} == {"sane", "stats"}
     sampled = _weightzoo("sane", "sample", str(traced_cnn_zoo), *options, "--n", "2")
-    table = pd.read_parquet(sampled["table"])
+    table = pd.read_parquet(sampled["details"]["table"])
     assert (table["kind"] == "sampled").sum() == 2 and (table["kind"] == "random").sum() == 2

@@ -161,16 +161,16 @@ def _random_model(index: int) -> dict:
 
 def test_a_study_of_an_s3_zoo_keeps_its_results_in_the_local_staging_root(remote_zoo, s3, tmp_path, monkeypatch):
     from weightzoo.analysis.projections import run_projection_study
-    from weightzoo.analysis.studies import cached_result
+    from weightzoo.analysis.cache import cached_result
 
     monkeypatch.chdir(tmp_path)  # nothing may land in a local folder named after the URL
     zoo = open_zoo(remote_zoo)
     result = cached_result(zoo, "projections", {"include_linear": True},
                            lambda out: run_projection_study(zoo, out, include_linear=True))
     local = ZooHandle.at(remote_zoo).analyses / "v0001" / "projections"
-    assert result["path"].startswith(str(local)) and (local / result["path"].rsplit("/", 1)[-1]).is_dir()
+    assert result.path.startswith(str(local)) and (local / result.path.rsplit("/", 1)[-1]).is_dir()
     assert not any(tmp_path.iterdir())
-    assert cached_result(zoo, "projections", {"include_linear": True}, None)["cached"]
+    assert cached_result(zoo, "projections", {"include_linear": True}, None).cached
 
 
 def test_verify_checks_a_zoo_in_s3_and_finds_a_changed_table(remote_zoo, s3):

@@ -72,10 +72,19 @@ def test_a_pulled_slice_keeps_ids_splits_and_values(source, tmp_path):
     assert report["bytes_copied"] == 3 * 2 * n_params * 4
     assert copy.manifest.source == {
         "location": str(source.resolve()), "version": "v0001", "where": "dataset == 'digits'",
-        "snapshots": [1, 3], "icechunk_snapshot_id": original.manifest.icechunk_snapshot_id,
+        "snapshots": "1:3", "icechunk_snapshot_id": original.manifest.icechunk_snapshot_id,
         "model_ids": mlps["model_id"].tolist()}
     assert copy.manifest.split == original.manifest.split
     assert not any(staging_dir(tmp_path / "copy").iterdir()), "staged copies are removed once verified"
+
+
+def test_any_snapshot_choice_is_renumbered_from_zero(source, tmp_path):
+    report = pull(source, tmp_path / "copy", where="dataset == 'digits'", snapshots="last")
+    original, copy = open_zoo(source), open_zoo(tmp_path / "copy")
+    assert report["snapshots"] == "last" and (copy.models["n_snapshots"] == 1).all()
+    for model_id in copy.models["model_id"]:
+        np.testing.assert_array_equal(copy.weights(model_id, 0), original.weights(model_id, N_SNAPSHOTS - 1))
+    assert copy.snapshots["k"].tolist() == [0] * len(copy.models)
 
 
 def test_traces_are_copied_whole(source, tmp_path):
@@ -126,7 +135,7 @@ def test_a_destination_is_new_or_the_same_unfinished_pull(source, tmp_path, monk
         crash_pull_after(patches, 1)
         with pytest.raises(SimulatedCrash):
             pull(source, dest, snapshots=range(0, 2))
-    with pytest.raises(PullError, match=r"unfinished pull .*snapshots=\[0, 2\]"):
+    with pytest.raises(PullError, match=r"unfinished pull .*snapshots='0:2'"):
         pull(source, dest, snapshots=range(0, 3))
     with pytest.raises(PullError, match="selects no model"):
         pull(source, tmp_path / "other", where="lr > 1000")
@@ -137,11 +146,12 @@ def test_pull_command(source, tmp_path, capsys):
     assert main(["pull", f"{source}@v0001", str(dest), "--where", "dataset == 'mnist'",
                  "--snapshots", "0:2", "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
-    assert (report["n_models"], report["dest_version"], report["snapshots"]) == (3, "v0001", [0, 2])
+    assert (report["n_models"], report["dest_version"], report["snapshots"]) == (3, "v0001", "0:2")
     assert len(report["checksums"]) == 3
     assert main(["pull", str(source), str(tmp_path / "x"), "--where", "nope == 1"]) == 2
     assert "nope" in capsys.readouterr().err
     assert main(["pull", str(source), str(tmp_path / "x"), "--snapshots", "0:9"]) == 2
+    assert "ask for k=4 but model" in capsys.readouterr().err  # the one snapshot rule, no silent shrinking
     assert main(["pull", f"{source}@v0009", str(tmp_path / "x")]) == 2
     assert main(["pull", str(source), "gs://bucket/zoo"]) == 2
     assert "unsupported scheme 'gs'" in capsys.readouterr().err

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import re
 from collections import Counter
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -227,3 +229,53 @@ def test_smoke_zoo_selection_matches_direct_reads(smoke_zoo):
     chosen = zoo.select(snapshots=slice(1, None), status=None)
     np.testing.assert_array_equal(chosen.to_dask().compute(), expected(zoo, chosen))
     assert chosen.to_numpy().dtype == np.float32 and len(chosen) == int((zoo.models.n_snapshots - 1).sum())
+
+
+def test_model_ids_and_max_models_filter_like_every_other_column(zoo):
+    chosen = zoo.select(model_ids=["mlp-001", "conv-003"], snapshots="last")
+    assert set(chosen.models.model_id) == {"mlp-001", "conv-003"} and len(chosen) == 2
+    with pytest.raises(ValueError, match=r"unknown model id\(s\) \['m-nope'\]"):
+        zoo.select(model_ids=["conv-000", "m-nope"])
+    table_order = list(zoo.models.loc[zoo.models.status == "ok", "model_id"])
+    assert set(zoo.select(max_models=4).models.model_id) == set(table_order[:4]), "the first in table order"
+    assert set(zoo.select(dataset="digits", max_models=2).models.model_id) == {"mlp-000", "mlp-001"}
+    with pytest.raises(ValueError, match="max_models must be a positive integer"):
+        zoo.select(max_models=0)
+    with pytest.raises(ValueError, match=r"selection is empty: no models match .*'model_ids': \['conv-009'\]"):
+        zoo.select(model_ids=["conv-009"]).require_samples()  # diverged: left out by status="ok"
+
+
+def test_open_ended_snapshots_adapt_to_each_model_and_exact_ones_never_shrink(zoo):
+    last = zoo.select(snapshots="last", status=None)
+    expected = {m.model_id: [m.n_snapshots - 1] for m in zoo.models.itertuples()}
+    assert {m: ks.tolist() for m, ks in last.snapshot_indices.items()} == expected
+    assert list(last.snapshot_indices) == list(last.models.model_id), "in the order of selection.models"
+    tail = zoo.select(snapshots="2:")
+    assert {len(ks) for m, ks in tail.snapshot_indices.items()} == {1, 2}  # 3 and 4 snapshots
+    with pytest.raises(ValueError, match=r"'0:4' ask for k=3 but model 'mlp-000' has n_snapshots=3"):
+        zoo.select(snapshots="0:4")  # the conv nets have 4 snapshots, the MLPs 3: an error, not a shrink
+
+
+def test_iter_models_yields_every_model_with_its_weights_in_storage_order(zoo):
+    chosen = zoo.select(snapshots=[0, 2], part="fc", status=None)
+    seen = []
+    for model, ks, weights in chosen.iter_models(block_bytes=1):  # one model per read block
+        layout = zoo.layout(model.layout_id)
+        np.testing.assert_array_equal(weights, zoo.weights(model.model_id)[ks][:, layout.indices(kinds=["linear"])])
+        assert ks.tolist() == [0, 2] and weights.dtype == np.float32
+        seen.append(model.model_id)
+    assert seen == list(chosen.models.model_id)
+    everything = {m.model_id: (ks, w) for m, ks, w in chosen.iter_models(all_snapshots=True)}
+    for model in chosen.models.itertuples():
+        ks, weights = everything[model.model_id]
+        assert weights.shape[0] == model.n_snapshots and ks.tolist() == [0, 2]
+    positions = [4, 0, 9]
+    read = chosen.read_models(positions)
+    for position, weights in zip(positions, read):
+        model_id = chosen.models.at[position, "model_id"]
+        np.testing.assert_array_equal(weights, next(w for m, _, w in chosen.iter_models() if m.model_id == model_id))
+
+
+def test_batches_use_only_the_public_selection_api():
+    source = Path(selection_module.__file__).with_name("batches.py").read_text()
+    assert not re.search(r"selection\._|_require_samples|\bread_rows\b", source), "batches reach into Selection"

@@ -11,8 +11,10 @@ the zoo's per-model splits, so no network is on both sides.
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -20,7 +22,12 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
+from weightzoo.analysis.cache import cached_result
+from weightzoo.analysis.plots import plot_confusion
+from weightzoo.analysis.records import json_records
+from weightzoo.analysis.results import StudyResult
 from weightzoo.core.labels import is_categorical
+from weightzoo.core.snapshots import SnapshotChoice
 
 LOG_SCALE = ("lr", "weight_decay")  # regressed as log10(value)
 
@@ -202,3 +209,58 @@ def _confusion(model: MetaClassifier, samples: pd.DataFrame) -> np.ndarray:
     known = samples[samples["y"] >= 0]
     np.add.at(matrix, (known["y"].to_numpy(), known["predicted"].to_numpy()), 1)
     return matrix
+
+
+def run_meta_classifier_study(zoo, label: str, *, snapshots=None, part: str | None = None, slice_length: int = 1000,
+                              epochs: int = 30, batch_size: int = 64, seed: int = 0, progress=None) -> StudyResult:
+    """Train the NWS meta-classifier on the train split, pick nothing on val, report on test
+    (cached on the version and these inputs).
+
+    Writes results.parquet (per snapshot k and "all"), per_class.parquet, confusion.png,
+    history.json, parameters.json and meta_classifier.pt. The result's rows are the
+    per-k results (class "all") followed by the per-class recalls (k "all"); ``details``
+    holds ``label``, ``task``, ``classes`` and the full ``results`` and ``per_class`` records.
+    """
+    choice = SnapshotChoice.of(snapshots)
+    parameters = {"label": label, "snapshots": choice.text, "part": part, "slice_length": slice_length,
+                  "epochs": epochs, "batch_size": batch_size, "seed": seed}
+
+    def run(out: Path) -> StudyResult:
+        train = zoo.select(snapshots=choice, part=part, split="train")
+        test = zoo.select(snapshots=choice, part=part, split="test")
+        model = train_meta_classifier(train, label, slice_length=slice_length, epochs=epochs,
+                                      batch_size=batch_size, seed=seed, progress=progress)
+        results, confusion, per_class = evaluate(model, test)
+        results.to_parquet(out / "results.parquet", index=False)
+        per_class.to_parquet(out / "per_class.parquet", index=False)
+        classes = [str(c) for c in model.classes]
+        (out / "parameters.json").write_text(json.dumps({**parameters, "classes": classes, "task": model.task},
+                                                        indent=2))
+        (out / "history.json").write_text(json.dumps(model.history, indent=2))
+        torch.save({"state_dict": model.net.state_dict(), "classes": model.classes, "scale": model.scale,
+                    "slice_length": slice_length, "task": model.task, "label": label}, out / "meta_classifier.pt")
+        if model.task == "classification":
+            plot_confusion(confusion, classes, label, out / "confusion.png")
+        return _study_result(out, label, model, json_records(results), json_records(per_class))
+
+    return cached_result(zoo, "meta-classifier", parameters, run)
+
+
+def _study_result(out: Path, label: str, model: MetaClassifier, results: list[dict],
+                  per_class: list[dict]) -> StudyResult:
+    overall = next(row for row in results if row["k"] == "all")
+    headline = (f"{label} ({model.task}): global {overall['metric']} {_number(overall['global'])}, local "
+                f"{_number(overall['local'])}, chance {_number(overall['chance'])} over {overall['n_models']} "
+                f"test networks")
+    # one table: per snapshot k over every class, then per class (its recall) over every k
+    rows = [{"label": row["label"], "k": row["k"], "class": "all", "n": row["n"], "metric": row["metric"],
+             "local": row["local"], "global": row["global"], "chance": row["chance"]} for row in results]
+    rows += [{"label": row["label"], "k": "all", "class": row["class"], "n": row["n"], "metric": "recall",
+              "local": row["local"], "global": row["global"], "precision": row["precision"]} for row in per_class]
+    return StudyResult.of_directory("meta-classifier", out, headline=headline, rows=rows, details={
+        "label": label, "task": model.task, "classes": [str(c) for c in model.classes], "results": results,
+        "per_class": per_class})
+
+
+def _number(value) -> str:
+    return "n/a" if value is None else f"{value:.3f}"

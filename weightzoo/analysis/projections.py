@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 
 from weightzoo.analysis.records import json_records, json_safe
+from weightzoo.analysis.results import StudyResult
 from weightzoo.core.layout import TensorSpec, WeightLayout
 
 HIST_BINS = np.linspace(-1.0, 1.0, 41)
@@ -104,30 +105,26 @@ def scan_projections(zoo, *, where: str | None = None, snapshots=None, include_l
 
     ``where``/``snapshots``/``status`` select as :meth:`weightzoo.io.reader.Zoo.select` does.
     Snapshot 0 is always read as the reference for the distance from init, whether selected
-    or not. Raises ValueError when no model matches or no selected layout has a tensor to
-    analyse (naming the tensors seen).
+    or not. Raises InputError when no model matches and ValueError when no selected layout has
+    a tensor to analyse (naming the tensors seen).
     """
     selection = zoo.select(where, snapshots=snapshots, status=status)
-    if selection.models.empty:
-        raise ValueError(f"no models match where={where!r}, status={status!r} in {zoo.version} "
-                         f"({len(zoo.models)} models in total)")
+    selection.require_samples()
     plan, skipped = {}, []
     for layout_id, layout in selection.layouts.items():
         plan[layout_id], left_out = projection_tensors(layout, include_linear=include_linear)
         skipped += [dict(record, layout_id=layout_id) for record in left_out]
     if not any(plan.values()):
         raise ValueError(_nothing_to_analyse(selection, include_linear))
-    ks_of = {model_id: group.to_numpy() for model_id, group in selection.rows.groupby("model_id")["k"]}
-    stats, samples = [], []
-    for i, model in enumerate(selection.models.itertuples(), start=1):
-        weights = zoo.weights(model.model_id)
+    stats, samples, total = [], [], len(selection.models)
+    # every snapshot of a model: snapshot 0 is the reference whether selected or not
+    for i, (model, ks, weights) in enumerate(selection.iter_models(all_snapshots=True), start=1):
         for spec, kind_index in plan[model.layout_id]:
-            model_stats, model_samples = _tensor_statistics(weights, spec, ks_of[model.model_id])
+            model_stats, model_samples = _tensor_statistics(weights, spec, ks)
             ids = {"model_id": model.model_id, "layout_id": model.layout_id, "tensor": spec.name,
                    "kind": spec.kind, "kind_index": kind_index}
             stats += [dict(ids, layer=spec.layer, **row) for row in model_stats]
             samples.append(pd.DataFrame({**ids, **model_samples}))
-        total = len(selection.models)
         if progress and (i == total or i % max(1, total // 10) == 0):  # about ten lines per run
             progress(f"projections: model {i}/{total} ({model.model_id})")
     return ProjectionScan(_with_labels(pd.DataFrame(stats), selection.rows),
@@ -222,12 +219,13 @@ def plot_trajectories(table: pd.DataFrame, path, *, title: str = "") -> None:
 
 
 def run_projection_study(zoo, out_dir, *, where: str | None = None, snapshots=None, include_linear: bool = False,
-                         status: str | None = "ok", progress: Callable[[str], None] | None = None) -> dict:
+                         status: str | None = "ok", progress: Callable[[str], None] | None = None) -> StudyResult:
     """scan_projections, written to ``out_dir``: ``projections.parquet``, ``histograms.png``
     and ``trajectories.png``.
 
-    Returns ``{"table", "plots", "n_models", "summary", "skipped"}``: paths, the number of
-    models analysed, :func:`summarise` records and the filter weights left out (with reasons).
+    The result's rows are the :func:`summarise` records (one per analysed layer); ``details``
+    holds the ``table`` and ``plots`` paths, ``n_models``, the ``summary`` and the filter
+    weights left out (``skipped``, with reasons).
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -238,9 +236,13 @@ def run_projection_study(zoo, out_dir, *, where: str | None = None, snapshots=No
     title = f"filter cosines with the all-ones direction, {zoo.handle.name} {zoo.version}"
     plot_histograms(scan.samples, plots[0], title=title)
     plot_trajectories(scan.table, plots[1], title=title)
-    return {"table": str(table_path), "plots": [str(p) for p in plots],
-            "n_models": int(scan.table["model_id"].nunique()), "summary": summarise(scan),
-            "skipped": json_records(scan.skipped)}
+    summary, n_models = summarise(scan), int(scan.table["model_id"].nunique())
+    skipped = sorted({f"{record['tensor']} ({record['reason']})" for record in scan.skipped})
+    headline = (f"{n_models} networks, {len(summary)} layers analysed"
+                + (f"; left out: {', '.join(skipped)}" if skipped else ""))
+    return StudyResult.of_directory("projections", out, headline=headline, rows=summary, details={
+        "table": str(table_path), "plots": [str(p) for p in plots], "n_models": n_models, "summary": summary,
+        "skipped": json_records(scan.skipped)})
 
 
 def _row_cosines(rows: np.ndarray) -> np.ndarray:

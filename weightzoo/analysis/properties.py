@@ -28,7 +28,9 @@ from sklearn.metrics import accuracy_score, r2_score
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
+from weightzoo.analysis.plots import plot_results
 from weightzoo.analysis.records import json_records
+from weightzoo.analysis.results import StudyResult
 from weightzoo.core.labels import is_categorical
 from weightzoo.core.statistics import weight_statistics
 from weightzoo.io.tables import RESERVED
@@ -48,61 +50,50 @@ RESULT_COLUMNS = ("target", "task", "model", "metric", "value", "chance", "param
                   "n_train", "n_val", "n_test", "status", "note")
 
 
-def feature_table(zoo, *, snapshots=None, status: str | None = "ok", layout_id: str | None = None,
-                  roles=("weight", "bias"), model_ids=None, features: str = "stats") -> pd.DataFrame:
+def feature_table(zoo, where: str | None = None, *, snapshots=None, status: str | None = "ok",
+                  layout_id: str | None = None, model_ids=None, roles=("weight", "bias"), features: str = "stats",
+                  **equals) -> pd.DataFrame:
     """One row per (model_id, k): ids, split, hyperparameters, snapshot metrics and features.
 
     ``features="stats"`` gives s(W) (``layer{i}.{role}.{stat}``); ``features="raw"`` the flat
     weight vector itself (``w{position}``), which only lines up within one layout — tables
     over several layouts then hold NaN where a layout has no such position, and
-    :func:`run_property_study` fits one model per layout. ``model_ids`` restricts the table to
-    those models (a distributed run computes the table in chunks of models).
+    :func:`run_property_study` fits one model per layout.
 
-    ``snapshots``: None (all), an int (negative counts from each model's last snapshot), a
-    slice, or an iterable of k (k beyond a model's snapshots are left out). ``status=None``
-    keeps every model (diverged ones then have NaN features). ``layout_id`` restricts to one
-    layout; otherwise s(W) is computed per layout and the tables concatenated: a feature a
-    layout lacks (``layer3.*`` of a shallower net) is NaN. Columns align by layer index and
-    role only, so across different architectures ``layer0`` may mean different things —
-    pass ``layout_id`` when that matters. Raises ValueError when no model matches.
+    The models and snapshots are those of ``zoo.select(where, snapshots=..., status=...,
+    model_ids=..., layout_id=..., **equals)`` (see :meth:`weightzoo.io.reader.Zoo.select`: a
+    snapshot a model lacks is an error; ``"last"`` takes each model's last). ``status=None``
+    keeps every model (diverged ones then have NaN features). Without ``layout_id``, s(W) is
+    computed per layout and the tables concatenated: a feature a layout lacks (``layer3.*`` of
+    a shallower net) is NaN. Columns align by layer index and role only, so across different
+    architectures ``layer0`` may mean different things — pass ``layout_id`` when that matters.
+    Raises InputError when no model matches.
     """
-    models = zoo.models
-    if status is not None:
-        models = models[models["status"] == status]
-    if layout_id is not None:
-        models = models[models["layout_id"] == layout_id]
-    if model_ids is not None:
-        models = models[models["model_id"].isin(list(model_ids))]
     if features not in FEATURE_KINDS:
         raise ValueError(f"features must be one of {list(FEATURE_KINDS)}; got {features!r}")
-    if models.empty:
-        raise ValueError(f"no models with status={status!r}, layout_id={layout_id!r} in {zoo.version}")
+    if layout_id is not None:
+        equals["layout_id"] = layout_id
+    selection = zoo.select(where, snapshots=snapshots, status=status, model_ids=model_ids, **equals)
+    selection.require_samples()
     parts, names = [], {}
-    for lid, group in models.groupby("layout_id", sort=True):
-        layout = zoo.layout(lid)
-        for model_id, n_snapshots in zip(group["model_id"], group["n_snapshots"]):
-            ks = _select_ks(snapshots, int(n_snapshots))
-            if not ks.size:
-                continue
-            if features == "raw":
-                values = zoo.weights(model_id)[ks]
-                feature_names = [f"w{i}" for i in range(values.shape[1])]
-            else:
-                values, feature_names = weight_statistics(zoo.weights(model_id)[ks], layout, roles=roles)
-            names.update(dict.fromkeys(feature_names))
-            frame = pd.DataFrame(values, columns=feature_names)
-            frame.insert(0, "k", ks.astype(np.int64))
-            frame.insert(0, "layout_id", lid)
-            frame.insert(0, "model_id", model_id)
-            parts.append(frame)
-    if not parts:
-        raise ValueError(f"snapshots={snapshots!r} selects no snapshot of the {len(models)} models")
-    features = pd.concat(parts, ignore_index=True)
+    for model, ks, weights in selection.iter_models():
+        if features == "raw":
+            values, feature_names = weights, [f"w{i}" for i in range(weights.shape[1])]
+        else:
+            values, feature_names = weight_statistics(weights, selection.layouts[model.layout_id], roles=roles)
+        names.update(dict.fromkeys(feature_names))
+        frame = pd.DataFrame(values, columns=feature_names)
+        frame.insert(0, "k", ks.astype(np.int64))
+        frame.insert(0, "layout_id", model.layout_id)
+        frame.insert(0, "model_id", model.model_id)
+        parts.append(frame)
+    table = pd.concat(parts, ignore_index=True)
+    models = selection.models
     # A hyperparameter named like a snapshot column would collide in the merge; the snapshot
     # table is the authority for those names.
     hyper = [c for c in models.columns if c not in RESERVED and c not in (*SNAPSHOT_COLUMNS, "k")]
     present = [c for c in SNAPSHOT_COLUMNS if c in zoo.snapshots.columns]
-    table = (features.merge(models[["model_id", "split", "status", *hyper]], on="model_id", how="left")
+    table = (table.merge(models[["model_id", "split", "status", *hyper]], on="model_id", how="left")
              .merge(zoo.snapshots[["model_id", "k", *present]], on=["model_id", "k"], how="left"))
     # Layer-major order across layouts (a stable sort keeps role/statistic order within a layer).
     ordered = sorted(names, key=_feature_order)
@@ -186,7 +177,7 @@ def fit_properties(table: pd.DataFrame, targets=None, *, features: str = "stats"
 
 def run_property_study(zoo, out_dir, *, snapshots=None, targets=None, layout_id=None, seed: int = 0,
                        features: str = "stats", table: pd.DataFrame | None = None,
-                       results: pd.DataFrame | None = None) -> dict:
+                       results: pd.DataFrame | None = None) -> StudyResult:
     """feature_table + fit_properties, written to ``out_dir``.
 
     ``table`` is a precomputed :func:`feature_table` and ``results`` precomputed
@@ -194,8 +185,9 @@ def run_property_study(zoo, out_dir, *, snapshots=None, targets=None, layout_id=
     missing is computed here.
 
     Writes ``properties.parquet`` (the results) and ``properties.png`` (the metric per target
-    and model kind). Returns ``{"results", "plot"}`` paths, ``n_samples`` and the results as
-    JSON-safe ``records`` (NaN as None).
+    and model kind). The result's rows are one per (target, model kind[, layout]); ``details``
+    holds the ``results`` and ``plot`` paths, ``features``, ``n_samples`` and every result
+    column as JSON-safe ``records`` (NaN as None).
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -206,64 +198,19 @@ def run_property_study(zoo, out_dir, *, snapshots=None, targets=None, layout_id=
     results_path, plot_path = out / "properties.parquet", out / "properties.png"
     results.to_parquet(results_path, index=False)
     plot_results(results, plot_path, title=f"{features} property prediction, {zoo.handle.name} {zoo.version}")
-    return {"results": str(results_path), "plot": str(plot_path), "n_samples": len(table),
-            "records": json_records(results)}
+    records = json_records(results)
+    counts = results["status"].value_counts()
+    headline = (f"{features} features of {len(table)} snapshots, {results['target'].nunique()} targets: "
+                + ", ".join(f"{int(counts.get(s, 0))} {s}" for s in ("ok", "skipped", "failed")))
+    return StudyResult.of_directory("properties", out, headline=headline, rows=result_rows(records), details={
+        "results": str(results_path), "plot": str(plot_path), "features": features, "n_samples": len(table),
+        "records": records})
 
 
-def plot_results(results: pd.DataFrame, path, *, title: str = "") -> None:
-    """Bar plot of the metric per target: linear vs boosted model; chance levels as black ticks.
-
-    R² below -1 (a model worse than predicting the mean) is drawn at -1 and labelled with its
-    value, so that one bad fit does not flatten every other bar.
-    """
-    # Figure + FigureCanvasAgg instead of pyplot: no global backend switch, no GUI needed.
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    if "layout_id" in results.columns and set(results["layout_id"]) - {"all"}:  # one bar group per layout
-        results = results.assign(target=results["target"] + " · " + results["layout_id"].astype(str).str[:8])
-    targets = list(dict.fromkeys(results["target"]))
-    # ridge (regression) and logistic (classification) share the "linear" slot of a target.
-    slot = results["model"].replace({"ridge": "linear"})
-    kinds = list(dict.fromkeys(slot))
-    fig = Figure(figsize=(max(4.0, 0.9 * len(targets) + 1.5), 3.5), layout="constrained")
-    FigureCanvasAgg(fig)
-    ax = fig.add_subplot()
-    width = 0.8 / max(1, len(kinds))
-    for j, kind in enumerate(kinds):
-        sub = results[slot == kind].set_index("target").reindex(targets)
-        x = np.arange(len(targets)) + (j - (len(kinds) - 1) / 2) * width
-        label = "ridge / logistic" if kind == "linear" else kind
-        ax.bar(x, sub["value"].clip(lower=-1.0).fillna(0.0), width, label=label, color=f"C{j}")
-        for xi, value, chance in zip(x, sub["value"], sub["chance"]):
-            if pd.isna(value) or value < -1.0:  # skipped, or clipped: say so instead of a bare bar
-                text = "n/a" if pd.isna(value) else f"{value:.2g}"
-                ax.text(xi, 0.02, text, ha="center", va="bottom", fontsize=7, rotation=90)
-            if pd.notna(chance):
-                ax.plot([xi - width / 2, xi + width / 2], [chance, chance], color="black", lw=1.5)
-    metrics = "/".join(dict.fromkeys(results["metric"])) or "metric"
-    ax.set_xticks(np.arange(len(targets)), targets, rotation=30, ha="right")
-    ax.set_ylabel(f"{metrics} on test (black: chance)", fontsize=8)
-    lowest = results["value"].clip(lower=-1.0).min()  # NaN when nothing was analysed
-    ax.set_ylim(min(-0.05, lowest - 0.05) if pd.notna(lowest) else -0.05, 1.1)
-    ax.axhline(0.0, color="grey", lw=0.5)
-    ax.set_title(title, fontsize=9)
-    if kinds:
-        ax.legend(fontsize=8)
-    fig.savefig(path, dpi=100)
-
-
-def _select_ks(snapshots, n_snapshots: int) -> np.ndarray:
-    """The snapshot indices of one model that ``snapshots`` selects (see feature_table)."""
-    every = np.arange(n_snapshots)
-    if snapshots is None:
-        return every
-    if isinstance(snapshots, (int, np.integer)):
-        return every[[snapshots]] if -n_snapshots <= snapshots < n_snapshots else every[:0]
-    if isinstance(snapshots, slice):
-        return every[snapshots]
-    ks = np.asarray(sorted({int(k) for k in snapshots}), dtype=np.int64)
-    return ks[(ks >= 0) & (ks < n_snapshots)]
+def result_rows(records: list[dict]) -> list[dict]:
+    """The printed summary of property-prediction records: what was predicted, how well, status."""
+    keys = ("target", "layout_id", "features", "model", "metric", "value", "chance", "status", "note")
+    return [{key: record.get(key) for key in keys if key in record} for record in records]
 
 
 def _study_target(X, alive, y, split, target, seed) -> list[dict]:

@@ -1,4 +1,4 @@
-"""JSON-safe result rows: what every study returns and caches as ``summary.json``."""
+"""JSON-safe records of result tables: the rows and details of every study's StudyResult."""
 
 from __future__ import annotations
 

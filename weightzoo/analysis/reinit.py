@@ -26,10 +26,12 @@ import numpy as np
 import pandas as pd
 
 from weightzoo.analysis.records import json_records
+from weightzoo.analysis.results import StudyResult
 from weightzoo.core.layout import TensorSpec, WeightLayout
-from weightzoo.core.models import build_model
+from weightzoo.core.models import build_model, flat_to_module
 from weightzoo.core.spec import TrainingSettings
 from weightzoo.core.tokens import unit_groups
+from weightzoo.errors import InputError
 from weightzoo.train.evaluate import evaluate_model
 from weightzoo.train.tasks import model_task
 
@@ -103,9 +105,8 @@ def reinit_table(zoo, *, where: str | None = None, model_ids=None, resets=(0, RA
                  status: str | None = "ok", progress: Callable[[str], None] | None = None) -> pd.DataFrame:
     """Test accuracy of each selected network with one layer reset, per layer and reset.
 
-    Models: those of ``model_ids`` (default all) with ``status`` (None keeps all) that match
-    ``where`` (a ``DataFrame.query`` on models.parquet); the first ``max_models`` of them in
-    table order.
+    Models: ``zoo.select(where, status=..., model_ids=..., max_models=...)`` (see
+    :meth:`weightzoo.io.reader.Zoo.select`), read model by model through that selection.
     ``trained_k`` is the snapshot taken as the trained network (default: each model's last).
     ``resets`` holds snapshot indices k and/or ``"random"`` (:func:`random_reinit`).
     ``whole_network=True`` adds rows (layer -1, kind "all") resetting every layer at once.
@@ -114,17 +115,23 @@ def reinit_table(zoo, *, where: str | None = None, model_ids=None, resets=(0, RA
     trained_k, acc_recorded (test_acc of trained_k in snapshots.parquet), acc_trained,
     acc_reset, drop = acc_trained - acc_reset, loss_trained, loss_reset, then the model's
     hyperparameters and split. Accuracies are NaN on regression tasks; the losses are not.
-    Unknown model ids, bad resets and snapshots a model does not have raise ValueError
-    before anything is evaluated.
+    Unknown model ids, bad resets and snapshots a model does not have raise InputError (a
+    ValueError) before anything is evaluated.
     """
     resets = _check_resets(resets)
-    models = select_models(zoo, where, model_ids, max_models, status)
-    plans = [_trained_k(model, trained_k, resets) for model in models.itertuples()]
+    selection = zoo.select(where, snapshots="last" if trained_k is None else trained_k, status=status,
+                           model_ids=model_ids, max_models=max_models)
+    selection.require_samples()
+    models = selection.models
+    for model in models.itertuples():  # every reset k must exist before anything is evaluated
+        _check_reset_snapshots(model, resets, trained_k)
     tasks: dict[str, object] = {}  # prepared test data per (dataset, data options): loaded once per call
     recorded = zoo.snapshots.set_index(["model_id", "k"])["test_acc"]  # indexed once, not scanned per model
     rows = []
-    for i, (model, k) in enumerate(zip(models.itertuples(), plans), start=1):
-        rows += _reinit_model(zoo, model, k, resets, seed, whole_network, tasks, recorded)
+    for i, (model, ks, weights) in enumerate(selection.iter_models(all_snapshots=True), start=1):
+        k = int(ks[0])
+        rows += _reinit_model(zoo, selection.layouts[model.layout_id], model, weights, k, resets, tasks, recorded,
+                              seed=seed, whole_network=whole_network)
         if progress:
             progress(f"reinit: model {i}/{len(models)} ({model.model_id}, trained k={k})")
     table = pd.DataFrame(rows, columns=list(RESULT_COLUMNS))
@@ -167,12 +174,14 @@ def plot_heatmap(table: pd.DataFrame, path, *, title: str = "") -> None:
 def run_reinit_study(zoo, out_dir, *, where: str | None = None, model_ids=None, resets=(0, RANDOM),
                      trained_k: int | None = None, max_models: int | None = None, seed: int = 0,
                      whole_network: bool = False, status: str | None = "ok",
-                     progress: Callable[[str], None] | None = None, table: pd.DataFrame | None = None) -> dict:
+                     progress: Callable[[str], None] | None = None,
+                     table: pd.DataFrame | None = None) -> StudyResult:
     """reinit_table written to ``out_dir`` as ``reinit.parquet`` and ``reinit.png``.
 
     ``table`` is a precomputed :func:`reinit_table` (a distributed run builds it in chunks
-    of models); otherwise it is computed here. Returns ``{"table", "plot"}`` paths,
-    ``n_models`` and the :func:`summarise` records.
+    of models); otherwise it is computed here. The result's rows are the :func:`summarise`
+    records; ``details`` holds the ``table`` and ``plot`` paths, ``n_models`` and the
+    ``summary``.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -183,8 +192,11 @@ def run_reinit_study(zoo, out_dir, *, where: str | None = None, model_ids=None, 
     table_path, plot_path = out / "reinit.parquet", out / "reinit.png"
     table.to_parquet(table_path, index=False)
     plot_heatmap(table, plot_path, title=f"accuracy drop after resetting one layer, {zoo.handle.name} {zoo.version}")
-    return {"table": str(table_path), "plot": str(plot_path), "n_models": int(table["model_id"].nunique()),
-            "summary": summarise(table)}
+    summary, n_models = summarise(table), int(table["model_id"].nunique())
+    resets = ", ".join(str(r) for r in sorted(table["reset"].unique(), key=_reset_order))
+    headline = f"{n_models} networks, resets to {resets}; plot {plot_path}"
+    return StudyResult.of_directory("reinit", out, headline=headline, rows=summary, details={
+        "table": str(table_path), "plot": str(plot_path), "n_models": n_models, "summary": summary})
 
 
 def _check_resets(resets) -> list:
@@ -196,51 +208,22 @@ def _check_resets(resets) -> list:
     return sorted(dict.fromkeys(r if r == RANDOM else int(r) for r in values), key=_reset_order)
 
 
-def select_models(zoo, where=None, model_ids=None, max_models=None, status="ok") -> pd.DataFrame:
-    """The models a reinit study covers (see :func:`reinit_table`); ValueError when none."""
-    models = zoo.models
-    if model_ids is not None:
-        wanted = [model_ids] if isinstance(model_ids, str) else list(model_ids)
-        unknown = [m for m in wanted if m not in set(models["model_id"])]
-        if unknown:
-            raise ValueError(f"unknown model id(s) {unknown} in {zoo.handle} version {zoo.version}")
-        models = models[models["model_id"].isin(wanted)]
-    if status is not None:
-        models = models[models["status"] == status]
-    if where:
-        try:
-            models = models.query(where)
-        except (NameError, KeyError, SyntaxError) as error:
-            raise ValueError(f"cannot filter by {where!r}: {error}; columns: {list(zoo.models.columns)}") from error
-    if max_models is not None:
-        models = models.head(int(max_models))
-    if models.empty:
-        raise ValueError(f"no models match status={status!r}, where={where!r}, model_ids={model_ids!r} "
-                         f"in {zoo.version} ({len(zoo.models)} models in total)")
-    return models.reset_index(drop=True)
-
-
-def _trained_k(model, trained_k: int | None, resets: list) -> int:
-    """The trained snapshot of one model; every k asked for must exist for it."""
+def _check_reset_snapshots(model, resets: list, trained_k: int | None) -> None:
+    """Every snapshot k a reset asks for must exist for the model."""
     n_snapshots = int(model.n_snapshots)
-    k = n_snapshots - 1 if trained_k is None else int(trained_k)
-    wanted = [k] + [r for r in resets if r != RANDOM]
-    missing = [w for w in wanted if not 0 <= w < n_snapshots]
+    missing = [r for r in resets if r != RANDOM and r >= n_snapshots]
     if missing:
-        raise ValueError(f"model {model.model_id!r} has snapshots k = 0..{n_snapshots - 1}; "
+        raise InputError(f"model {model.model_id!r} has snapshots k = 0..{n_snapshots - 1}; "
                          f"asked for k = {missing} (trained_k={trained_k!r}, resets={resets!r})")
-    return k
 
 
-def _reinit_model(zoo, model, trained_k: int, resets: list, seed: int, whole_network: bool, tasks: dict,
-                  recorded_acc: pd.Series) -> list:
-    """The result rows of one network: every layer group × every reset."""
-    layout = zoo.layout(model.layout_id)
+def _reinit_model(zoo, layout: WeightLayout, model, weights: np.ndarray, trained_k: int, resets: list, tasks: dict,
+                  recorded_acc: pd.Series, *, seed: int, whole_network: bool) -> list:
+    """The result rows of one network (``weights``: its every snapshot): every layer group × every reset."""
     config = json.loads(model.config_json)
     task = _test_data(zoo, model, config, tasks)
-    weights = zoo.weights(model.model_id)
     trained = weights[trained_k]
-    module = zoo.load_model(model.model_id, trained_k)  # checks that config and layout agree
+    module = flat_to_module(config, layout, trained)  # checks that config and layout agree
     loss_trained, acc_trained = evaluate_model(module, task.x_test, task.y_test, task.task)
     sources = {str(r): (random_reinit(config, layout, seed=seed, model_id=model.model_id) if r == RANDOM
                         else weights[r])

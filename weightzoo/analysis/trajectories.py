@@ -41,6 +41,7 @@ import numpy as np
 import pandas as pd
 
 from weightzoo.analysis.records import json_records
+from weightzoo.analysis.results import StudyResult
 from weightzoo.analysis.trajectory_plots import plot_trajectories, varying_hyperparameter
 from weightzoo.errors import TracesNotFound
 from weightzoo.io.tables import RESERVED
@@ -103,8 +104,10 @@ def trajectory_table(zoo, *, where: str | None = None, tensor: str | None = None
     """One row per model: ids, hyperparameters, final metrics, the measures of its trace of
     ``tensor`` (default: the first tensor its spec traced), ``result`` and ``note``.
 
-    ``where`` is a ``DataFrame.query`` over models.parquet. With ``per_epoch`` the long
-    per-epoch table is returned instead (one row per analysed model and epoch).
+    ``where`` is a ``DataFrame.query`` over models.parquet (models of every status, as
+    :meth:`weightzoo.io.reader.Zoo.select` with ``status=None`` chooses them). With
+    ``per_epoch`` the long per-epoch table is returned instead (one row per analysed model
+    and epoch).
     """
     models, epochs = measure_zoo(zoo, where=where, tensor=tensor, progress=progress)
     return epochs if per_epoch else models
@@ -113,9 +116,9 @@ def trajectory_table(zoo, *, where: str | None = None, tensor: str | None = None
 def measure_zoo(zoo, *, where: str | None = None, tensor: str | None = None,
                 progress=None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(per-model table, per-epoch table) of :func:`trajectory_table`, computed once."""
-    models = zoo.models if where is None else zoo.models.query(where)
-    if models.empty:
-        raise ValueError(f"no models match where={where!r} in {zoo.version}")
+    selection = zoo.select(where, status=None)  # diverged runs too: their traces end where they diverged
+    selection.require_samples()
+    models = selection.models
     context = _model_context(zoo, models)
     rows, epochs = [], []
     for i, model in enumerate(models.to_dict("records"), start=1):
@@ -134,14 +137,15 @@ def measure_zoo(zoo, *, where: str | None = None, tensor: str | None = None,
 
 
 def run_trajectory_study(zoo, out_dir, *, where: str | None = None, tensor: str | None = None,
-                         by: str | None = None, progress=None) -> dict:
+                         by: str | None = None, progress=None) -> StudyResult:
     """Measure every selected model's trace and write the results to ``out_dir``.
 
     Writes ``trajectories.parquet`` (per model), ``trajectories_per_epoch.parquet`` and the
     PNGs of :func:`~weightzoo.analysis.trajectory_plots.plot_trajectories`, against ``by``
-    (default: the varying hyperparameter, e.g. frequency or label_noise). Returns the paths,
-    counts, ``by``, a per-value ``summary``, Spearman correlations of the measures with
-    ``by``, and the per-model results as JSON-safe ``records``.
+    (default: the varying hyperparameter, e.g. frequency or label_noise). The result's rows
+    are the per-value ``summary``; ``details`` holds the paths (``table``, ``per_epoch``,
+    ``plots``), ``by``, ``n_models``, ``n_analysed``, the ``summary``, Spearman correlations of
+    the measures with ``by`` and the per-model results as JSON-safe ``records``.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -154,9 +158,13 @@ def run_trajectory_study(zoo, out_dir, *, where: str | None = None, tensor: str 
     plots = plot_trajectories(table, per_epoch, out, by=by, examples=examples,
                               title=f"{zoo.handle.name} {zoo.version}")
     analysed = table[table["result"] == "analysed"]
-    return {**{k: str(v) for k, v in paths.items()}, "plots": plots, "by": by, "n_models": len(table),
-            "n_analysed": len(analysed), "summary": json_records(summarise(analysed, by)),
-            "spearman": _spearman(analysed, by), "records": json_records(table)}
+    summary, spearman = json_records(summarise(analysed, by)), _spearman(analysed, by)
+    correlations = ", ".join(f"{name} {value:.2f}" for name, value in spearman.items() if value is not None)
+    headline = (f"{len(analysed)}/{len(table)} networks measured against {by}"
+                + (f"; Spearman with {by}: {correlations}" if correlations else ""))
+    return StudyResult.of_directory("trajectories", out, headline=headline, rows=summary, details={
+        **{k: str(v) for k, v in paths.items()}, "plots": plots, "by": by, "n_models": len(table),
+        "n_analysed": len(analysed), "summary": summary, "spearman": spearman, "records": json_records(table)})
 
 
 def summarise(table: pd.DataFrame, by: str | None) -> list[dict]:

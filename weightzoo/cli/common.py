@@ -1,5 +1,5 @@
 """What every command shares: reading ``ZOO[@VERSION]``, running a flow against a Prefect
-server, argument types, and printing.
+server, argument types (one ``--snapshots`` grammar for every command), and printing.
 
 This is the boundary: a zoo named on the command line becomes a
 :class:`~weightzoo.io.handle.ZooHandle` here, once, and every function below receives it.
@@ -70,6 +70,30 @@ def add_cluster_options(parser) -> None:
     """``--workers`` and ``--dask-address``, for commands that run flows."""
     parser.add_argument("--workers", type=positive, default=2, help="local Dask worker processes (default: 2)")
     parser.add_argument("--dask-address", help="an existing Dask scheduler, e.g. tcp://10.0.0.5:8786")
+
+
+SNAPSHOTS_HELP = ("snapshots k to read: all (default), last, K, A:B (B exclusive), A: (to each model's last), "
+                  ":B or a list 0,2,4; a k that a selected model lacks is an error naming it")
+
+
+def add_snapshots_option(parser) -> None:
+    """``--snapshots``, the same grammar and help for every command (see :func:`snapshot_choice`)."""
+    parser.add_argument("--snapshots", type=snapshot_choice, help=SNAPSHOTS_HELP)
+
+
+def snapshot_choice(text: str):
+    """An argparse type: ``text`` as a :class:`weightzoo.core.snapshots.SnapshotChoice`."""
+    from weightzoo.core.snapshots import SnapshotChoice
+
+    try:
+        return SnapshotChoice.parse(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def snapshot_text(choice) -> str | None:
+    """A parsed ``--snapshots`` as the text a flow parameter carries (None when not given)."""
+    return None if choice is None else choice.text
 
 
 def positive(text: str) -> int:

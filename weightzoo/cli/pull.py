@@ -8,18 +8,18 @@ from __future__ import annotations
 
 import sys
 
-from weightzoo.cli.common import open_version, print_json, zoo_handle
-from weightzoo.cli.studies import snapshot_range
+from weightzoo.cli.common import add_snapshots_option, open_version, print_json, zoo_handle
 
 
 def add_commands(sub) -> None:
     """Add ``pull`` to the ``weightzoo`` parser's subparsers."""
     pull = sub.add_parser("pull", help="copy a selection of a zoo (local or s3://bucket/prefix) into a new zoo "
-                                       "with its own first version; interrupted pulls resume")
+                                       "with its own first version (the chosen snapshots renumbered from k=0); "
+                                       "interrupted pulls resume")
     pull.add_argument("source", help="SOURCE or SOURCE@VERSION (a directory or s3://bucket/prefix)")
     pull.add_argument("dest", help="the new zoo: a directory (or s3://bucket/prefix to publish there)")
     pull.add_argument("--where", help="a pandas query on models.parquet, e.g. \"optimizer == 'adam'\"")
-    pull.add_argument("--snapshots", help="snapshot range A:B (B exclusive), renumbered from k=0 in the copy")
+    add_snapshots_option(pull)
     pull.add_argument("--json", action="store_true", help="print the report as JSON")
     pull.set_defaults(handler=_pull)
 
@@ -29,10 +29,9 @@ def _pull(args) -> int:
 
     target = zoo_handle(args.dest)
     zoo = open_version(args.source)  # clear errors for a bad source before anything is copied
-    snapshots = snapshot_range(args.snapshots)
-    zoo.select(args.where, snapshots=snapshots, status=None)  # a --where or --snapshots that does not fit
+    zoo.select(args.where, snapshots=args.snapshots, status=None)  # a --where or --snapshots that does not fit
     progress = None if args.json else (lambda line: print(f"\r{line}", end="", file=sys.stderr, flush=True))
-    report = pull_zoo(zoo, target, where=args.where, snapshots=snapshots, progress=progress)
+    report = pull_zoo(zoo, target, where=args.where, snapshots=args.snapshots, progress=progress)
     if args.json:
         print_json(report)
         return 0

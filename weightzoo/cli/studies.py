@@ -1,15 +1,16 @@
 """The study commands: meta-classify, predict, projections, reinit, trajectories.
 
-Each opens the version first (clear errors before any server starts), then runs its flow
-on a Dask runner against a Prefect server (a local one where none is configured) and
-prints the headline numbers, or everything with ``--json``.
+Each opens the version and resolves its selection first (clear input errors, exit 2, before
+any server starts), then runs its flow on a Dask runner against a Prefect server (a local
+one where none is configured) and prints every study the same way: the result's directory,
+its headline and its rows as a table — or, with ``--json``, the
+:class:`~weightzoo.analysis.results.StudyResult` as a dict.
 """
 
 from __future__ import annotations
 
-import json
-
-from weightzoo.cli.common import add_cluster_options, open_version, positive, run_flow, task_threads
+from weightzoo.cli.common import (add_cluster_options, add_snapshots_option, open_version, positive, print_json,
+                                  run_flow, snapshot_text, task_threads)
 from weightzoo.errors import UsageError
 
 
@@ -19,7 +20,7 @@ def add_commands(sub) -> None:
                          _meta_classifier)
     meta.add_argument("--target", "--label", dest="label", action="append", required=True,
                       help="models.parquet column to predict (repeatable)")
-    meta.add_argument("--snapshots", help="snapshot range A:B (B exclusive), e.g. 1:5")
+    add_snapshots_option(meta)
     meta.add_argument("--part", choices=["all", "conv", "fc"], help="part of the network to read")
     meta.add_argument("--slice-length", type=positive, default=1000)
     meta.add_argument("--epochs", type=positive, default=30, help="passes over the training samples (default: 30)")
@@ -29,7 +30,7 @@ def add_commands(sub) -> None:
     properties.add_argument("--features", choices=["stats", "raw"], default="stats",
                             help="stats: per-layer weight statistics s(W) (default); raw: the flat weight "
                                  "vector itself, fitted per layout")
-    properties.add_argument("--snapshots", help="snapshot range A:B (B exclusive); default: every snapshot")
+    add_snapshots_option(properties)
     _study_parsers(sub)
 
 
@@ -37,7 +38,7 @@ def _study_parsers(sub) -> None:
     projections = _study_parser(sub, "projections", "hyperplane-arrangement statistics of conv filters "
                                                      "(Gamba et al.)", _projections)
     projections.add_argument("--where", help="a pandas query on models.parquet, e.g. \"activation == 'relu'\"")
-    projections.add_argument("--snapshots", help="snapshot range A:B (B exclusive); default: every snapshot")
+    add_snapshots_option(projections)
     projections.add_argument("--include-linear", action="store_true", help="also linear layers' weights")
     reinit = _study_parser(sub, "reinit", "accuracy drop when one layer is reset (Zhang et al.)", _reinit)
     reinit.add_argument("--where", help="a pandas query on models.parquet")
@@ -64,7 +65,7 @@ def _sane_parser(sub) -> None:
     sane.add_argument("--token-size", type=positive, help="values per token (default: 16)")
     sane.add_argument("--window", type=positive, help="tokens per training window (default: 16)")
     sane.add_argument("--latent-dim", type=positive, help="per-token latent size (default: 16)")
-    sane.add_argument("--snapshots", help="snapshot range A:B (B exclusive); default: every snapshot")
+    add_snapshots_option(sane)
     sane.add_argument("--layout", help="layout id (default: the layout with the most models)")
     sane.add_argument("--device", choices=["cpu", "cuda"], help="training device (default: cpu)")
     sane.add_argument("--target", action="append", help="probe target (repeatable; default: all that vary)")
@@ -88,20 +89,6 @@ def _study_parser(sub, name: str, help: str, handler, *, action: dict | None = N
     return parser
 
 
-def snapshot_range(text: str | None):
-    """``--snapshots A:B`` as a range (None when not given)."""
-    if not text:
-        return None
-    start, _, stop = text.partition(":")
-    try:
-        first, last = int(start), int(stop)
-    except ValueError:
-        raise UsageError(f"--snapshots: expected A:B with integers, got {text!r}") from None
-    if not 0 <= first < last:
-        raise UsageError(f"--snapshots: expected 0 <= A < B (B exclusive), got {text!r}")
-    return range(first, last)
-
-
 def _check_columns(zoo, names, option: str) -> None:
     known = set(zoo.models.columns) | set(zoo.snapshots.columns)
     unknown = sorted(set(names or ()) - known)
@@ -112,63 +99,33 @@ def _check_columns(zoo, names, option: str) -> None:
 def _meta_classifier(args) -> int:
     zoo = open_version(args.zoo)
     _check_columns(zoo, args.label, "--target")
-    snapshots = snapshot_range(args.snapshots)
-    options = {"snapshots": None if snapshots is None else list(snapshots), "part": args.part,
+    zoo.select(snapshots=args.snapshots, part=args.part, split=["train", "test"])  # input errors before any server
+    options = {"snapshots": snapshot_text(args.snapshots), "part": args.part,
                "slice_length": args.slice_length, "epochs": args.epochs}
     threads = task_threads(args, len(args.label))
-    results = run_flow("meta_classifier:meta_classifier_flow", {"zoo": zoo.handle, "labels": args.label, "version": zoo.version,
-                                                     "options": options, "threads": threads}, args)
-    if args.json:
-        print(json.dumps(results, indent=2, default=str))
-        return 0
-    for result in results:
-        print(f"{result['path']}{' (cached)' if result['cached'] else ''}")
-        for row in result["results"]:
-            print(f"  {row['label']:>14} k={row['k']:>4} n={row['n']:>5}  {row['metric']} "
-                  f"local {row['local']:.3f}  global {row['global']:.3f}  chance {row['chance']:.3f}")
-        for row in result["per_class"]:
-            print(f"  {row['label']:>14} class {row['class']!s:>16} n={row['n']:>5}  "
-                  f"local {_number(row['local'])}  global {_number(row['global'])}  "
-                  f"precision {_number(row['precision'])}")
-    return 0
-
-
-def _number(value) -> str:
-    return "  n/a" if value is None else f"{value:.3f}"
+    results = run_flow("meta_classifier:meta_classifier_flow", {"zoo": zoo.handle, "labels": args.label,
+                                                                "version": zoo.version, "options": options,
+                                                                "threads": threads}, args)
+    return print_results(args, results)
 
 
 def _properties(args) -> int:
     zoo = open_version(args.zoo)
     _check_columns(zoo, args.target, "--target")
-    snapshots = snapshot_range(args.snapshots)
+    zoo.select(snapshots=args.snapshots)  # input errors before any server
     result = run_flow("properties:properties_flow", {"zoo": zoo.handle, "version": zoo.version, "targets": args.target,
-                                               "features": args.features,
-                                               "snapshots": None if snapshots is None else list(snapshots)}, args)
-    if args.json:
-        print(json.dumps(result, indent=2, default=str))
-        return 0
-    print(f"{result['path']}{' (cached)' if result['cached'] else ''}")
-    for row in result["records"]:
-        value = "n/a" if row["value"] is None else f"{row['value']:.3f}"
-        chance = "" if row["chance"] is None else f"chance {row['chance']:.3f}"
-        where = "" if row["layout_id"] == "all" else f" [{row['layout_id']}]"
-        print(f"  {row['target']:>14}{where} {row['model']:>6} {row['metric']:>8} {value:>7} {chance:>13}  "
-              f"{row['status']} {row['note'] or ''}")
-    return 0
+                                                     "features": args.features,
+                                                     "snapshots": snapshot_text(args.snapshots)}, args)
+    return print_results(args, result)
 
 
 def _projections(args) -> int:
     zoo = open_version(args.zoo)
-    snapshots = snapshot_range(args.snapshots)
-    options = {"where": args.where, "snapshots": None if snapshots is None else list(snapshots),
-               "include_linear": args.include_linear}
+    zoo.select(args.where, snapshots=args.snapshots).require_samples()  # input errors before any server
+    options = {"where": args.where, "snapshots": snapshot_text(args.snapshots), "include_linear": args.include_linear}
     result = run_flow("geometry:study_flow", {"zoo": zoo.handle, "study": "projections", "version": zoo.version,
-                                          "options": options}, args)
-    if _print_summary(args, result, f"{result['n_models']} networks"):
-        return 0
-    for row in result["skipped"]:
-        print(f"  skipped {row}")
-    return 0
+                                              "options": options}, args)
+    return print_results(args, result)
 
 
 def _reinit(args) -> int:
@@ -178,78 +135,70 @@ def _reinit(args) -> int:
         resets = [r if r == "random" else int(r) for r in resets]
     except ValueError:
         raise UsageError(f"--resets: expected snapshot indices and/or 'random', got {args.resets!r}") from None
+    trained = "last" if args.trained_k is None else args.trained_k
+    zoo.select(args.where, snapshots=trained, max_models=args.max_models).require_samples()  # before any server
     options = {"resets": resets, "trained_k": args.trained_k, "whole_network": args.whole_network}
-    threads = task_threads(args)
     result = run_flow("geometry:reinit_flow", {"zoo": zoo.handle, "version": zoo.version, "where": args.where,
-                                           "max_models": args.max_models, "options": options,
-                                           "threads": threads}, args)
-    _print_summary(args, result, f"{result['n_models']} networks; plot {result['plot']}")
-    return 0
+                                               "max_models": args.max_models, "options": options,
+                                               "threads": task_threads(args)}, args)
+    return print_results(args, result)
 
 
 def _trajectories(args) -> int:
     zoo = open_version(args.zoo)
+    zoo.select(args.where, status=None).require_samples()  # input errors before any server
     options = {"where": args.where, "tensor": args.tensor, "by": args.by}
     result = run_flow("geometry:study_flow", {"zoo": zoo.handle, "study": "trajectories", "version": zoo.version,
-                                          "options": options}, args)
-    headline = f"{result['n_analysed']}/{result['n_models']} networks measured against {result['by']}"
-    if not _print_summary(args, result, headline):
-        print(f"  spearman with {result['by']}: {result['spearman']}")
-    return 0
+                                              "options": options}, args)
+    return print_results(args, result)
 
 
 def _sane(args) -> int:
     zoo = open_version(args.zoo)
     _check_columns(zoo, args.target, "--target")
-    snapshots = snapshot_range(args.snapshots)
-    options = {"epochs": args.epochs, "token_size": args.token_size, "window": args.window,
-               "latent_dim": args.latent_dim, "layout_id": args.layout, "device": args.device,
-               "snapshots": None if snapshots is None else list(snapshots)}
-    options = {k: v for k, v in options.items() if v is not None}
     if args.finetune_epochs < 0:
         raise UsageError(f"--finetune-epochs must be >= 0, got {args.finetune_epochs}")
+    zoo.select(snapshots=args.snapshots, **({"layout_id": args.layout} if args.layout else {}))  # before any server
+    options = {"epochs": args.epochs, "token_size": args.token_size, "window": args.window,
+               "latent_dim": args.latent_dim, "layout_id": args.layout, "device": args.device,
+               "snapshots": snapshot_text(args.snapshots)}
+    options = {k: v for k, v in options.items() if v is not None}
     sampling = {"n": args.n, "bandwidth": args.bandwidth, "publish": args.publish,
                 "finetune_epochs": args.finetune_epochs}
     result = run_flow("sane:sane_flow", {"zoo": zoo.handle, "command": args.action, "version": zoo.version,
                                          "options": options, "targets": args.target, "sampling": sampling}, args)
+    return print_results(args, result)
+
+
+def print_results(args, results) -> int:
+    """Print study results (one, or a list): with ``--json`` their ``to_dict()`` (a list for a
+    list); else per result its directory, ``(cached)``, headline and rows as a table. Returns 0."""
+    several = isinstance(results, list)
     if args.json:
-        print(json.dumps(result, indent=2, default=str))
+        print_json([r.to_dict() for r in results] if several else results.to_dict())
         return 0
-    print(f"{result['path']}{' (cached)' if result['cached'] else ''}")
-    if args.action == "sample":
-        print(f"  mean test accuracy by kind: {result['mean_test_acc']}")
-        if result.get("finetune_epochs"):
-            print(f"  after {result['finetune_epochs']} epochs of fine-tuning: {result['mean_test_acc_finetuned']}")
-        print(f"  table {result['table']}\n  plot {result['plot']}")
-        if result.get("published_version"):
-            print(f"  published as {zoo.handle}@{result['published_version']}")
-        return 0
-    if args.action == "probe":
-        print(f"  {'target':>14} {'features':>8} {'model':>6} {'metric':>8} {'value':>7}  chance")
-        for row in result["records"]:
-            value = "n/a" if row["value"] is None else f"{row['value']:.3f}"
-            chance = "" if row["chance"] is None else f"{row['chance']:.3f}"
-            print(f"  {row['target']:>14} {row['features']:>8} {row['model']:>6} {row['metric']:>8} {value:>7}  "
-                  f"{chance}")
-        return 0
-    print(f"  layout {result['layout_id']}: {result['n_train_samples']} train samples of {result['n_tokens']} "
-          f"tokens; loss {result['first_loss']:.4f} -> {result['last_loss']:.4f} in {result['epochs']} epochs")
-    print(f"  model {result['model']}\n  embeddings {result['embeddings']} ({result['n_embeddings']} snapshots)")
+    for result in results if several else [results]:
+        print(f"{result.path}{' (cached)' if result.cached else ''}: {result.headline}")
+        for line in table_lines(result.rows):
+            print(f"  {line}")
     return 0
 
 
-def _print_summary(args, result: dict, headline: str) -> bool:
-    """Everything as JSON with ``--json`` (returns True); else the headline and summary rows."""
-    if args.json:
-        print(json.dumps(result, indent=2, default=str))
-        return True
-    print(f"{result['path']}{' (cached)' if result['cached'] else ''}: {headline}")
-    for row in result["summary"]:
-        print("  " + "  ".join(f"{key} {_cell(value)}" for key, value in row.items()))
-    return False
+def table_lines(rows: list[dict]) -> list[str]:
+    """``rows`` as aligned text: a header of every key (first-seen order), then one line per row
+    (blank where a row lacks a key, ``n/a`` where its value is None)."""
+    columns = list(dict.fromkeys(key for row in rows for key in row))
+    cells = [[_cell(row[key]) if key in row else "" for key in columns] for row in rows]
+    widths = [max([len(name)] + [len(line[i]) for line in cells]) for i, name in enumerate(columns)]
+    return [" ".join(text.rjust(width) for text, width in zip(line, widths)).rstrip()
+            for line in [columns, *cells]] if rows else []
 
 
 def _cell(value) -> str:
-    return f"{value:.4g}" if isinstance(value, float) else str(value)
-
-
+    if value is None:
+        return "n/a"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, list):
+        return ",".join(_cell(item) for item in value)
+    return str(value)

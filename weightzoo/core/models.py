@@ -154,6 +154,20 @@ def build_model(config: Mapping, input_shape=None, output_size=None) -> nn.Modul
     return model
 
 
+def flat_to_module(config: Mapping, layout, flat) -> nn.Module:
+    """A module built from ``config`` holding the flat vector ``flat`` of ``layout`` (a
+    :class:`weightzoo.core.layout.WeightLayout`), in eval mode; ValueError when the config
+    builds a different layout."""
+    from weightzoo.core.layout import WeightLayout
+
+    module = build_model(config)
+    built = WeightLayout.from_module(module)
+    if built.layout_id != layout.layout_id:
+        raise ValueError(f"config builds layout {built.layout_id}, not {layout.layout_id}")
+    module.load_state_dict(layout.unflatten(flat), strict=False)
+    return module.eval()
+
+
 def initialise(model: nn.Module, init: str) -> None:
     """Re-initialise conv and linear weights in place (biases to zero) unless ``default``;
     frozen weights (a frozen identity input) keep their value."""

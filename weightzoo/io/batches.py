@@ -26,8 +26,6 @@ import threading
 import numpy as np
 import torch
 
-from weightzoo.io.selection import read_rows
-
 CACHE_BYTES = 128 * 2**20  # default bound on the rows held per group
 _IMPORTED_IN = os.getpid()  # a forked child inherits this; a spawned one re-imports the module
 
@@ -40,7 +38,7 @@ class TorchBatches:
                  cache_rows: int | None = None, epoch: int = 0, shard: tuple[int, int] = (0, 1)) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be ≥ 1; got {batch_size}")
-        selection._require_samples()
+        selection.require_samples()
         self.selection, self.batch_size = selection, int(batch_size)
         self.slice_length, self.shuffle, self.seed = slice_length, shuffle, seed
         self.label, self.prefetch, self.drop_last, self.epoch = label, prefetch, drop_last, epoch
@@ -53,7 +51,8 @@ class TorchBatches:
                              f"feature length of the selection {lengths}")
         models = selection.models
         self._lengths = models["layout_id"].map(lengths).to_numpy(np.int64)  # per model
-        counts = np.array([len(k) for k in selection._ks])
+        self._ks = list(selection.snapshot_indices.values())  # per model position
+        counts = np.array([len(k) for k in self._ks])
         self._first = np.r_[0, np.cumsum(counts)[:-1]]  # first sample index of each model
         self._counts = counts
         self._labels = None if label is None else selection.label_values(label)
@@ -102,19 +101,7 @@ class TorchBatches:
 
     def _read_group(self, group: np.ndarray) -> dict[int, np.ndarray]:
         """Selected snapshots × features of each model in ``group``: {model position: [n_k, n_features]}."""
-        selection, models = self.selection, self.selection.models
-        result = {}
-        for layout_id in models["layout_id"].iloc[group].unique():
-            positions = [int(m) for m in group if models.at[m, "layout_id"] == layout_id]
-            positions.sort(key=lambda m: models.at[m, "row"])  # storage order: contiguous reads when possible
-            rows = read_rows(selection.handle, selection.version, layout_id,
-                             [int(models.at[m, "row"]) for m in positions])
-            columns = selection.features(layout_id)
-            full = columns.size == rows.shape[2] and columns[0] == 0
-            for i, m in enumerate(positions):
-                values = rows[i][selection._ks[m]]
-                result[m] = values if full else values[:, columns]
-        return result
+        return dict(zip((int(m) for m in group), self.selection.read_models(group)))
 
     def _collate(self, pending: list[tuple]) -> dict:
         length = self.slice_length
@@ -125,7 +112,7 @@ class TorchBatches:
         index = np.array([self._first[m] + j for m, j, _, _ in pending], dtype=np.int64)
         batch = {"weights": torch.from_numpy(weights.astype(np.float32, copy=False)),
                  "offset": torch.tensor([offset for _, _, offset, _ in pending], dtype=torch.int64),
-                 "k": torch.from_numpy(np.array([self.selection._ks[m][j] for m, j, _, _ in pending], np.int64)),
+                 "k": torch.from_numpy(np.array([self._ks[m][j] for m, j, _, _ in pending], np.int64)),
                  "index": torch.from_numpy(index),
                  "model_id": [self.selection.models.at[m, "model_id"] for m, _, _, _ in pending]}
         if self._labels is not None:

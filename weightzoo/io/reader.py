@@ -190,16 +190,21 @@ class Zoo:
 
     def select(self, where: str | None = None, *, snapshots=None, part: str | None = None,
                layers: list[int] | None = None, tensors: list[str] | None = None,
-               split: str | list[str] | None = None, status: str | None = "ok", **equals):
-        """Samples (model, snapshot) chosen by table filters, snapshot range and network part.
+               split: str | list[str] | None = None, status: str | None = "ok", model_ids=None,
+               max_models: int | None = None, **equals):
+        """Samples (model, snapshot) chosen by table filters, a snapshot choice and a network part.
 
         ``where`` is a ``DataFrame.query`` over models.parquet; ``**equals`` are column=value(s)
-        filters; ``status=None`` keeps diverged runs. Returns a
-        :class:`weightzoo.io.selection.Selection` (Dask/NumPy arrays, labels, torch batches).
+        filters; ``status=None`` keeps diverged runs; ``model_ids`` names models (unknown ids are
+        an error); ``max_models`` keeps the first that many in table order. ``snapshots`` is any
+        form of :class:`weightzoo.core.snapshots.SnapshotChoice` (``"all"``, ``"last"``, ``3``,
+        ``"1:5"``, ``range(1, 5)``, ``[0, 2]``, ...): a k a selected model lacks is an error.
+        Returns a :class:`weightzoo.io.selection.Selection` (Dask/NumPy arrays, labels, torch
+        batches, model by model).
         """
         from weightzoo.io.selection import select
         return select(self, where, snapshots=snapshots, part=part, layers=layers, tensors=tensors,
-                      split=split, status=status, **equals)
+                      split=split, status=status, model_ids=model_ids, max_models=max_models, **equals)
 
     def summary(self) -> dict:
         """Counts by status/layout/dataset, last-snapshot test accuracy, sizes."""

@@ -1,15 +1,21 @@
 """Selections of a published version: which models, which snapshots, which weights.
 
-``zoo.select(...)`` resolves table filters, a snapshot range and a part of the network into
+``zoo.select(...)`` resolves table filters, a snapshot choice and a part of the network into
 a :class:`Selection`, whose samples are (model, snapshot k) pairs in storage order (by
 layout, then array row, then k) and whose features are flat positions of the model's layout.
+It is the one read path of the studies: every filter (``where``, column=value, ``split``,
+``status``, ``model_ids``, ``max_models``) and every snapshot choice
+(:class:`weightzoo.core.snapshots.SnapshotChoice`: a k a model lacks is an error naming it)
+is resolved here and nowhere else.
 
 Parts: ``"conv"`` = tensors of kind ``conv`` (weights and biases of conv layers), ``"fc"`` =
 kind ``linear``, ``"all"`` = everything. Batch-norm tensors belong to neither conv nor fc;
 select them with ``part="all"`` (plus ``layers``/``tensors``).
 
 Reading: one storage chunk is one model row ``[snapshot, param]``, so every reader reads
-whole rows and slices snapshots and features in memory. Readers open the version's
+whole rows and slices snapshots and features in memory: arrays (:meth:`Selection.to_dask`,
+:meth:`Selection.to_numpy`), torch batches, or model by model with
+:meth:`Selection.iter_models`. Readers open the version's
 read-only Icechunk session themselves from ``(zoo handle, version)`` (cached per process), so
 a selection pickles cheaply into Dask tasks and DataLoader workers and never ships arrays.
 """
@@ -23,6 +29,7 @@ import pandas as pd
 
 from weightzoo.core.labels import is_categorical
 from weightzoo.core.layout import WeightLayout
+from weightzoo.core.snapshots import SnapshotChoice
 from weightzoo.io import store
 from weightzoo.errors import CorruptChunkError, InputError
 from weightzoo.io.tables import SPLITS
@@ -31,12 +38,39 @@ PARTS = {"conv": ["conv"], "fc": ["linear"], "all": None}
 # Bulky or bookkeeping columns that are never labels.
 _NOT_LABELS = ("fingerprint", "message", "config_json", "training_json")
 _ARRAYS: dict = {}
+BLOCK_BYTES = 64 * 2**20  # whole model rows read at once by Selection.iter_models
 
 
 def select(zoo, where: str | None = None, *, snapshots=None, part: str | None = None,
            layers: list[int] | None = None, tensors: list[str] | None = None,
-           split: str | list[str] | None = None, status: str | None = "ok", **equals) -> "Selection":
+           split: str | list[str] | None = None, status: str | None = "ok", model_ids=None,
+           max_models: int | None = None, **equals) -> "Selection":
     """Resolve filters on ``zoo.models`` plus snapshot/part choices into a Selection (see Zoo.select)."""
+    choice = SnapshotChoice.of(snapshots)
+    models = _filter_models(zoo, where, equals, split, status, model_ids, max_models)
+    if part not in (None, *PARTS):
+        raise InputError(f"part must be one of {list(PARTS)}; got {part!r}")
+    models = models.sort_values(["layout_id", "row"]).reset_index(drop=True)
+    ks = {m.model_id: choice.resolve(m.n_snapshots, m.model_id) for m in models.itertuples()}
+    layouts = {lid: zoo.layout(lid) for lid in models["layout_id"].unique()}
+    features = {lid: _features(layout, lid, part, layers, tensors) for lid, layout in layouts.items()}
+    samples = pd.DataFrame({"model_id": np.repeat(models["model_id"].to_numpy(), [len(k) for k in ks.values()]),
+                            "k": np.concatenate(list(ks.values())) if ks else np.zeros(0, np.int64)})
+    labels = models.drop(columns=[c for c in _NOT_LABELS if c in models.columns])
+    rows = samples.merge(labels, on="model_id", how="left")
+    rows = rows.merge(zoo.snapshots, on=["model_id", "k"], how="left", suffixes=("", "_snapshot"))
+    front = ["model_id", "layout_id", "row", "k"]
+    rows = rows[front + [c for c in rows.columns if c not in front]]
+    description = {"where": where, "snapshots": None if snapshots is None else choice.text, "part": part,
+                   "layers": layers, "tensors": tensors, "split": split, "status": status,
+                   "model_ids": model_ids, "max_models": max_models, **equals}
+    return Selection(zoo.handle, zoo.version, models, rows, ks, layouts, features,
+                     {key: value for key, value in description.items() if value is not None},
+                     n_total=len(zoo.models), snapshots=choice)
+
+
+def _filter_models(zoo, where, equals: dict, split, status, model_ids, max_models) -> pd.DataFrame:
+    """The rows of ``zoo.models`` that pass every filter; the first ``max_models`` in table order."""
     models = zoo.models
     columns = list(models.columns)
     for name in equals:
@@ -59,36 +93,33 @@ def select(zoo, where: str | None = None, *, snapshots=None, part: str | None = 
         models = models[models["split"].isin(splits)]
     if status is not None:
         models = models[models["status"] == status]
-    if part not in (None, *PARTS):
-        raise InputError(f"part must be one of {list(PARTS)}; got {part!r}")
-    models = models.sort_values(["layout_id", "row"]).reset_index(drop=True)
-    ks = [_resolve_snapshots(snapshots, m.model_id, int(m.n_snapshots)) for m in models.itertuples()]
-    layouts = {lid: zoo.layout(lid) for lid in models["layout_id"].unique()}
-    features = {lid: _features(layout, lid, part, layers, tensors) for lid, layout in layouts.items()}
-    samples = pd.DataFrame({"model_id": np.repeat(models["model_id"].to_numpy(), [len(k) for k in ks]),
-                            "k": np.concatenate(ks) if ks else np.zeros(0, np.int64)})
-    labels = models.drop(columns=[c for c in _NOT_LABELS if c in models.columns])
-    rows = samples.merge(labels, on="model_id", how="left")
-    rows = rows.merge(zoo.snapshots, on=["model_id", "k"], how="left", suffixes=("", "_snapshot"))
-    front = ["model_id", "layout_id", "row", "k"]
-    rows = rows[front + [c for c in rows.columns if c not in front]]
-    description = {"where": where, "snapshots": snapshots, "part": part, "layers": layers,
-                   "tensors": tensors, "split": split, "status": status, **equals}
-    return Selection(zoo.handle, zoo.version, models, rows, ks, layouts, features,
-                     {key: value for key, value in description.items() if value is not None})
+    if model_ids is not None:
+        wanted = [model_ids] if isinstance(model_ids, str) else list(model_ids)
+        unknown = sorted(set(wanted) - set(zoo.models["model_id"]))
+        if unknown:
+            raise InputError(f"unknown model id(s) {unknown} in {zoo.handle} version {zoo.version}")
+        models = models[models["model_id"].isin(wanted)]
+    if max_models is not None:
+        if isinstance(max_models, bool) or not isinstance(max_models, (int, np.integer)) or max_models < 1:
+            raise InputError(f"max_models must be a positive integer; got {max_models!r}")
+        models = models.head(int(max_models))
+    return models
 
 
 class Selection:
     """(model, snapshot) samples of one version with a per-layout choice of weight positions."""
 
-    def __init__(self, handle, version, models, rows, ks, layouts, features, description) -> None:
+    def __init__(self, handle, version, models, rows, ks, layouts, features, description, *,
+                 n_total: int, snapshots: SnapshotChoice) -> None:
         self.handle, self.version = handle, version
         self.models: pd.DataFrame = models  # selected models, sorted by (layout_id, row)
         self.rows: pd.DataFrame = rows  # one row per sample: model_id, layout_id, row, k, labels
         self.layouts: dict[str, WeightLayout] = layouts
-        self._ks = ks  # per selected model: its snapshot indices
+        self.snapshots: SnapshotChoice = snapshots  # the choice every model's ks were resolved from
+        self._ks: dict[str, np.ndarray] = ks  # per selected model (in models order): its snapshot indices
         self._features = features  # per layout: sorted flat positions
         self._description = description
+        self._n_total = n_total
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -98,14 +129,19 @@ class Selection:
                 f"features={self.feature_lengths}, filters={self._description})")
 
     @property
+    def snapshot_indices(self) -> dict[str, np.ndarray]:
+        """model_id → its selected snapshot indices k (ascending), in the order of ``models``."""
+        return dict(self._ks)
+
+    @property
     def feature_lengths(self) -> dict[str, int]:
         """Number of selected weight positions per layout."""
         return {lid: int(f.size) for lid, f in self._features.items()}
 
     @property
     def n_features(self) -> int:
-        """The common feature length; ValueError if the layouts of the selection differ."""
-        self._require_samples()
+        """The common feature length; InputError if the layouts of the selection differ."""
+        self.require_samples()
         lengths = set(self.feature_lengths.values())
         if len(lengths) > 1:
             raise InputError(f"the selection spans layouts with different feature lengths "
@@ -116,17 +152,57 @@ class Selection:
         """Flat positions (into the layout's vector) selected for ``layout_id``."""
         return self._features[layout_id]
 
+    def require_samples(self) -> None:
+        """InputError naming the filters when the selection holds no sample (no model matched)."""
+        if not len(self):
+            raise InputError(f"the selection is empty: no models match {self._description} in {self.version} "
+                             f"({self._n_total} models in total)")
+
     def by_layout(self) -> dict[str, "Selection"]:
         """One Selection per layout, each with a uniform feature length."""
         result = {}
         for lid in self._features:
             keep = (self.models["layout_id"] == lid).to_numpy()
+            models = self.models[keep].reset_index(drop=True)
             result[lid] = Selection(
-                self.handle, self.version, self.models[keep].reset_index(drop=True),
-                self.rows[self.rows["layout_id"] == lid].reset_index(drop=True),
-                [k for k, kept in zip(self._ks, keep) if kept], {lid: self.layouts[lid]},
-                {lid: self._features[lid]}, dict(self._description, layout_id=lid))
+                self.handle, self.version, models, self.rows[self.rows["layout_id"] == lid].reset_index(drop=True),
+                {m: self._ks[m] for m in models["model_id"]}, {lid: self.layouts[lid]},
+                {lid: self._features[lid]}, dict(self._description, layout_id=lid), n_total=self._n_total,
+                snapshots=self.snapshots)
         return result
+
+    def iter_models(self, *, all_snapshots: bool = False, block_bytes: int = BLOCK_BYTES):
+        """Every selected model with its weights, in storage order: ``(model, ks, weights)``.
+
+        ``model`` is its row of :attr:`models` (a namedtuple), ``ks`` its selected snapshot
+        indices and ``weights`` float32 ``[len(ks), n_features]`` of the selected features; with
+        ``all_snapshots``, ``[n_snapshots, n_features]`` (every snapshot, ``ks`` indexing into
+        it: e.g. the initialisation as a reference). Consecutive model rows of one layout are
+        read together, about ``block_bytes`` at a time (one request per block).
+        """
+        models = list(self.models.itertuples())
+        for block in self._groups(lambda m: 4 * int(m.n_snapshots) * int(m.n_params), block_bytes):
+            for position, weights in zip(block, self.read_models(block, all_snapshots=all_snapshots)):
+                yield models[position], self._ks[models[position].model_id], weights
+
+    def read_models(self, positions, *, all_snapshots: bool = False) -> list[np.ndarray]:
+        """The weights of the models at ``positions`` (indices into :attr:`models`), in that order:
+        float32 ``[len(ks), n_features]`` each (``[n_snapshots, n_features]`` with ``all_snapshots``).
+        Rows are read in storage order, one request per layout."""
+        positions = [int(p) for p in positions]
+        result: dict[int, np.ndarray] = {}
+        models = self.models
+        for layout_id in dict.fromkeys(models["layout_id"].iloc[positions]):
+            mine = sorted((p for p in positions if models.at[p, "layout_id"] == layout_id),
+                          key=lambda p: models.at[p, "row"])  # storage order: contiguous reads when possible
+            data = read_rows(self.handle, self.version, layout_id, [int(models.at[p, "row"]) for p in mine])
+            columns = self._features[layout_id]
+            whole = columns.size == data.shape[2]  # every position: no copy of the columns
+            for p, values in zip(mine, data):
+                values = (values[:int(models.at[p, "n_snapshots"])] if all_snapshots
+                          else values[self._ks[models.at[p, "model_id"]]])
+                result[p] = values if whole else values[:, columns]
+        return [result[p] for p in positions]
 
     def blocks(self, chunk_samples: int = 100) -> list[tuple]:
         """Read tasks over consecutive model rows of one layout, each ≥ ``chunk_samples`` if possible.
@@ -134,16 +210,7 @@ class Selection:
         A block is ``(handle, version, layout_id, rows, ks, column_ranges)``; pass it to
         :func:`read_block`. Blocks never split a model row (one storage chunk).
         """
-        result, current, count = [], [], 0
-        for position, model in enumerate(self.models.itertuples()):
-            if current and (model.layout_id != self.models.at[current[0], "layout_id"] or count >= chunk_samples):
-                result.append(self._block(current))
-                current, count = [], 0
-            current.append(position)
-            count += len(self._ks[position])
-        if current:
-            result.append(self._block(current))
-        return result
+        return [self._block(group) for group in self._groups(lambda m: len(self._ks[m.model_id]), chunk_samples)]
 
     def to_dask(self, chunk_samples: int = 100):
         """A lazy float32 dask array [n_samples, n_features]; one chunk = whole model rows."""
@@ -165,16 +232,6 @@ class Selection:
         n_features = self.n_features
         parts = [read_block(block) for block in self.blocks()]
         return np.concatenate(parts) if parts else np.zeros((0, n_features), np.float32)
-
-    def to_xarray(self):
-        """An xarray.DataArray (sample × feature) over :meth:`to_dask` with label coordinates.
-
-        Optional: needs xarray installed (not a dependency of weightzoo).
-        """
-        import xarray as xr
-
-        coords = {column: ("sample", self.rows[column].to_numpy()) for column in self.rows.columns}
-        return xr.DataArray(self.to_dask(), dims=("sample", "feature"), coords=coords)
 
     def labels(self, column: str) -> np.ndarray:
         """Values of a models/snapshots column, one per sample (aligned with the arrays)."""
@@ -214,16 +271,22 @@ class Selection:
         from weightzoo.io.batches import torch_loader
         return torch_loader(self, batch_size, num_workers=num_workers, **options)
 
+    def _groups(self, size_of, limit: int) -> list[list[int]]:
+        """Positions of consecutive models of one layout, cut once a group's ``size_of`` sum reaches ``limit``."""
+        result, current, total = [], [], 0
+        for position, model in enumerate(self.models.itertuples()):
+            if current and (model.layout_id != self.models.at[current[0], "layout_id"] or total >= limit):
+                result.append(current)
+                current, total = [], 0
+            current.append(position)
+            total += size_of(model)
+        return result + [current] if current else result
+
     def _block(self, positions: list[int]) -> tuple:
         layout_id = self.models.at[positions[0], "layout_id"]
         rows = tuple(int(self.models.at[p, "row"]) for p in positions)
-        ks = tuple(tuple(int(k) for k in self._ks[p]) for p in positions)
+        ks = tuple(tuple(int(k) for k in self._ks[self.models.at[p, "model_id"]]) for p in positions)
         return (self.handle, self.version, layout_id, rows, ks, _ranges(self._features[layout_id]))
-
-    def _require_samples(self) -> None:
-        if not len(self):
-            raise InputError(f"the selection is empty (filters {self._description}); "
-                             f"{self.version} has models with other values")
 
 
 def read_block(block: tuple) -> np.ndarray:
@@ -276,29 +339,6 @@ def weights_array(handle, version: str, layout_id: str):
 def _check_column(name: str, columns: list[str]) -> None:
     if name not in columns:
         raise InputError(f"unknown column {name!r}; available columns: {columns}")
-
-
-def _resolve_snapshots(snapshots, model_id: str, n_snapshots: int) -> np.ndarray:
-    if snapshots is None:
-        return np.arange(n_snapshots)
-    if isinstance(snapshots, slice):
-        if snapshots.step is not None and snapshots.step <= 0:
-            raise InputError(f"snapshot slice step must be positive; got {snapshots}")
-        start = 0 if snapshots.start is None else snapshots.start
-        stop = n_snapshots if snapshots.stop is None else snapshots.stop
-        # Python slicing would silently clip; a short model must not shrink the range unnoticed,
-        # so the range's ends are checked like explicit k's.
-        ends = np.array([start, stop - 1]) if start < 0 or stop < 0 or stop > n_snapshots else None
-        ks = np.arange(start, stop, snapshots.step or 1) if ends is None else ends
-    else:
-        ks = np.atleast_1d(np.asarray(snapshots, dtype=np.int64))  # a list, range or single k
-    bad = ks[(ks < 0) | (ks >= n_snapshots)]
-    if bad.size:
-        raise InputError(f"snapshots {snapshots!r} ask for k={int(bad[0])} but model {model_id!r} has "
-                         f"n_snapshots={n_snapshots} (k = 0..{n_snapshots - 1}); negative k is not allowed")
-    if not ks.size:
-        raise InputError(f"snapshots {snapshots!r} select no snapshot of model {model_id!r}")
-    return ks.astype(np.int64)
 
 
 def _features(layout: WeightLayout, layout_id: str, part, layers, tensors) -> np.ndarray:

@@ -1,7 +1,7 @@
 """Pulling a selection of a zoo (local or in object storage) into a new zoo of its own.
 
-``pull_zoo(source, dest, where=..., snapshots=range(a, b))`` with ``source`` an opened version
-and ``dest`` a zoo handle:
+``pull_zoo(source, dest, where=..., snapshots="1:3")`` with ``source`` an opened version, ``dest``
+a zoo handle and ``snapshots`` any form of :class:`weightzoo.core.snapshots.SnapshotChoice`:
 
 1. the source version is read lazily: only the chunks of the selected models are fetched;
 2. write the pull's plan to ``<dest work folder>/.pull.json``; an unfinished pull into the same
@@ -16,8 +16,9 @@ and ``dest`` a zoo handle:
 5. read every published row back and compare its sha256 with the one read from the source;
    then delete the staged copies (they only serve resuming).
 
-A snapshot range ``A:B`` keeps snapshots ``A..B-1`` renumbered ``k = 0..B-A-1`` (epoch and step
-keep their values; ``source.snapshots`` records ``[A, B]``). Dense traces are copied whole.
+The chosen snapshots of each model are renumbered ``k = 0, 1, ...`` (``1:3`` keeps snapshots 1
+and 2 as k = 0 and 1; epoch and step keep their values; ``source.snapshots`` records the
+choice's text, e.g. ``"1:3"``). Dense traces are copied whole.
 The destination may also be ``s3://...``: pulling a local zoo there publishes it to object storage.
 """
 
@@ -46,7 +47,7 @@ class PullError(InputError):
     """A pull that cannot go ahead as asked (destination not new, another unfinished pull)."""
 
 
-def pull_zoo(zoo: Zoo, target: ZooHandle, *, where: str | None = None, snapshots: range | None = None,
+def pull_zoo(zoo: Zoo, target: ZooHandle, *, where: str | None = None, snapshots=None,
              progress: Callable[[str], None] | None = None) -> dict:
     """Copy the selected models of the opened version ``zoo`` into the new zoo ``target``; a report.
 
@@ -57,7 +58,7 @@ def pull_zoo(zoo: Zoo, target: ZooHandle, *, where: str | None = None, snapshots
     selection = zoo.select(where, snapshots=snapshots, status=None)
     if not len(selection.models):
         raise PullError(f"--where {where!r} selects no model of {zoo.handle}@{zoo.version}")
-    plan = _plan(zoo, where, snapshots, list(selection.models["model_id"]))
+    plan = _plan(zoo, where, selection.snapshots.text, list(selection.models["model_id"]))
     finished = _finished_pull(target, plan)
     if finished is not None:
         (target.work / PLAN_FILE).unlink(missing_ok=True)
@@ -69,7 +70,8 @@ def pull_zoo(zoo: Zoo, target: ZooHandle, *, where: str | None = None, snapshots
     for model in selection.models.itertuples():
         row = dict(records[model.model_id], trained=trained.get(model.model_id, {}),
                    producer=zoo.manifest.code_version)
-        checksums[model.model_id] = _stage_one(zoo, target.staging, row, snapshots, counts)
+        ks = [int(k) for k in selection.snapshot_indices[model.model_id]]
+        checksums[model.model_id] = _stage_one(zoo, target.staging, row, ks, counts)
         if progress:
             progress(f"{counts['copied'] + counts['resumed']}/{len(selection.models)} models staged")
     published = _publish(zoo, target, plan, list(selection.models["fingerprint"]))
@@ -78,12 +80,12 @@ def pull_zoo(zoo: Zoo, target: ZooHandle, *, where: str | None = None, snapshots
     return _report(zoo, target, published, plan, checksums, counts)
 
 
-def _plan(zoo: Zoo, where, snapshots, model_ids: list[str]) -> dict:
+def _plan(zoo: Zoo, where, snapshots: str, model_ids: list[str]) -> dict:
     local = zoo.location.local_path()
     where_from = str(local.resolve()) if local is not None else zoo.location.url
     return {"location": where_from, "version": zoo.version,
             "icechunk_snapshot_id": zoo.manifest.icechunk_snapshot_id, "where": where,
-            "snapshots": None if snapshots is None else [snapshots.start, snapshots.stop],
+            "snapshots": snapshots,
             "model_ids": model_ids}
 
 
@@ -109,7 +111,7 @@ def _claim(target: ZooHandle, plan: dict) -> None:
         earlier = json.loads(path.read_text())
         if earlier != plan:
             raise PullError(f"{target} has an unfinished pull of {earlier['location']}@{earlier['version']} "
-                            f"(where={earlier['where']!r}, snapshots={earlier['snapshots']}); re-run that pull "
+                            f"(where={earlier['where']!r}, snapshots={earlier['snapshots']!r}); re-run that pull "
                             f"to finish it, or delete {path} and {target.staging}")
         return
     target.work.mkdir(parents=True, exist_ok=True)
@@ -140,14 +142,14 @@ def _training_records(manifest) -> dict[str, dict]:
     return result
 
 
-def _stage_one(zoo: Zoo, staging: Path, row: dict, snapshots: range | None, counts: dict) -> str:
-    """Stage one model (unless an earlier run did); return the sha256 of its staged weights."""
+def _stage_one(zoo: Zoo, staging: Path, row: dict, ks: list[int], counts: dict) -> str:
+    """Stage snapshots ``ks`` of one model as k = 0, 1, ... (unless an earlier run did); return
+    the sha256 of its staged weights."""
     fingerprint = row["fingerprint"]
     if find_staged(staging, fingerprint) is not None:
         counts["resumed"] += 1
         return _sha256(load_staged(staging, fingerprint).weights)  # checks the file's sha256 too
     full = zoo.weights(row["model_id"])  # one chunk; crc32c checked by the codec
-    ks = list(range(full.shape[0])) if snapshots is None else list(snapshots)
     weights = np.ascontiguousarray(full[ks])
     digest = _sha256(weights)
     stage_model(staging, _record(row), weights=weights, snapshots=_snapshots(row, ks),

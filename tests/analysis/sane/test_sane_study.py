@@ -43,7 +43,7 @@ def test_training_streams_and_never_loads_the_split_at_once(zoo, tiny, monkeypat
 
     monkeypatch.setattr(Selection, "to_numpy", whole_split)
     result = study.run_sane_training(zoo, {**tiny, "seed": 11})
-    assert result["epochs"] == 2 and result["n_embeddings"] == int(zoo.models["n_snapshots"].sum())
+    assert result.details["epochs"] == 2 and result.details["n_embeddings"] == int(zoo.models["n_snapshots"].sum())
 
 
 def test_augmented_tokens_are_the_same_network(zoo):
@@ -65,13 +65,13 @@ def test_augmented_tokens_are_the_same_network(zoo):
 
 def test_training_is_cached_and_embeds_every_snapshot(zoo, tiny):
     first = study.run_sane_training(zoo, tiny)
-    assert not first["cached"] and first["epochs"] == 2 and np.isfinite(first["last_loss"])
-    embeddings = pd.read_parquet(first["embeddings"])
+    assert not first.cached and first.details["epochs"] == 2 and np.isfinite(first.details["last_loss"])
+    embeddings = pd.read_parquet(first.details["embeddings"])
     assert len(embeddings) == int(zoo.models["n_snapshots"].sum())  # every split, every snapshot
     assert {"model_id", "k", "split", "e0", "e3"} <= set(embeddings.columns)
-    assert "/analyses/v0001/sane/" in first["path"]
+    assert "/analyses/v0001/sane/" in first.path
     again = study.run_sane_training(zoo, tiny)
-    assert again["cached"] and again["last_loss"] == first["last_loss"]
+    assert again.cached and again.details["last_loss"] == first.details["last_loss"]
 
 
 def test_an_interrupted_run_resumes_from_its_checkpoints(zoo, monkeypatch, tiny):
@@ -90,12 +90,12 @@ def test_an_interrupted_run_resumes_from_its_checkpoints(zoo, monkeypatch, tiny)
     lines = []
     result = study.run_sane_training(zoo, options, progress=lines.append)
     assert not any("epoch 1/" in line or "epoch 2/" in line for line in lines), lines  # nothing retrained
-    assert result["epochs"] == 2 and not result["cached"]
+    assert result.details["epochs"] == 2 and not result.cached
 
 
 def test_probes_sit_next_to_the_weight_statistics_baseline(zoo, tiny):
     result = study.run_sane_probe(zoo, tiny, targets=["init", "test_acc"])
-    table = pd.read_parquet(result["table"])
+    table = pd.read_parquet(result.details["table"])
     assert set(table["features"]) == {"sane", "stats"} and set(table["target"]) == {"init", "test_acc"}
     assert len(table) == 2 * 2 * 2  # features × targets × (linear, boosted)
 

@@ -34,12 +34,13 @@ import pandas as pd
 
 from weightzoo.analysis.reinit import _test_data
 from weightzoo.analysis.sane.embed import decode_latents, token_latents
-from weightzoo.analysis.sane.study import load_trained, options_with_defaults, run_sane_training
-from weightzoo.analysis.studies import cached_result
+from weightzoo.analysis.cache import cached_result
+from weightzoo.analysis.results import StudyResult
+from weightzoo.analysis.sane.study import load_trained, options_with_defaults, run_sane_training, trained_only
 from weightzoo.analysis.token_stats import denormalize_tokens, load_layer_statistics, normalize_tokens
 from weightzoo.core.fingerprint import fingerprint
 from weightzoo.core.layout import WeightLayout
-from weightzoo.core.models import build_model
+from weightzoo.core.models import build_model, flat_to_module
 from weightzoo.core.tokens import tokenizer_for
 from weightzoo.io.publish import PublishRequest, publish_version
 from weightzoo.io.records import StagedRecord
@@ -54,26 +55,30 @@ SAMPLE_COLUMNS = ("kind", "index", "model_id", "reference_model_id", "test_loss"
                   "finetune_epochs", "test_loss_ft", "test_acc_ft")
 
 
+def anchor_selection(zoo, layout_id: str):
+    """The anchors as a selection: the ok train-split models of ``layout_id`` that were
+    trained, not generated, at their last snapshot (InputError when there are none)."""
+    selection = zoo.select(trained_only(zoo), snapshots="last", split="train", layout_id=layout_id)
+    selection.require_samples()
+    return selection
+
+
 def anchor_models(zoo, layout_id: str) -> pd.DataFrame:
-    """The ok train-split models of ``layout_id`` that were trained, not generated, sorted by
-    model_id (ValueError when none)."""
-    models = zoo.models
-    chosen = models[(models["layout_id"] == layout_id) & (models["split"] == "train") & (models["status"] == "ok")]
-    if "generated_by" in chosen.columns:
-        chosen = chosen[chosen["generated_by"].isna()]
-    if chosen.empty:
-        raise ValueError(f"no ok train models of layout {layout_id!r} in {zoo.version}")
-    return chosen.sort_values("model_id").reset_index(drop=True)
+    """The anchors' rows of the models table (see :func:`anchor_selection`), sorted by model_id."""
+    return anchor_selection(zoo, layout_id).models.sort_values("model_id").reset_index(drop=True)
 
 
-def anchor_weights(zoo, anchors: pd.DataFrame) -> np.ndarray:
-    """The anchors' last snapshots as flat vectors [n_anchors, n_params]."""
-    return np.stack([zoo.weights(m.model_id, int(m.n_snapshots) - 1) for m in anchors.itertuples()])
+def anchor_weights(zoo, layout_id: str) -> tuple[pd.DataFrame, np.ndarray]:
+    """The anchors (sorted by model_id) and their last snapshots as flat vectors [n_anchors, n_params]."""
+    selection = anchor_selection(zoo, layout_id)
+    vectors = {model.model_id: weights[0] for model, _, weights in selection.iter_models()}
+    anchors = selection.models.sort_values("model_id").reset_index(drop=True)
+    return anchors, np.stack([vectors[model_id] for model_id in anchors["model_id"]])
 
 
-def training_options(training_result: dict) -> dict:
+def training_options(training_result) -> dict:
     """The full options a SANE training result was made with (its ``parameters.json``)."""
-    return json.loads((Path(training_result["path"]) / "parameters.json").read_text())
+    return json.loads((Path(training_result.path) / "parameters.json").read_text())
 
 
 def draw_latents(anchor_latents: np.ndarray, n: int, *, seed: int = 0, bandwidth: float | None = None) -> np.ndarray:
@@ -91,15 +96,16 @@ def draw_latents(anchor_latents: np.ndarray, n: int, *, seed: int = 0, bandwidth
     return (flat[picks] + noise).reshape(n, *anchor_latents.shape[1:]).astype(np.float32)
 
 
-def sample_networks(zoo, training_result: dict, n: int, *, seed: int = 0, bandwidth: float | None = None) -> np.ndarray:
-    """``n`` new flat weight vectors [n, n_params] in the layout of ``training_result``."""
+def sample_networks(zoo, training_result, n: int, *, seed: int = 0, bandwidth: float | None = None) -> np.ndarray:
+    """``n`` new flat weight vectors [n, n_params] in the layout of ``training_result`` (a SANE
+    training :class:`~weightzoo.analysis.results.StudyResult`)."""
     options = training_options(training_result)
-    layout_id = training_result["layout_id"]
+    layout_id = training_result.details["layout_id"]
     tokenizer = tokenizer_for(zoo.layout(layout_id), int(options["token_size"]))
     window = min(int(options["window"]), tokenizer.n_tokens)
-    stats = load_layer_statistics(Path(training_result["path"]) / "layer_stats.parquet")
-    model, _ = load_trained(training_result["path"])
-    flats = anchor_weights(zoo, anchor_models(zoo, layout_id))
+    stats = load_layer_statistics(Path(training_result.path) / "layer_stats.parquet")
+    model, _ = load_trained(training_result.path)
+    _, flats = anchor_weights(zoo, layout_id)
     tokens = normalize_tokens(tokenizer.tokenize(flats), stats, tokenizer).astype(np.float32)
     latents = token_latents(model, tokens, tokenizer.mask, tokenizer.positions, window=window)
     drawn = draw_latents(latents, n, seed=seed, bandwidth=bandwidth)
@@ -122,16 +128,6 @@ def reference_model(zoo, layout_id: str, reference_model_id: str | None = None):
     configs = anchors["config_json"].map(lambda text: json.dumps(json.loads(text), sort_keys=True))
     counts = configs.map(configs.value_counts())
     return anchors.loc[counts.idxmax()]  # ties: the first such model by model_id
-
-
-def load_flat(config: dict, layout: WeightLayout, flat: np.ndarray):
-    """A module built from ``config`` holding the flat vector ``flat`` (eval mode)."""
-    module = build_model(config)
-    built = WeightLayout.from_module(module)
-    if built.layout_id != layout.layout_id:
-        raise ValueError(f"config builds layout {built.layout_id}, not {layout.layout_id}")
-    module.load_state_dict(layout.unflatten(np.asarray(flat, dtype=np.float32)), strict=False)
-    return module.eval()
 
 
 def random_networks(config: dict, layout: WeightLayout, n: int, *, seed: int = 0) -> np.ndarray:
@@ -165,7 +161,7 @@ def evaluate_samples(zoo, layout_id: str, flats, *, reference_model_id: str | No
     rows, tuned = [], []
     for kind, group in (("sampled", flats), ("random", random_networks(config, layout, len(flats), seed=seed))):
         for i, flat in enumerate(group):
-            module = load_flat(config, layout, flat)
+            module = flat_to_module(config, layout, flat)
             loss, acc = evaluate_model(module, task.x_test, task.y_test, task.task)
             after = (np.nan, np.nan)
             if finetune_epochs:
@@ -181,11 +177,14 @@ def evaluate_samples(zoo, layout_id: str, flats, *, reference_model_id: str | No
 
 def _anchor_rows(zoo, layout_id: str, reference_id: str, tasks: dict) -> list[tuple]:
     recorded = zoo.snapshots.set_index(["model_id", "k"])["test_acc"]
+    layout = zoo.layout(layout_id)
+    anchors, flats = anchor_weights(zoo, layout_id)
     rows = []
-    for i, model in enumerate(anchor_models(zoo, layout_id).itertuples()):
+    for i, (model, flat) in enumerate(zip(anchors.itertuples(), flats)):
         k = int(model.n_snapshots) - 1
-        task = _test_data(zoo, model, json.loads(model.config_json), tasks)
-        loss, acc = evaluate_model(zoo.load_model(model.model_id, k), task.x_test, task.y_test, task.task)
+        config = json.loads(model.config_json)
+        task = _test_data(zoo, model, config, tasks)
+        loss, acc = evaluate_model(flat_to_module(config, layout, flat), task.x_test, task.y_test, task.task)
         rows.append(("anchor", i, model.model_id, reference_id, loss, acc, float(recorded.loc[(model.model_id, k)]),
                      0, np.nan, np.nan))
     return rows
@@ -241,46 +240,61 @@ def _stage_sample(zoo, layout: WeightLayout, reference, training_path: str, inde
 
 
 def run_sane_sampling(zoo, options: dict | None = None, n: int = 16, *, bandwidth: float | None = None,
-                      publish: bool = False, seed: int = 0, finetune_epochs: int = 0, progress=None) -> dict:
+                      publish: bool = False, seed: int = 0, finetune_epochs: int = 0, progress=None) -> StudyResult:
     """Train (cached), sample ``n`` networks, evaluate them beside random and anchor networks
     (and, with ``finetune_epochs``, again after fine-tuning sampled and random ones).
 
     Writes ``samples.npy`` (``samples_finetuned.npy``), ``samples.parquet`` and
-    ``samples.png`` under ``analyses/<v>/sane-sample/<key>/`` (cached). With ``publish``, the samples are also
-    published as a new version (idempotent: their fingerprints come from their weights),
-    whose name is returned as ``published_version``.
+    ``samples.png`` under ``analyses/<v>/sane-sample/<key>/`` (cached). The result's rows are
+    the mean test accuracy per kind; ``details`` holds the ``training`` path, ``layout_id``,
+    ``n``, the ``samples``, ``table`` and ``plot`` paths and the means. With ``publish``, the
+    samples are also published as a new version (idempotent: their fingerprints come from
+    their weights), whose name is added as ``details["published_version"]``.
     """
     o = options_with_defaults(options)
     parameters = {"training": o, "n": int(n), "sample_seed": int(seed), "bandwidth": bandwidth,
                   "finetune_epochs": int(finetune_epochs)}
 
-    def run(out: Path) -> dict:
+    def run(out: Path) -> StudyResult:
         training = run_sane_training(zoo, o, progress)
+        layout_id = training.details["layout_id"]
         flats = sample_networks(zoo, training, n, seed=seed, bandwidth=bandwidth)
         if progress:
             progress(f"evaluating {n} sampled and {n} random networks"
                      + (f", fine-tuning each {finetune_epochs} epochs" if finetune_epochs else ""))
-        table, tuned = evaluate_samples(zoo, training["layout_id"], flats, seed=seed, finetune_epochs=finetune_epochs)
+        table, tuned = evaluate_samples(zoo, layout_id, flats, seed=seed, finetune_epochs=finetune_epochs)
         np.save(out / "samples.npy", flats)
         if tuned is not None:
             np.save(out / "samples_finetuned.npy", tuned)
         table.to_parquet(out / "samples.parquet", index=False)
         plot_samples(table, out / "samples.png", title=f"SANE samples, {zoo.handle.url} {zoo.version}")
-        return {"training": training["path"], "layout_id": training["layout_id"], "n": int(n),
-                "samples": str(out / "samples.npy"), "table": str(out / "samples.parquet"),
-                "plot": str(out / "samples.png"), "mean_test_acc": summarise(table),
-                "finetune_epochs": int(finetune_epochs), "mean_test_acc_finetuned": summarise(table, "test_acc_ft")}
+        means, tuned_means = summarise(table), summarise(table, "test_acc_ft")
+        rows = [{"kind": kind, "n": int((table["kind"] == kind).sum()), "mean_test_acc": means[kind],
+                 **({"mean_test_acc_finetuned": tuned_means[kind]} if finetune_epochs else {})} for kind in KINDS]
+        return StudyResult.of_directory("sane-sample", out, headline=_sample_headline(n, means, finetune_epochs),
+                                        rows=rows, details={
+            "training": training.path, "layout_id": layout_id, "n": int(n), "samples": str(out / "samples.npy"),
+            "table": str(out / "samples.parquet"), "plot": str(out / "samples.png"), "mean_test_acc": means,
+            "finetune_epochs": int(finetune_epochs), "mean_test_acc_finetuned": tuned_means})
 
     result = cached_result(zoo, "sane-sample", parameters, run)
     if publish:
-        flats = np.load(result["samples"])
-        table = pd.read_parquet(result["table"])
-        tuned_path = Path(result["samples"]).with_name("samples_finetuned.npy")
+        flats = np.load(result.details["samples"])
+        table = pd.read_parquet(result.details["table"])
+        tuned_path = Path(result.details["samples"]).with_name("samples_finetuned.npy")
         tuned = np.load(tuned_path) if tuned_path.exists() else None
-        result["published_version"] = publish_samples(zoo, flats, table, training_path=result["training"], tuned=tuned)
+        version = publish_samples(zoo, flats, table, training_path=result.details["training"], tuned=tuned)
+        result = result.with_details(f"{result.headline}; published as {zoo.handle}@{version}",
+                                     published_version=version)
         if progress:
-            progress(f"published {len(flats)} SANE samples as {result['published_version']}")
+            progress(f"published {len(flats)} SANE samples as {version}")
     return result
+
+
+def _sample_headline(n: int, means: dict, finetune_epochs: int) -> str:
+    shown = ", ".join(f"{kind} {'n/a' if value is None else f'{value:.3f}'}" for kind, value in means.items())
+    tuned = f" (before {finetune_epochs} epochs of fine-tuning)" if finetune_epochs else ""
+    return f"{n} networks sampled; mean test accuracy{tuned}: {shown}"
 
 
 def summarise(table: pd.DataFrame, column: str = "test_acc") -> dict:

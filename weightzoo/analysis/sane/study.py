@@ -22,16 +22,19 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from weightzoo.analysis.cache import cached_result, result_dir
+from weightzoo.analysis.plots import plot_results
+from weightzoo.analysis.properties import (default_targets, feature_columns, feature_table, predict_properties,
+                                           result_rows)
 from weightzoo.analysis.records import json_records
-from weightzoo.analysis.properties import (default_targets, feature_columns, feature_table, plot_results,
-                                           predict_properties)
+from weightzoo.analysis.results import StudyResult
 from weightzoo.analysis.sane.batches import streamed_window_batches
 from weightzoo.analysis.sane.embed import embed_networks
 from weightzoo.analysis.sane.model import SaneConfig, max_positions_of
 from weightzoo.analysis.sane.train import load_sane, train_sane
-from weightzoo.analysis.studies import cached_result, result_dir
 from weightzoo.analysis.token_stats import layer_statistics, normalize_tokens, save_layer_statistics
 from weightzoo.core.permutations import permute_hidden_units
+from weightzoo.core.snapshots import SnapshotChoice
 from weightzoo.core.tokens import tokenizer_for
 
 DEFAULTS = {"token_size": 16, "window": 16, "epochs": 20, "batch_size": 32, "windows_per_sample": 4,
@@ -42,20 +45,19 @@ BLOCK_SAMPLES = 256  # snapshots per streamed read block
 
 
 def options_with_defaults(options: dict | None) -> dict:
-    """The full option dict of a run (unknown keys are an error naming them)."""
+    """The full option dict of a run (unknown keys are an error naming them); ``snapshots`` in
+    its canonical text (:class:`weightzoo.core.snapshots.SnapshotChoice`)."""
     options = dict(options or {})
     unknown = sorted(set(options) - set(DEFAULTS))
     if unknown:
         raise ValueError(f"unknown SANE option(s) {unknown}; known: {sorted(DEFAULTS)}")
-    return {**DEFAULTS, **{k: v for k, v in options.items() if v is not None}}
+    result = {**DEFAULTS, **{k: v for k, v in options.items() if v is not None}}
+    return {**result, "snapshots": SnapshotChoice.of(result["snapshots"]).text}
 
 
 def choose_layout(zoo, layout_id: str | None) -> str:
-    """``layout_id`` if given (checked), else the layout with the most ok models."""
-    models = zoo.models[zoo.models["status"] == "ok"]
-    if "generated_by" in models.columns:
-        models = models[models["generated_by"].isna()]
-    counts = models["layout_id"].value_counts()
+    """``layout_id`` if given (checked), else the layout with the most ok trained (not generated) models."""
+    counts = zoo.select(trained_only(zoo)).models["layout_id"].value_counts()
     if layout_id is None:
         if counts.empty:
             raise ValueError(f"{zoo.version} has no models with status 'ok'")
@@ -103,9 +105,12 @@ def augmentation(layout, tokenizer, *, permute: bool, noise: float):
     return augment
 
 
-def train_on_zoo(zoo, out_dir, checkpoint_dir, options: dict | None = None, progress=None) -> dict:
+def train_on_zoo(zoo, out_dir, checkpoint_dir, options: dict | None = None, progress=None) -> StudyResult:
     """Train (resuming from ``checkpoint_dir``) and write ``sane.pt``, ``history.json``,
-    ``layer_stats.parquet``, ``embeddings.parquet`` and ``loss.png`` into ``out_dir``."""
+    ``layer_stats.parquet``, ``embeddings.parquet`` and ``loss.png`` into ``out_dir``.
+
+    The result's rows are the loss history (one per epoch); ``details`` holds ``layout_id``,
+    the counts and losses, and the ``embeddings`` and ``model`` paths."""
     o = options_with_defaults(options)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -136,11 +141,14 @@ def train_on_zoo(zoo, out_dir, checkpoint_dir, options: dict | None = None, prog
     embeddings.to_parquet(out / "embeddings.parquet", index=False)
     plot_history(history, out / "loss.png")
     last = history[-1]
-    return {"layout_id": layout_id, "n_train_samples": len(train), "n_tokens": tokenizer.n_tokens,
-            "epochs": len(history), "first_loss": history[0]["loss"], "last_loss": last["loss"],
-            "last_loss_recon": last["loss_recon"], "last_loss_contrast": last["loss_contrast"],
-            "n_embeddings": len(embeddings), "embeddings": str(out / "embeddings.parquet"),
-            "model": str(out / "sane.pt")}
+    headline = (f"layout {layout_id}: {len(train)} train samples of {tokenizer.n_tokens} tokens; loss "
+                f"{history[0]['loss']:.4f} -> {last['loss']:.4f} in {len(history)} epochs; "
+                f"{len(embeddings)} snapshots embedded")
+    return StudyResult.of_directory("sane", out, headline=headline, rows=history, details={
+        "layout_id": layout_id, "n_train_samples": len(train), "n_tokens": tokenizer.n_tokens,
+        "epochs": len(history), "first_loss": history[0]["loss"], "last_loss": last["loss"],
+        "last_loss_recon": last["loss_recon"], "last_loss_contrast": last["loss_contrast"],
+        "n_embeddings": len(embeddings), "embeddings": str(out / "embeddings.parquet"), "model": str(out / "sane.pt")})
 
 
 def embed_zoo(zoo, model, layout_id: str, tokenizer, stats, *, window: int, snapshots=None) -> pd.DataFrame:
@@ -154,12 +162,12 @@ def embed_zoo(zoo, model, layout_id: str, tokenizer, stats, *, window: int, snap
     return pd.concat([selection.rows[["model_id", "k", "split"]].reset_index(drop=True), frame], axis=1)
 
 
-def probe(zoo, embeddings: pd.DataFrame, targets=None, *, seed: int = 0) -> pd.DataFrame:
+def probe(zoo, embeddings: pd.DataFrame, targets=None, *, seed: int = 0, snapshots=None) -> pd.DataFrame:
     """Linear and boosted probes on the embeddings next to the s(W) baseline, on the same
-    samples and splits; a ``features`` column says which ("sane" or "stats")."""
+    samples and splits; a ``features`` column says which ("sane" or "stats"). ``snapshots`` is
+    the choice the embeddings were made with."""
     layout_id = zoo.models.set_index("model_id").loc[embeddings["model_id"].iloc[0], "layout_id"]
-    ks = sorted(embeddings["k"].unique())
-    stats = feature_table(zoo, snapshots=[int(k) for k in ks], layout_id=layout_id)
+    stats = feature_table(zoo, snapshots=snapshots, layout_id=layout_id)
     table = stats.merge(embeddings.drop(columns=["split"]), on=["model_id", "k"], how="inner")
     embedding_columns = [c for c in embeddings.columns if c.startswith("e") and c[1:].isdigit()]
     names = list(targets) if targets else default_targets(table.drop(columns=embedding_columns))
@@ -168,7 +176,7 @@ def probe(zoo, embeddings: pd.DataFrame, targets=None, *, seed: int = 0) -> pd.D
     return pd.concat([sane, baseline], ignore_index=True)
 
 
-def run_sane_training(zoo, options: dict | None = None, progress=None) -> dict:
+def run_sane_training(zoo, options: dict | None = None, progress=None) -> StudyResult:
     """Train once per (version, options, code) and cache the result under
     ``analyses/<v>/sane/<key>/``; checkpoints live beside it in ``<key>.checkpoints/`` so an
     interrupted or retried run resumes from its last epoch (removed once the result exists)."""
@@ -180,19 +188,25 @@ def run_sane_training(zoo, options: dict | None = None, progress=None) -> dict:
     return result
 
 
-def run_sane_probe(zoo, options: dict | None = None, targets=None, progress=None) -> dict:
+def run_sane_probe(zoo, options: dict | None = None, targets=None, progress=None) -> StudyResult:
     """Probes on the embeddings of a (cached) training run next to the s(W) baseline:
-    ``probes.parquet`` and ``probes.png`` under ``analyses/<v>/sane-probe/<key>/``."""
+    ``probes.parquet`` and ``probes.png`` under ``analyses/<v>/sane-probe/<key>/``. The
+    result's rows are one per (target, features, model kind); ``details`` holds the
+    ``training`` result's path, the ``table`` and ``plot`` paths and the full ``records``."""
     o = options_with_defaults(options)
 
     def run(out):
         training = run_sane_training(zoo, o, progress)
-        results = probe(zoo, pd.read_parquet(training["embeddings"]), targets, seed=int(o["seed"]))
+        results = probe(zoo, pd.read_parquet(training.details["embeddings"]), targets, seed=int(o["seed"]),
+                        snapshots=o["snapshots"])
         results.to_parquet(out / "probes.parquet", index=False)
         shown = results.assign(model=results["model"] + " · " + results["features"])
         plot_results(shown, out / "probes.png", title=f"SANE embeddings vs s(W), {zoo.handle.name} {zoo.version}")
-        return {"training": training["path"], "table": str(out / "probes.parquet"), "plot": str(out / "probes.png"),
-                "records": json_records(results)}
+        records = json_records(results)
+        headline = f"probes of {results['target'].nunique()} targets on SANE embeddings and s(W), same splits"
+        return StudyResult.of_directory("sane-probe", out, headline=headline, rows=result_rows(records), details={
+            "training": training.path, "table": str(out / "probes.parquet"), "plot": str(out / "probes.png"),
+            "records": records})
 
     return cached_result(zoo, "sane-probe", {**o, "targets": list(targets) if targets else None}, run)
 
