@@ -27,7 +27,9 @@ def canonical_json(value: Any) -> str:
     Raises ``TypeError`` naming the offending key path for a value with no JSON form
     (including non-string mapping keys, NaN and infinities).
     """
-    plain = _to_plain(value, "$")
+    plain = _flat_plain(value) if isinstance(value, dict) else None
+    if plain is None:
+        plain = _to_plain(value, "$")
     return json.dumps(
         plain, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
     )
@@ -36,6 +38,29 @@ def canonical_json(value: Any) -> str:
 def fingerprint(*parts: Any) -> str:
     """Return the sha256 hex digest of ``canonical_json(list(parts))``."""
     return hashlib.sha256(canonical_json(list(parts)).encode("utf-8")).hexdigest()
+
+
+def fingerprint_of_texts(*texts: str) -> str:
+    """:func:`fingerprint` of parts given as their canonical JSON texts (the same digest: a list's
+    canonical JSON is its items' texts joined by commas), so a part shared by many fingerprints
+    is made canonical once."""
+    return hashlib.sha256(("[" + ",".join(texts) + "]").encode("utf-8")).hexdigest()
+
+
+def _flat_plain(value: dict) -> dict | None:
+    """The plain form of a flat mapping of plain scalars (a config's hyperparameters), or None
+    when anything in it needs the general conversion; the fast path of planning."""
+    plain = {}
+    for key, item in value.items():
+        kind = type(item)
+        if kind not in _SCALARS or type(key) is not str or (kind is float and not math.isfinite(item)):
+            return None
+        if item is not None:  # as in the general conversion, empty entries are dropped
+            plain[key] = item
+    return plain
+
+
+_SCALARS = {str, bool, int, float, type(None)}
 
 
 def _to_plain(value: Any, path: str) -> Any:

@@ -8,6 +8,7 @@ then with seed 1, ...), so adding seeds also keeps the existing configs first.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 from collections.abc import Mapping
@@ -16,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Iterator
 
 import numpy as np
 
-from weightzoo.core.fingerprint import CODE_VERSION, fingerprint
+from weightzoo.core.fingerprint import CODE_VERSION, canonical_json, fingerprint_of_texts
 
 if TYPE_CHECKING:  # spec imports Distribution from here
     from weightzoo.core.spec import TrainingSettings, ZooSpec
@@ -80,7 +81,7 @@ class ModelConfig:
 
     @property
     def params(self) -> dict:
-        """The hyperparameters (including ``seed`` and ``architecture``) as a dict."""
+        """The hyperparameters (including ``seed`` and ``architecture``) as a dict (a fresh copy)."""
         return dict(self.hyperparameters)
 
     @property
@@ -89,13 +90,26 @@ class ModelConfig:
         return _thaw(self.dataset_options)
 
     def fingerprint(self, code_version: str = CODE_VERSION) -> str:
-        """Hash of the config, the training settings, the dataset options and the code version."""
-        return fingerprint(self.params, self.training.to_dict(), self.dataset_kwargs, code_version)
+        """Hash of the config, the training settings, the dataset options and the code version
+        (computed once per config and code version: planning asks for it several times)."""
+        cache = self.__dict__.setdefault("_fingerprints", {})  # frozen: cached beside the fields
+        if code_version not in cache:
+            cache[code_version] = fingerprint_of_texts(
+                canonical_json(self.params), _canonical_part(self.training), _canonical_part(self.dataset_options),
+                canonical_json(code_version))
+        return cache[code_version]
 
     @property
     def model_id(self) -> str:
         """The model's identity in a zoo: ``"m"`` + 15 hex digits of its fingerprint."""
         return "m" + self.fingerprint(CODE_VERSION)[:15]
+
+
+@functools.lru_cache(maxsize=64)
+def _canonical_part(value) -> str:
+    """The canonical JSON of a part every config of a spec shares (training settings, frozen
+    dataset options), made once per distinct value."""
+    return canonical_json(value.to_dict() if hasattr(value, "to_dict") else _thaw(value))
 
 
 def sample_configs(spec: ZooSpec, n: int | None = None) -> list[ModelConfig]:

@@ -28,7 +28,7 @@ from weightzoo.io.environment import training_environment
 from weightzoo.io.handle import ZooHandle
 from weightzoo.io.publish import PublishRequest, PublishResult, publish_version
 from weightzoo.io.records import Receipt, SplitSettings, StagedRecord
-from weightzoo.io.staging import find_staged, stage_model, sync_staging
+from weightzoo.io.staging import find_staged, stage_model, staged_path, sync_staging
 from weightzoo.pipelines.runner import Runner
 from weightzoo.train.fleet import train_fleet
 from weightzoo.train.single import train_model
@@ -128,7 +128,7 @@ def plan_build(zoo: ZooHandle, spec: ZooSpec | str | dict, n_models: int | None 
     if parent and n_new and not extend:
         raise BuildError(f"{zoo} already holds version {parent}; this build would add {n_new} models: "
                          f"pass --extend to publish them as a new version")
-    n_staged = sum(find_staged(zoo.staging, fp) is not None for g in work for fp in g.fingerprints)
+    n_staged = sum(staged_path(zoo.staging, fp).is_file() for g in work for fp in g.fingerprints)
     return BuildPlan(zoo, spec, tuple(groups), tuple(work), parent, len(configs), len(configs) - n_new,
                      n_staged, extend)
 
@@ -136,7 +136,7 @@ def plan_build(zoo: ZooHandle, spec: ZooSpec | str | dict, n_models: int | None 
 def group_configs(configs: list[ModelConfig], spec_name: str, *, max_group: int = DEFAULT_GROUP_SIZE,
                   min_groups: int = 1) -> list[TrainGroup]:
     """Group compatible configs into fleets of at most ``max_group`` (at least ``min_groups`` groups)."""
-    buckets: dict[str, list[ModelConfig]] = {}
+    buckets: dict[tuple, list[ModelConfig]] = {}
     for config in configs:
         buckets.setdefault(_compatibility_key(config), []).append(config)
     chunks = [chunk for bucket in buckets.values() for chunk in _split(bucket, max_group)]
@@ -243,16 +243,15 @@ def _train(pending: list[ModelConfig], fleet: bool, progress) -> list:
     return results
 
 
-def _compatibility_key(config: ModelConfig) -> str:
+def _compatibility_key(config: ModelConfig) -> tuple:
     params = config.params
     layout, modules = _structure(structure_key(params))
     check_trace_tensors(config.training.traces, layout, params.get("architecture", ""))
     # activation is part of the key although a fleet can mix activations: a mixed fleet
     # evaluates every activation for every model, which costs more than it saves
-    return json.dumps([layout.layout_id, modules, params.get("batch_size", 32), params.get("activation", "relu"),
-                       params["dataset"], params.get("classes"), params.get("pixel_shuffle"),
-                       params.get("frequency"), config.training.to_dict(), config.dataset_kwargs],
-                      sort_keys=True, default=str)
+    return (layout.layout_id, modules, params.get("batch_size", 32), params.get("activation", "relu"),
+            params["dataset"], json.dumps(params.get("classes")), params.get("pixel_shuffle"), params.get("frequency"),
+            config.training, config.dataset_options)
 
 
 @functools.lru_cache(maxsize=4096)
