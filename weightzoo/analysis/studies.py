@@ -25,7 +25,7 @@ from weightzoo.analysis.records import json_records
 from weightzoo.core.fingerprint import fingerprint
 from weightzoo.io.location import staging_root
 
-ANALYSIS_CODE_VERSION = "weightzoo-analysis-2"  # bump when a study's results change meaning
+ANALYSIS_CODE_VERSION = "weightzoo-analysis-3"  # bump when a study's results change meaning
 
 
 def result_dir(zoo, study: str, parameters: dict) -> Path:
