@@ -18,6 +18,8 @@ import numpy as np
 
 from weightzoo.core.fingerprint import CODE_VERSION, fingerprint
 
+BUILDER_REVISION = "builders-dropout-slots"
+
 if TYPE_CHECKING:  # spec imports Distribution from here
     from weightzoo.core.spec import TrainingSettings, ZooSpec
 
@@ -89,13 +91,29 @@ class ModelConfig:
         return _thaw(self.dataset_options)
 
     def fingerprint(self, code_version: str = CODE_VERSION) -> str:
-        """Hash of the config, the training settings, the dataset options and the code version."""
-        return fingerprint(self.params, self.training.to_dict(), self.dataset_kwargs, code_version)
+        """Hash of the config, the training settings, the dataset options and the code version
+        (and the builders' revision, for the configs whose meaning it changed)."""
+        return fingerprint(self.params, self.training.to_dict(), self.dataset_kwargs, code_version,
+                           *builder_revision(self.params, self.training.traces is not None))
 
     @property
     def model_id(self) -> str:
         """The model's identity in a zoo: ``"m"`` + 15 hex digits of its fingerprint."""
         return "m" + self.fingerprint(CODE_VERSION)[:15]
+
+
+def builder_revision(params: dict, traced: bool) -> tuple[str, ...]:
+    """``(BUILDER_REVISION,)`` for the configs whose trained weights or traces changed meaning
+    when every block got its Dropout module (see :mod:`weightzoo.core.models`), else ``()``
+    so every other fingerprint stays as it was: a small-cnn with dropout (it lost the dropout
+    after its third conv, as in Schürholt et al.'s CNN), and traced models whose tensor
+    names moved (dropout 0, or a small-cnn): a trace spec's ``"9.bias"`` may now name
+    another tensor."""
+    rate = float(params.get("dropout") or 0.0)
+    small_cnn = params.get("architecture") == "small-cnn"
+    if (small_cnn and rate > 0) or (traced and (rate == 0 or small_cnn)):
+        return (BUILDER_REVISION,)
+    return ()
 
 
 def sample_configs(spec: ZooSpec, n: int | None = None) -> list[ModelConfig]:

@@ -126,10 +126,12 @@ def reference_model(zoo, layout_id: str, reference_model_id: str | None = None):
 def load_flat(config: dict, layout: WeightLayout, flat: np.ndarray):
     """A module built from ``config`` holding the flat vector ``flat`` (eval mode)."""
     module = build_model(config)
-    built = WeightLayout.from_module(module)
-    if built.layout_id != layout.layout_id:
-        raise ValueError(f"config builds layout {built.layout_id}, not {layout.layout_id}")
-    module.load_state_dict(layout.unflatten(np.asarray(flat, dtype=np.float32)), strict=False)
+    try:
+        named = layout.named_as(module)
+    except ValueError:
+        raise ValueError(f"config builds layout {WeightLayout.from_module(module).layout_id}, "
+                         f"not {layout.layout_id}") from None
+    module.load_state_dict(named.unflatten(np.asarray(flat, dtype=np.float32)), strict=False)
     return module.eval()
 
 
@@ -138,7 +140,7 @@ def random_networks(config: dict, layout: WeightLayout, n: int, *, seed: int = 0
     flats = []
     for i in range(n):
         module = build_model({**config, "seed": zlib.crc32(f"sane-random:{seed}:{i}".encode())})
-        flats.append(layout.flatten(module.state_dict()))
+        flats.append(layout.named_as(module).flatten(module.state_dict()))
     return np.stack(flats).astype(np.float32)
 
 
@@ -171,7 +173,7 @@ def evaluate_samples(zoo, layout_id: str, flats, *, reference_model_id: str | No
                 finetune_model(module, config, task, finetune_epochs, seed=seed * 100_003 + i)
                 after = evaluate_model(module, task.x_test, task.y_test, task.task)
                 if kind == "sampled":
-                    tuned.append(layout.flatten(module.state_dict()))
+                    tuned.append(layout.named_as(module).flatten(module.state_dict()))
             rows.append((kind, i, None, reference["model_id"], loss, acc, np.nan, finetune_epochs, *after))
     rows += _anchor_rows(zoo, layout_id, reference["model_id"], tasks)
     table = pd.DataFrame(rows, columns=list(SAMPLE_COLUMNS))
