@@ -91,13 +91,19 @@ def make_nws_source(root: Path, n: int = 3) -> dict:
 
 
 class ConvNetSmall(nn.Module):
-    """The Model Zoos MNIST CNN as their code names it (``module_list`` indices 0,3,6,9,11)."""
+    """The Model Zoos CNN as ``def_net.CNN`` builds it: conv 8·5×5, pool, nlin, [dropout],
+    conv 6·5×5, pool, nlin, [dropout], conv 4·2×2, nlin, flatten, linear 36→20, nlin,
+    [dropout], linear 20→10, in a ``module_list`` (indices 0,3,6,9,11; with dropout
+    0,4,8,11,14). Their 3-channel zoos (CIFAR-10, STL-10 CNN-s) feed it 28×28 images."""
 
-    def __init__(self, nlin=nn.Tanh):
+    def __init__(self, nlin=nn.Tanh, dropout: float = 0.0, channels_in: int = 1):
         super().__init__()
+        drop = [nn.Dropout(dropout)] if dropout > 0 else []
         self.module_list = nn.ModuleList([
-            nn.Conv2d(1, 8, 5), nn.MaxPool2d(2), nlin(), nn.Conv2d(8, 6, 5), nn.MaxPool2d(2), nlin(),
-            nn.Conv2d(6, 4, 2), nlin(), nn.Flatten(), nn.Linear(36, 20), nlin(), nn.Linear(20, 10)])
+            nn.Conv2d(channels_in, 8, 5), nn.MaxPool2d(2, 2), nlin(), *drop,
+            nn.Conv2d(8, 6, 5), nn.MaxPool2d(2, 2), nlin(), *[nn.Dropout(dropout) for _ in drop],
+            nn.Conv2d(6, 4, 2), nlin(), nn.Flatten(), nn.Linear(36, 20), nlin(), *[nn.Dropout(dropout) for _ in drop],
+            nn.Linear(20, 10)])
 
     def forward(self, x):
         for module in self.module_list:
@@ -108,7 +114,7 @@ class ConvNetSmall(nn.Module):
 def write_modelzoos_network(folder: Path, seed: int, epochs=(0, 1, 2), nlin: str = "tanh") -> list[dict]:
     """One Ray Tune trial folder; returns the state dicts written, by checkpoint."""
     torch.manual_seed(seed)
-    model = ConvNetSmall({"tanh": nn.Tanh, "relu": nn.ReLU}[nlin])
+    model = ConvNetSmall(NONLINEARITIES[nlin])
     folder.mkdir(parents=True)
     params = {"model::type": "CNN", "model::channels_in": 1, "model::o_dim": 10, "model::nlin": nlin,
               "model::dropout": 0.0, "model::init_type": "kaiming_uniform", "optim::optimizer": "adam",
@@ -147,6 +153,40 @@ def write_torch_network(folder: Path, seed: int, *, config: dict | None, wrapped
     if config:
         metadata["config"] = config
     (folder / "metadata.json").write_text(json.dumps(metadata))
+    return states
+
+
+NONLINEARITIES = {"tanh": nn.Tanh, "relu": nn.ReLU, "gelu": nn.GELU, "silu": nn.SiLU, "leakyrelu": nn.LeakyReLU,
+                  "sigmoid": nn.Sigmoid}
+
+
+def write_ray_trial(folder: Path, seed: int, *, nlin: str, dropout: float = 0.0, channels_in: int = 1,
+                    epochs: int = 3) -> list[dict]:
+    """A trial folder as their NN_tune_trainable under Ray Tune leaves it: params.json; a
+    result.json line per training_iteration from 0 (the evaluation before training) with
+    Ray's ``config`` object and no ``epoch`` key; checkpoint_<iteration, 6 digits>/checkpoints
+    after every iteration. Returns the state dicts by iteration."""
+    torch.manual_seed(seed)
+    model = ConvNetSmall(NONLINEARITIES[nlin], dropout, channels_in)
+    folder.mkdir(parents=True)
+    params = {"model::type": "CNN", "model::channels_in": channels_in, "model::o_dim": 10, "model::nlin": nlin,
+              "model::dropout": dropout, "model::init_type": "kaiming_uniform", "model::use_bias": False,
+              "optim::optimizer": "rms_prop", "optim::lr": 1e-4, "optim::wd": 1e-2, "optim::momentum": 0.9,
+              "training::batchsize": 10, "training::epochs_train": epochs, "seed": seed, "cuda": False}
+    (folder / "params.json").write_text(json.dumps(params))
+    states, lines = [], []
+    for iteration in range(epochs):
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(0.01 * torch.randn_like(p))
+        states.append({k: v.clone() for k, v in model.state_dict().items()})
+        (folder / f"checkpoint_{iteration:06d}").mkdir()
+        torch.save(states[-1], folder / f"checkpoint_{iteration:06d}" / "checkpoints")
+        lines.append(json.dumps({"train_loss": 2.0 - iteration / 10, "train_acc": 0.3 + iteration / 10,
+                                 "test_loss": 2.1 - iteration / 10, "test_acc": 0.25 + iteration / 10,
+                                 "time_this_iter_s": 1.5, "done": False, "training_iteration": iteration,
+                                 "trial_id": f"{seed:05d}", "config": params}))
+    (folder / "result.json").write_text("\n".join(lines) + "\n")
     return states
 
 

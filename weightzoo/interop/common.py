@@ -87,6 +87,11 @@ class ImportedNetwork:
     digest: str
     mapped: bool
     training: dict = field(default_factory=dict)  # what the source says about training, if anything
+    split: str | None = None  # the source's own split ("train"/"val"/"test"), kept when it has one
+
+    def __post_init__(self):
+        if self.split not in (None, "train", "val", "test"):
+            raise SourceError(self.name, f"split must be train, val or test, got {self.split!r}")
 
     @property
     def fingerprint(self) -> str:
@@ -207,6 +212,9 @@ def stage_network(zoo_root, network: ImportedNetwork, source: str) -> dict:
         "n_params": network.layout.n_params, "train_seconds": None,
         "code_version": f"weightzoo {__version__} / {IMPORTER_VERSION}",
     }
+    if network.split is not None:  # publish keeps it instead of drawing one (see io.publish)
+        record["split"] = network.split
+        record["training"]["source_split"] = network.split
     return stage_model(zoo_root, fingerprint=network.fingerprint, weights=network.weights,
                        snapshots=network.snapshots, record=record, layout=network.layout)
 

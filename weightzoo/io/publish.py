@@ -217,7 +217,7 @@ def _recover_rows(repo, head: str, new: list[dict]) -> dict[str, int]:
 
 def _version_tables(root, known, keep, new, rows, version, split_seed, fractions) -> tuple[dict, list[dict]]:
     """The version's three tables, and the new models' staged records (read once, for the manifest too)."""
-    models = [dict(row, split=tables.assign_split(row["model_id"], split_seed, fractions))
+    models = [dict(row, split=_source_split(row) or tables.assign_split(row["model_id"], split_seed, fractions))
               for row in known["models"] if row["model_id"] in keep]
     snapshots = [row for row in known["snapshots"] if row["model_id"] in keep]
     layouts, records = {}, []
@@ -226,7 +226,8 @@ def _version_tables(root, known, keep, new, rows, version, split_seed, fractions
         records.append(staged.record)
         model_id = receipt["model_id"]
         models.append(tables.model_row(staged.record, row=rows[model_id], n_snapshots=receipt["n_snapshots"],
-                                       split=tables.assign_split(model_id, split_seed, fractions),
+                                       split=staged.record.get("split")
+                                       or tables.assign_split(model_id, split_seed, fractions),
                                        version_added=version, n_trace_steps=receipt.get("n_trace_steps", 0),
                                        steps_per_epoch=receipt.get("steps_per_epoch")))
         snapshots.extend(tables.snapshot_rows(model_id, staged.snapshots))
@@ -238,6 +239,12 @@ def _version_tables(root, known, keep, new, rows, version, split_seed, fractions
     return {"models.parquet": tables.models_table(models),
             "snapshots.parquet": tables.snapshots_table(snapshots),
             "layouts.parquet": tables.layouts_table(layout_rows)}, records
+
+
+def _source_split(row: dict) -> str | None:
+    # An imported network keeps the split its source gave it (staged record["split"], kept
+    # in training_json as "source_split" for later versions); the others are drawn by hash.
+    return json.loads(row.get("training_json") or "{}").get("source_split")
 
 
 def _manifest(version, parent, snapshot_id, version_tables, *, specs, code_version, message,
