@@ -94,7 +94,7 @@ def sample_networks(zoo, training_result: dict, n: int, *, seed: int = 0, bandwi
     """``n`` new flat weight vectors [n, n_params] in the layout of ``training_result``."""
     options = training_options(training_result)
     layout_id = training_result["layout_id"]
-    tokenizer = tokenizer_for(zoo.layout(layout_id), int(options["token_size"]))
+    tokenizer = tokenizer_for(zoo.layout(layout_id), int(options["token_size"]), options.get("bn_tokens") or "append")
     window = min(int(options["window"]), tokenizer.n_tokens)
     stats = load_layer_statistics(Path(training_result["path"]) / "layer_stats.parquet")
     model, _ = load_trained(training_result["path"])
