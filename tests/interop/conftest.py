@@ -199,3 +199,72 @@ def nws_source(tmp_path):
     """(source folder, {row: the 20 TF variable lists}) of three good networks."""
     source = tmp_path / "nws"
     return source, make_nws_source(source)
+
+
+# The Small CNN Zoo (Unterthiner et al. 2020), from its README and train_network.py: 3 Keras
+# Conv2D(16, 3, strides=2) layers (valid padding, activation inside), global average
+# pooling and Dense(10) = 4,970 parameters; checkpoints at epochs 0, 1, 2, 3, 20, 40, 60, 80, 86.
+SMALL_CNN_ZOO_VARIABLES = [("sequential/conv2d/kernel:0", (3, 3, 1, 16)), ("sequential/conv2d/bias:0", (16,)),
+                           ("sequential/conv2d_1/kernel:0", (3, 3, 16, 16)), ("sequential/conv2d_1/bias:0", (16,)),
+                           ("sequential/conv2d_2/kernel:0", (3, 3, 16, 16)), ("sequential/conv2d_2/bias:0", (16,)),
+                           ("sequential/dense/kernel:0", (16, 10)), ("sequential/dense/bias:0", (10,))]
+SMALL_CNN_ZOO_STEPS = (0, 1, 2, 3, 20, 40, 60, 80, 86)
+
+
+def write_small_cnn_zoo(folder: Path, dataset: str, n_networks: int, seed: int = 0, steps=SMALL_CNN_ZOO_STEPS,
+                        activations=("relu", "tanh")) -> tuple[np.ndarray, "pandas.DataFrame"]:
+    """One dataset folder of the released zoo: weights.npy (float32, one row per checkpoint,
+    each variable flattened in C order, in layout.csv's order), metrics.csv.gz with the
+    README's columns, layout.csv (varname, start_idx, end_idx, shape) as pandas writes it."""
+    import pandas as pd
+
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True)
+    rows, metrics = [], []
+    for network in range(n_networks):
+        activation = activations[network % len(activations)]
+        for step in steps:
+            rows.append(np.concatenate([rng.normal(scale=0.3, size=shape).ravel()
+                                        for _, shape in SMALL_CNN_ZOO_VARIABLES]).astype(np.float32))
+            metrics.append({"config.activation": activation, "config.b_init": "zero", "config.dataset": dataset,
+                            "config.dnn_architecture": "cnn", "config.dropout": 0.05 * network,
+                            "config.epochs": 86, "config.epochs_between_checkpoints": 20,
+                            "config.init_std": 0.05, "config.l2reg": 1e-4, "config.learning_rate": 0.01 * (network + 1),
+                            "config.num_layers": 3, "config.num_units": 16, "config.optimizer": "adam",
+                            "config.random_seed": 42, "config.train_fraction": 0.5, "config.w_init": "he_normal",
+                            "modeldir": f"/tmp/zoo/{dataset}/run_{network:05d}", "step": step,
+                            "test_accuracy": 0.1 + step / 100, "test_loss": 2.3 - step / 50,
+                            "train_accuracy": 0.12 + step / 100, "train_loss": 2.2 - step / 50})
+    order = rng.permutation(len(rows))  # the released rows are not grouped by network
+    weights = np.stack(rows)[order]
+    table = pd.DataFrame(metrics).iloc[order].reset_index(drop=True)
+    np.save(folder / "weights.npy", weights)
+    table.to_csv(folder / "metrics.csv.gz", index=False, compression="gzip")
+    offsets = np.cumsum([0] + [int(np.prod(shape)) for _, shape in SMALL_CNN_ZOO_VARIABLES])
+    pd.DataFrame({"varname": [name for name, _ in SMALL_CNN_ZOO_VARIABLES], "start_idx": offsets[:-1],
+                  "end_idx": offsets[1:], "shape": [str(shape) for _, shape in SMALL_CNN_ZOO_VARIABLES]}
+                 ).to_csv(folder / "layout.csv")
+    return weights, table
+
+
+def keras_cnn_forward(row: np.ndarray, images_nhwc: np.ndarray, activation: str) -> np.ndarray:
+    """Their network's function, from Keras semantics alone: Conv2D(valid, stride 2) with an
+    [h, w, in, out] kernel, activation, global average pooling, Dense with an [in, out] kernel."""
+    act = {"relu": lambda v: np.maximum(v, 0), "tanh": np.tanh}[activation]
+    values, x = {}, images_nhwc.astype(np.float64)
+    offset = 0
+    for name, shape in SMALL_CNN_ZOO_VARIABLES:
+        size = int(np.prod(shape))
+        values[name] = row[offset:offset + size].astype(np.float64).reshape(shape)
+        offset += size
+    for layer in ("conv2d", "conv2d_1", "conv2d_2"):
+        kernel, bias = values[f"sequential/{layer}/kernel:0"], values[f"sequential/{layer}/bias:0"]
+        side = (x.shape[1] - 3) // 2 + 1
+        out = np.zeros((x.shape[0], side, side, kernel.shape[3]))
+        for i in range(side):
+            for j in range(side):
+                patch = x[:, 2 * i:2 * i + 3, 2 * j:2 * j + 3, :]
+                out[:, i, j, :] = np.einsum("nhwc,hwco->no", patch, kernel)
+        x = act(out + bias)
+    pooled = x.mean(axis=(1, 2))
+    return pooled @ values["sequential/dense/kernel:0"] + values["sequential/dense/bias:0"]

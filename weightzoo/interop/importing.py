@@ -1,6 +1,6 @@
 """Import a foreign source: list its networks, read and stage each, publish one version.
 
-Every importer module (``nws``, ``modelzoos``, ``torchdir``, ``bundle``) has
+Every importer module (``nws``, ``modelzoos``, ``torchdir``, ``bundle``, ``smallcnnzoo``) has
 ``list_networks(source) -> list[str]`` (handles, relative to the source) and
 ``read_network(source, handle) -> ImportedNetwork`` (raising SourceError naming the bad
 file) and ``network_paths(source, handle)`` (what a network is read from, for cache keys). A bad network is reported and skipped; the good ones are still published.
@@ -19,7 +19,8 @@ from weightzoo.io.publish import publish_version
 from weightzoo.io.reader import list_versions, open_zoo
 
 IMPORTERS = {"nws": "weightzoo.interop.nws", "modelzoos": "weightzoo.interop.modelzoos",
-             "torch": "weightzoo.interop.torchdir", "bundle": "weightzoo.interop.bundle"}
+             "torch": "weightzoo.interop.torchdir", "bundle": "weightzoo.interop.bundle",
+             "smallcnnzoo": "weightzoo.interop.smallcnnzoo"}
 
 
 def importer(kind: str):
