@@ -10,8 +10,8 @@ import pandas as pd
 import pytest
 from torch import nn
 
-from weightzoo.analysis.projections import (distance_from_init, filter_cosines, mass_le0, projection_table,
-                                            projection_tensors, run_projection_study)
+from weightzoo.analysis.projections import (distance_from_init, filter_cosines, mass_le0, network_statistics,
+                                            projection_table, projection_tensors, run_projection_study)
 from weightzoo.core.layout import WeightLayout
 from zookit import publish_staged
 
@@ -86,10 +86,39 @@ def test_mass_at_or_below_zero_counts_finite_cosines():
 def test_distance_from_init_of_a_hand_made_pair():
     initial = np.array([[3.0, 0.0], [0.0, 4.0]])
     trained = np.array([[3.0, 2.0], [0.0, 4.0]])
-    assert distance_from_init(trained, initial) == pytest.approx((2 / 5, 2.0))
-    assert distance_from_init(initial, initial) == (0.0, 0.0)
+    assert distance_from_init(trained, initial) == pytest.approx(
+        {"rel_l2_from_init": 2 / 5, "rel_linf_from_init": 2 / 4, "abs_linf_from_init": 2.0})
+    assert set(distance_from_init(initial, initial).values()) == {0.0}
     with pytest.raises(ValueError, match="shape"):
         distance_from_init(trained, initial[:1])
+
+
+def test_distances_and_pooled_entry_follow_gamba_et_al():
+    """Contract with compute_projections.py of Gamba et al.: distance_from_init_layer divides
+    ||W - W0|| (Frobenius and inf-norm of the tensor) by the same norm of W0, and the "net"
+    entry pools the normalised projections of every conv layer into one mean and one ECDF
+    mass at 0 (statsmodels' ECDF(x)(0) = share of values <= 0)."""
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(3)
+    initial = [torch.tensor(rng.normal(size=shape)) for shape in ((4, 1, 3, 3), (6, 4, 3, 3))]
+    trained = [w + torch.tensor(rng.normal(scale=0.3, size=w.shape)) for w in initial]
+    for w, w0 in zip(trained, initial):
+        theirs_l2 = ((w - w0).norm(p="fro") / w0.norm(p="fro")).item()
+        theirs_inf = ((w - w0).norm(p=float("inf")) / w0.norm(p=float("inf"))).item()
+        mine = distance_from_init(w.numpy(), w0.numpy())
+        assert mine["rel_l2_from_init"] == pytest.approx(theirs_l2, rel=1e-12)
+        assert mine["rel_linf_from_init"] == pytest.approx(theirs_inf, rel=1e-12)
+    layout = WeightLayout.from_module(nn.Sequential(nn.Conv2d(1, 4, 3), nn.Conv2d(4, 6, 3)))
+    flat = np.concatenate([np.concatenate([w.numpy().ravel(), np.zeros(w.shape[0])]) for w in trained])[None]
+    projections = []
+    for w in trained:  # their kernel_all_positive_proj(conv_w, normalize=True)
+        rows = w.reshape(w.shape[0], -1)
+        projections += (rows.sum(1) / (torch.sqrt((rows ** 2).sum(1)) * math.sqrt(rows.shape[1]))).tolist()
+    conv = [t for t in layout.tensors if t.role == "weight"]
+    (row,) = network_statistics(flat.astype(np.float32), conv, [0])
+    assert row["n_filters"] == 10 and row["n_tensors"] == 2
+    assert row["cos_mean"] == pytest.approx(np.mean(projections), abs=1e-7)
+    assert row["mass_le0"] == np.mean(np.asarray(projections) <= 0)
 
 
 def test_tensors_come_from_the_layout_and_skip_1x1_kernels():
@@ -116,10 +145,10 @@ def test_table_has_the_hand_computed_values(planted_zoo):
     assert first["cos_mean"] == pytest.approx(0.5) and first["mass_le0"] == 0.5
     assert first["cos_std"] == pytest.approx(0.5)
     assert second["cos_mean"] == pytest.approx(0.0) and second["mass_le0"] == 0.5
-    assert (first["rel_l2_from_init"], first["linf_from_init"]) == (0.0, 0.0)
+    assert (first["rel_l2_from_init"], first["rel_linf_from_init"], first["abs_linf_from_init"]) == (0.0, 0.0, 0.0)
     # delta: filter 0 moves by -2 four times, filter 1 by [1, 3, 1, 3]: ||delta|| = 6, ||W0|| = sqrt(8)
     assert second["rel_l2_from_init"] == pytest.approx(6 / math.sqrt(8))
-    assert second["linf_from_init"] == pytest.approx(3.0)
+    assert second["abs_linf_from_init"] == pytest.approx(3.0) and second["rel_linf_from_init"] == pytest.approx(3.0)
     assert second["epoch"] == 1.0 and second["activation"] == "relu" and second["split"] in ("train", "val", "test")
 
 
@@ -137,13 +166,16 @@ def test_study_on_a_trained_zoo(cnn_zoo, tmp_path):
     one_by_one = cnn_zoo.models.loc[cnn_zoo.models["filter_size"] == 1, "layout_id"].item()
     assert sum("1x1" in reason and lid == one_by_one for (lid, _), reason in skipped.items()) == 2
     at_init = table[table["k"] == 0]
-    assert (at_init["rel_l2_from_init"] == 0).all() and (at_init["linf_from_init"] == 0).all()
+    assert (at_init["rel_l2_from_init"] == 0).all() and (at_init["rel_linf_from_init"] == 0).all()
     assert (table.loc[table["k"] == 1, "rel_l2_from_init"] > 0).all(), "training moves every conv layer"
     for path in result.details["plots"]:
         assert open(path, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
     summary = json.loads(json.dumps(result.details["summary"]))
-    assert result.rows == summary and result.headline.startswith("2 networks, 2 layers analysed; left out: 0.weight")
-    assert [(s["label"], s["n_models"]) for s in summary] == [("conv 0", 2), ("conv 1", 2)]
+    assert result.rows == summary and result.headline.startswith("2 networks, 3 layers analysed; left out: 0.weight")
+    assert [(s["label"], s["n_models"]) for s in summary] == [("conv 0", 2), ("conv 1", 2), ("net (conv pooled)", 2)]
+    networks = pd.read_parquet(result.details["networks"])
+    assert len(networks) == 2 * 2 and (networks["n_tensors"] == 2).all()
+    assert (networks["n_filters"] == 2 * cnn_zoo.models["conv_width"].iloc[0]).all()
     assert all(-1 <= s["cos_mean_init"] <= 1 and 0 <= s["mass_le0_trained"] <= 1 for s in summary)
 
 

@@ -74,9 +74,9 @@ def test_permuting_hidden_units_leaves_outputs_unchanged():
     state = model.state_dict()
     permutation = torch.randperm(12, generator=torch.Generator().manual_seed(0))
     permuted = dict(state)
-    # Flatten(0) → Linear(1) → Activation(2) → Linear(3): permute rows of 1, columns of 3
+    # Flatten(0), Linear(1), Activation(2), Dropout(3), Linear(4): permute rows of 1, columns of 4
     permuted["1.weight"], permuted["1.bias"] = state["1.weight"][permutation], state["1.bias"][permutation]
-    permuted["3.weight"] = state["3.weight"][:, permutation]
+    permuted["4.weight"] = state["4.weight"][:, permutation]
     other = build_model(config).eval()
     other.load_state_dict(permuted)
     x = torch.randn(6, 1, 8, 8)
@@ -88,3 +88,46 @@ def test_unflatten_rejects_a_vector_of_the_wrong_length():
     layout = WeightLayout.from_module(build_model(CONFIGS[0]))
     with pytest.raises(ValueError, match=layout.layout_id):
         layout.unflatten(np.zeros(layout.n_params + 1))
+
+
+@pytest.mark.parametrize("config", CONFIGS + [{"dataset": "mnist5k", "architecture": "unterthiner-cnn"}],
+                         ids=lambda c: c["architecture"])
+def test_a_dropout_grid_is_one_layout(config):
+    """Every block has its Dropout module whatever the rate, so tensor names and the layout
+    depend on the parameter tensors alone."""
+    layouts = {WeightLayout.from_module(build_model({**config, "dropout": rate})).layout_id for rate in (0.0, 0.3)}
+    assert len(layouts) == 1
+
+
+def test_a_rate_of_zero_is_an_identity_that_draws_no_random_numbers():
+    model = build_model({"dataset": "digits", "architecture": "mlp", "dropout": 0.0}).train()
+    x = torch.randn(4, 1, 8, 8)
+    before = torch.random.get_rng_state()
+    out = model(x)
+    assert torch.equal(torch.random.get_rng_state(), before)
+    torch.testing.assert_close(out, model.eval()(x), rtol=0, atol=0)
+
+
+def test_small_cnn_tensors_sit_at_the_module_indices_of_the_model_zoo_cnn():
+    """Schürholt et al.'s CNN (def_net.py) with dropout: conv at module_list 0, 4, 8 and
+    linear at 11, 14; no dropout after the third conv."""
+    for rate in (0.0, 0.5):
+        model = build_model({"dataset": "mnist5k", "architecture": "small-cnn", "dropout": rate})
+        owners = [t.name.rpartition(".")[0] for t in WeightLayout.from_module(model).tensors]
+        assert list(dict.fromkeys(owners)) == ["0", "4", "8", "11", "14"]
+        assert [type(m).__name__ for m in model][8:11] == ["Conv2d", "Activation", "Flatten"]
+
+
+def test_a_layout_stored_under_older_names_loads_by_position():
+    """Layouts published before every block had its Dropout module named tensors by the
+    indices of a network without them (mlp: 1 and 3); they still load into today's module."""
+    old = WeightLayout.from_module(torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 32),
+                                                       torch.nn.Tanh(), torch.nn.Linear(32, 10)))
+    module = build_model({"dataset": "digits", "architecture": "mlp", "activation": "tanh"})
+    named = old.named_as(module)
+    assert [t.name for t in named.tensors] == ["1.weight", "1.bias", "4.weight", "4.bias"]
+    assert [t.name for t in old.tensors][2:] == ["3.weight", "3.bias"] and old.same_tensors(named)
+    assert WeightLayout.from_module(module).named_as(module) == WeightLayout.from_module(module)
+    other = build_model({"dataset": "digits", "architecture": "mlp", "hidden_width": 16})
+    with pytest.raises(ValueError, match="are not those of layout"):
+        old.named_as(other)

@@ -172,3 +172,16 @@ def test_draws_stay_inside_random_bounds(low, ratio, seed, ilow, span):
         for name, distribution in spec.hyperparameters.items():
             assert distribution.contains(config.params[name])
             assert not (isinstance(config.params[name], float) and math.isnan(config.params[name]))
+
+
+def test_only_configs_whose_meaning_changed_carry_the_builder_revision():
+    """Every block got a Dropout module: fingerprints change only where trained weights or
+    trace names change meaning (a small-cnn with dropout lost its third dropout; traced
+    models without dropout have new tensor names)."""
+    from weightzoo.core.sampling import BUILDER_REVISION, builder_revision
+
+    assert builder_revision({"architecture": "mlp", "dropout": 0.0}, traced=False) == ()
+    assert builder_revision({"architecture": "nws-cnn", "dropout": 0.2}, traced=True) == ()
+    assert builder_revision({"architecture": "small-cnn", "dropout": 0.0}, traced=False) == ()
+    assert builder_revision({"architecture": "small-cnn", "dropout": 0.5}, traced=False) == (BUILDER_REVISION,)
+    assert builder_revision({"architecture": "mlp"}, traced=True) == (BUILDER_REVISION,)

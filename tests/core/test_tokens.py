@@ -78,12 +78,12 @@ def test_a_unit_row_is_its_weights_bias_and_batch_norm_values_in_order():
     state = layout.unflatten(randomised(layout, seed=0))
     tokenizer = Tokenizer(layout, 4)
     tokens = tokenizer.tokenize(layout.flatten(state))
-    # group 1 is the second conv (3 units, 3*3*3 weights) with its batch norm (module 5)
+    # group 1 is the second conv (module 5: 3 units, 3*3*3 weights) with its batch norm (module 6)
     unit = 2
     rows = (tokenizer.positions[:, 1] == 1) & (tokenizer.positions[:, 2] == unit)
     row = tokens[rows][tokenizer.mask[rows]]
-    batch_norm = [[state[f"5.{leaf}"][unit]] for leaf in ("weight", "bias", "running_mean", "running_var")]
-    expected = np.concatenate([state["4.weight"][unit].reshape(-1).numpy(), [state["4.bias"][unit]], *batch_norm])
+    batch_norm = [[state[f"6.{leaf}"][unit]] for leaf in ("weight", "bias", "running_mean", "running_var")]
+    expected = np.concatenate([state["5.weight"][unit].reshape(-1).numpy(), [state["5.bias"][unit]], *batch_norm])
     np.testing.assert_array_equal(row, expected.astype(np.float32))
     assert rows.sum() == -(-expected.size // 4), "a row longer than a token spans ceil(row / size) tokens"
 

@@ -12,7 +12,6 @@ import os
 import subprocess
 import sys
 import time
-import uuid
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -110,8 +109,3 @@ def s3(tmp_path_factory):
         monkeypatch.setenv("WEIGHTZOO_STAGING_ROOT", str(tmp_path_factory.mktemp("staging-cache")))
         with s3_server(monkeypatch) as server:
             yield server
-
-
-def fresh_url() -> str:
-    """A zoo prefix no other test uses (readers cache arrays per location and version)."""
-    return f"s3://zoos/tests/{uuid.uuid4().hex[:8]}"

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
+import uuid
 from dataclasses import dataclass, field
 from typing import Iterator
 
@@ -95,3 +96,8 @@ def _create_bucket(endpoint: str, bucket: str) -> None:
     import boto3  # comes with moto
 
     boto3.client("s3", endpoint_url=endpoint, region_name=REGION).create_bucket(Bucket=bucket)
+
+
+def fresh_url() -> str:
+    """A zoo prefix no other test uses (readers cache arrays per location and version)."""
+    return f"s3://zoos/tests/{uuid.uuid4().hex[:8]}"

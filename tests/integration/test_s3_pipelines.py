@@ -13,7 +13,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import fresh_url
+from s3_server import fresh_url
 from torch import nn
 
 from weightzoo.cli import main

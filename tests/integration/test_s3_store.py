@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 from torch import nn
 
-from conftest import fresh_url
+from s3_server import fresh_url
 from zookit import SimulatedCrash, crash_pull_after, inject_crash, publish_staged
 
 from weightzoo.cli import main

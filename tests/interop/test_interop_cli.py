@@ -10,7 +10,7 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import make_nws_source
+from interopkit import make_nws_source
 from weightzoo.cli import main
 from weightzoo.interop.export import read_bundle
 from weightzoo.io.reader import open_zoo
@@ -30,6 +30,10 @@ def test_import_in_process_prints_the_report_and_export_writes_both_formats(tmp_
     assert sum(w.shape[0] for w in read_bundle(tmp_path / "b.npz")["weights"].values()) == 2
     assert main(["export", str(zoo), "--format", "modelzoos", "--out", str(tmp_path / "mz")]) == 0
     assert len(list((tmp_path / "mz").glob("*/checkpoint_*/checkpoints"))) == 40
+    capsys.readouterr()
+    assert main(["export", str(zoo), "--format", "smallcnnzoo", "--out", str(tmp_path / "scz"), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["format"] == "smallcnnzoo"
+    assert np.load(tmp_path / "scz" / "weights.npy").shape[0] == 40
 
 
 def test_bad_sources_and_targets_exit_2_with_one_line(tmp_path, nws_source, capsys):

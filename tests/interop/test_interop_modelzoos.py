@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import MLP_CONFIG, ConvNetSmall, write_modelzoos_network, write_torch_network
+from interopkit import MLP_CONFIG, ConvNetSmall, write_modelzoos_network, write_torch_network
 from weightzoo.core.models import ConfigError
 from weightzoo.interop.common import SourceError
 from weightzoo.pipelines.importing import import_in_process
@@ -121,3 +121,16 @@ def test_torch_folder_bad_files_are_reported(tmp_path):
     assert reasons["not_torch"][1].startswith("not a readable torch file")
     with pytest.raises(SourceError, match="expected a folder"):
         import_in_process(tmp_path / "zoo", "torch", source / "good" / "epoch_0.pt")
+
+
+def test_torch_folder_metadata_may_give_the_split(tmp_path):
+    source = tmp_path / "runs"
+    for name, split in (("a", "test"), ("b", None), ("c", "holdout")):
+        write_torch_network(source / name, seed=ord(name), config=MLP_CONFIG)
+        metadata = json.loads((source / name / "metadata.json").read_text())
+        (source / name / "metadata.json").write_text(json.dumps({**metadata, "split": split}))
+    report = import_in_process(tmp_path / "zoo", "torch", source)
+    splits = dict(zip(open_zoo(tmp_path / "zoo").models["model_id"], open_zoo(tmp_path / "zoo").models["split"]))
+    accepted = {row["network"]: splits[row["model_id"]] for row in report["accepted"]}
+    assert accepted["a"] == "test" and accepted["b"] in ("train", "val", "test")
+    assert report["rejected"][0]["network"] == "c" and "holdout" in report["rejected"][0]["reason"]

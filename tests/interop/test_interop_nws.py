@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from conftest import NWS_ARCH, make_nws_source, nws_sizes, write_nws_network
+from interopkit import NWS_ARCH, make_nws_source, nws_sizes, write_nws_network
 from weightzoo.core.models import ConfigError
 from weightzoo.pipelines.importing import import_in_process
 from weightzoo.interop.nws import nws_layout
@@ -32,6 +32,7 @@ def test_import_reads_weights_in_tf_order_metrics_and_codes(tmp_path, nws_source
     assert report["version"] == "v0001" and report["n_accepted"] == 3 and not report["rejected"]
     zoo = open_zoo(tmp_path / "zoo")
     assert len(zoo.models) == 3 and set(zoo.models["source_table"]) == {"nws_main_train.csv"}
+    assert set(zoo.models["split"]) == {"train"}, "the networks of nws_main_train.csv are training networks"
     by_lr = zoo.models.sort_values("lr").reset_index(drop=True)
     row = by_lr.iloc[1]  # CSV row 1: optimizer 1, activation 1, initialization 1, augmentation 1
     assert (row["optimizer"], row["activation"], row["init"], row["augmentation"], row["dataset"]) == (
@@ -98,3 +99,10 @@ def test_bad_networks_are_reported_by_file_and_good_ones_imported(tmp_path, nws_
     assert "missing columns" in reasons["broken.csv"][1]
     manifest = json.loads((tmp_path / "zoo" / "versions" / "v0001" / "manifest.json").read_text())
     assert len(manifest["specs"][0]["import"]["rejected"]) == 5
+
+
+def test_the_csv_name_gives_the_split():
+    from weightzoo.interop.nws import table_split
+
+    assert [table_split(n) for n in ("nws_main_train.csv", "nws_main_test.csv", "x_valid.csv", "meta.csv")] == [
+        "train", "test", "val", None]

@@ -7,7 +7,14 @@ hyperplane; its cosine with the diagonal of the positive orthant,
 find that training moves these cosines away from the symmetric distribution of the
 initialisation: the mass at or below 0 shrinks and the mean grows. This module computes
 the cosines per (model, snapshot, layer), their summary statistics and the distance of
-each layer from its initialisation (snapshot 0), and plots them.
+each layer from its initialisation (snapshot 0), the pooled per-network statistics of
+Gamba et al.'s ``"net"`` entry, and plots them.
+
+Distances from init follow Gamba et al.'s ``distance_from_init_layer``: both relative to
+the initial weight, ``||W - W0||_2 / ||W0||_2`` and ``||W - W0||_inf / ||W0||_inf`` (the max
+absolute entry, over the flattened tensor); the absolute ``max |W - W0|`` is reported
+beside them, named ``abs_linf_from_init``. Their ``"net"`` entry pools the projections of
+every analysed conv layer of a network: its mean and its ECDF mass at 0.
 
 Tensors are chosen from the layout (kind, role, shape), never by architecture name: every
 conv weight except 1×1 kernels (a 1×1 filter mixes channels at one pixel and is not a
@@ -31,17 +38,21 @@ from weightzoo.core.layout import TensorSpec, WeightLayout
 HIST_BINS = np.linspace(-1.0, 1.0, 41)
 KIND_ORDER = {"conv": 0, "linear": 1}
 STAT_COLUMNS = ("model_id", "layout_id", "k", "layer", "tensor", "kind", "kind_index", "n_filters",
-                "filter_dim", "n_zero", "cos_mean", "cos_std", "mass_le0", "rel_l2_from_init", "linf_from_init")
+                "filter_dim", "n_zero", "cos_mean", "cos_std", "mass_le0", "rel_l2_from_init", "rel_linf_from_init",
+                "abs_linf_from_init")
+NETWORK_COLUMNS = ("model_id", "layout_id", "k", "n_tensors", "n_filters", "n_zero", "cos_mean", "mass_le0")
 
 
 @dataclass(frozen=True)
 class ProjectionScan:
     """What one pass over the weights gives: the per-(model, k, tensor) table, the per-filter
-    cosines of each model's initial and last selected snapshot, and the tensors left out."""
+    cosines of each model's initial and last selected snapshot, the tensors left out, and the
+    per-(model, k) table pooled over conv layers (Gamba et al.'s ``"net"`` entry)."""
 
     table: pd.DataFrame
     samples: pd.DataFrame  # model_id, layout_id, tensor, kind, kind_index, stage (init/trained), k, cos
     skipped: list[dict] = field(default_factory=list)  # layout_id, tensor, reason
+    networks: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=list(NETWORK_COLUMNS)))
 
 
 def filter_cosines(weight) -> np.ndarray:
@@ -65,18 +76,24 @@ def mass_le0(cosines) -> float:
     return float(np.mean(finite <= 0.0)) if finite.size else math.nan
 
 
-def distance_from_init(weight, initial) -> tuple[float, float]:
-    """``(||W - W0|| / ||W0||, max |W - W0|)`` of a tensor and its initial value.
+def distance_from_init(weight, initial) -> dict[str, float]:
+    """A tensor's distance from its initial value, as Gamba et al. measure it, and absolute.
 
-    The relative distance is inf when W0 is all zeros and W is not (NaN when both are).
+    ``rel_l2_from_init`` = ||W - W0||_2 / ||W0||_2 and ``rel_linf_from_init`` =
+    ||W - W0||_inf / ||W0||_inf (norms of the flattened tensor, as their
+    ``distance_from_init_layer``); ``abs_linf_from_init`` = max |W - W0|. A relative
+    distance is inf when W0 is all zeros and W is not (NaN when both are).
     """
     w, w0 = np.asarray(weight, dtype=np.float64), np.asarray(initial, dtype=np.float64)
     if w.shape != w0.shape:
         raise ValueError(f"weight has shape {w.shape} but its initial value has shape {w0.shape}")
-    delta = w - w0
+    delta = np.abs(w - w0).ravel()
+    start = np.abs(w0).ravel()
+    linf = float(delta.max()) if delta.size else 0.0
     with np.errstate(divide="ignore", invalid="ignore"):
-        rel = np.linalg.norm(delta) / np.linalg.norm(w0)
-    return float(rel), float(np.abs(delta).max()) if delta.size else 0.0
+        rel_l2 = np.linalg.norm(delta) / np.linalg.norm(start)
+        rel_linf = np.float64(linf) / (start.max() if start.size else 0.0)
+    return {"rel_l2_from_init": float(rel_l2), "rel_linf_from_init": float(rel_linf), "abs_linf_from_init": linf}
 
 
 def projection_tensors(layout: WeightLayout, *, include_linear: bool = False) -> tuple[list, list[dict]]:
@@ -116,7 +133,7 @@ def scan_projections(zoo, *, where: str | None = None, snapshots=None, include_l
         skipped += [dict(record, layout_id=layout_id) for record in left_out]
     if not any(plan.values()):
         raise ValueError(_nothing_to_analyse(selection, include_linear))
-    stats, samples, total = [], [], len(selection.models)
+    stats, samples, networks, total = [], [], [], len(selection.models)
     # every snapshot of a model: snapshot 0 is the reference whether selected or not
     for i, (model, ks, weights) in enumerate(selection.iter_models(all_snapshots=True), start=1):
         for spec, kind_index in plan[model.layout_id]:
@@ -125,10 +142,32 @@ def scan_projections(zoo, *, where: str | None = None, snapshots=None, include_l
                    "kind": spec.kind, "kind_index": kind_index}
             stats += [dict(ids, layer=spec.layer, **row) for row in model_stats]
             samples.append(pd.DataFrame({**ids, **model_samples}))
+        conv = [spec for spec, _ in plan[model.layout_id] if spec.kind == "conv"]
+        networks += [dict(model_id=model.model_id, layout_id=model.layout_id, **row)
+                     for row in network_statistics(weights, conv, ks)]
         if progress and (i == total or i % max(1, total // 10) == 0):  # about ten lines per run
             progress(f"projections: model {i}/{total} ({model.model_id})")
-    return ProjectionScan(_with_labels(pd.DataFrame(stats), selection.rows),
-                          pd.concat(samples, ignore_index=True), skipped)
+    network_table = pd.DataFrame(networks, columns=list(NETWORK_COLUMNS))
+    return ProjectionScan(_with_labels(pd.DataFrame(stats), selection.rows, STAT_COLUMNS),
+                          pd.concat(samples, ignore_index=True), skipped,
+                          _with_labels(network_table, selection.rows, NETWORK_COLUMNS))
+
+
+def network_statistics(weights: np.ndarray, tensors: list[TensorSpec], ks) -> list[dict]:
+    """Gamba et al.'s per-network ``"net"`` entry at each k: the cosines of every filter of
+    ``tensors`` pooled, their mean and mass at or below 0 (all-zero filters left out and
+    counted in ``n_zero``). Empty when ``tensors`` is."""
+    if not tensors:
+        return []
+    rows = []
+    for k in ks:
+        pooled = np.concatenate([_row_cosines(weights[int(k), t.offset:t.offset + t.length].astype(np.float64)
+                                              .reshape(t.shape[0], -1)) for t in tensors])
+        finite = pooled[np.isfinite(pooled)]
+        rows.append({"k": int(k), "n_tensors": len(tensors), "n_filters": int(pooled.size),
+                     "n_zero": int(pooled.size - finite.size),
+                     "cos_mean": float(finite.mean()) if finite.size else math.nan, "mass_le0": mass_le0(finite)})
+    return rows
 
 
 def projection_table(zoo, *, where: str | None = None, snapshots=None, include_linear: bool = False,
@@ -137,7 +176,7 @@ def projection_table(zoo, *, where: str | None = None, snapshots=None, include_l
 
     Columns: model_id, layout_id, k, epoch, layer, tensor, kind, kind_index, n_filters,
     filter_dim (d = in * kh * kw), n_zero (all-zero filters, left out of the statistics), cos_mean, cos_std, mass_le0,
-    rel_l2_from_init, linf_from_init, then the models table's columns (hyperparameters,
+    rel_l2_from_init, rel_linf_from_init, abs_linf_from_init, then the models table's columns (hyperparameters,
     split, status; one named like a statistic gets an ``hp_`` prefix) and the snapshot's
     metrics (test_acc, ...). See
     :func:`scan_projections` for the selection arguments and errors.
@@ -165,7 +204,21 @@ def summarise(scan: ProjectionScan) -> list[dict]:
             for stage in ("init", "trained"):
                 record[f"{statistic}_{stage}"] = float(means.loc[(kind, kind_index), (statistic, stage)])
         records.append(json_safe(record))
+    if not scan.networks.empty:
+        records.append(json_safe(_network_record(scan.networks)))
     return records
+
+
+def _network_record(networks: pd.DataFrame) -> dict:
+    """The pooled "net" entry: means over models at k = 0 and at each model's last k."""
+    init = networks[networks["k"] == 0]
+    last = networks[networks["k"] == networks.groupby("model_id")["k"].transform("max")]
+    record = {"kind": "net", "kind_index": -1, "label": "net (conv pooled)",
+              "n_models": int(networks["model_id"].nunique())}
+    for statistic in ("cos_mean", "mass_le0"):
+        record[f"{statistic}_init"] = float(init[statistic].mean()) if len(init) else math.nan
+        record[f"{statistic}_trained"] = float(last[statistic].mean())
+    return record
 
 
 def plot_histograms(samples: pd.DataFrame, path, *, title: str = "") -> None:
@@ -220,11 +273,11 @@ def plot_trajectories(table: pd.DataFrame, path, *, title: str = "") -> None:
 
 def run_projection_study(zoo, out_dir, *, where: str | None = None, snapshots=None, include_linear: bool = False,
                          status: str | None = "ok", progress: Callable[[str], None] | None = None) -> StudyResult:
-    """scan_projections, written to ``out_dir``: ``projections.parquet``, ``histograms.png``
-    and ``trajectories.png``.
+    """scan_projections, written to ``out_dir``: ``projections.parquet``, ``networks.parquet``
+    (Gamba et al.'s pooled per-network entry), ``histograms.png`` and ``trajectories.png``.
 
     The result's rows are the :func:`summarise` records (one per analysed layer); ``details``
-    holds the ``table`` and ``plots`` paths, ``n_models``, the ``summary`` and the filter
+    holds the ``table``, ``networks`` and ``plots`` paths, ``n_models``, the ``summary`` and the filter
     weights left out (``skipped``, with reasons).
     """
     out = Path(out_dir)
@@ -233,6 +286,7 @@ def run_projection_study(zoo, out_dir, *, where: str | None = None, snapshots=No
                             status=status, progress=progress)
     table_path, plots = out / "projections.parquet", [out / "histograms.png", out / "trajectories.png"]
     scan.table.to_parquet(table_path, index=False)
+    scan.networks.to_parquet(out / "networks.parquet", index=False)
     title = f"filter cosines with the all-ones direction, {zoo.handle.name} {zoo.version}"
     plot_histograms(scan.samples, plots[0], title=title)
     plot_trajectories(scan.table, plots[1], title=title)
@@ -241,7 +295,7 @@ def run_projection_study(zoo, out_dir, *, where: str | None = None, snapshots=No
     headline = (f"{n_models} networks, {len(summary)} layers analysed"
                 + (f"; left out: {', '.join(skipped)}" if skipped else ""))
     return StudyResult.of_directory("projections", out, headline=headline, rows=summary, details={
-        "table": str(table_path), "plots": [str(p) for p in plots], "n_models": n_models, "summary": summary,
+        "table": str(table_path), "networks": str(out / "networks.parquet"), "plots": [str(p) for p in plots], "n_models": n_models, "summary": summary,
         "skipped": json_records(scan.skipped)})
 
 
@@ -270,26 +324,25 @@ def _tensor_statistics(weights: np.ndarray, spec: TensorSpec, ks: np.ndarray) ->
     cosines = _row_cosines(filters[ks])  # [len(ks), n_filters]
     rows = []
     for k, cos in zip(ks, cosines):
-        rel, linf = distance_from_init(block[k], block[0])
         finite = cos[np.isfinite(cos)]
         rows.append({"k": int(k), "n_filters": n_filters, "filter_dim": filters.shape[-1],
                      "n_zero": int(n_filters - finite.size),
                      "cos_mean": float(finite.mean()) if finite.size else math.nan,
                      "cos_std": float(finite.std()) if finite.size else math.nan,
-                     "mass_le0": mass_le0(finite), "rel_l2_from_init": rel, "linf_from_init": linf})
+                     "mass_le0": mass_le0(finite), **distance_from_init(block[k], block[0])})
     last = int(ks.max())
     samples = {"stage": ["init"] * n_filters + ["trained"] * n_filters, "k": [0] * n_filters + [last] * n_filters,
                "cos": np.concatenate([_row_cosines(filters[0]), _row_cosines(filters[last])])}
     return rows, samples
 
 
-def _with_labels(stats: pd.DataFrame, rows: pd.DataFrame) -> pd.DataFrame:
+def _with_labels(stats: pd.DataFrame, rows: pd.DataFrame, columns: tuple[str, ...]) -> pd.DataFrame:
     """Join the selection's labels (hyperparameters, split, status, snapshot metrics) on (model, k)."""
     labels = rows.drop(columns=[c for c in ("row", "layout_id") if c in rows.columns])
     # nws-cnn's hyperparameter filter_size must not collide with a statistic's column
-    labels = labels.rename(columns={c: f"hp_{c}" for c in labels.columns if c in STAT_COLUMNS[3:]})
+    labels = labels.rename(columns={c: f"hp_{c}" for c in labels.columns if c in columns[3:]})
     table = stats.merge(labels, on=["model_id", "k"], how="left")
-    front = list(STAT_COLUMNS[:3]) + (["epoch"] if "epoch" in table.columns else []) + list(STAT_COLUMNS[3:])
+    front = list(columns[:3]) + (["epoch"] if "epoch" in table.columns else []) + list(columns[3:])
     return table[front + [c for c in table.columns if c not in front]]
 
 

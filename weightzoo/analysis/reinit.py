@@ -93,11 +93,13 @@ def random_reinit(config: dict, layout: WeightLayout, *, seed: int, model_id: st
     if fresh_seed == int(config.get("seed", 0)):
         fresh_seed += 1
     module = build_model({**config, "seed": fresh_seed})
-    fresh = WeightLayout.from_module(module)
-    if fresh.layout_id != layout.layout_id:
-        raise ValueError(f"model {model_id!r} rebuilt from its config has layout {fresh.layout_id}, "
-                         f"not its stored {layout.layout_id}; cannot draw a random re-initialisation")
-    return layout.flatten(module.state_dict())
+    try:
+        named = layout.named_as(module)  # a layout stored under older tensor names matches by position
+    except ValueError:
+        raise ValueError(f"model {model_id!r} rebuilt from its config has layout "
+                         f"{WeightLayout.from_module(module).layout_id}, not its stored {layout.layout_id}; "
+                         f"cannot draw a random re-initialisation") from None
+    return named.flatten(module.state_dict())
 
 
 def reinit_table(zoo, *, where: str | None = None, model_ids=None, resets=(0, RANDOM), trained_k: int | None = None,
@@ -224,6 +226,7 @@ def _reinit_model(zoo, layout: WeightLayout, model, weights: np.ndarray, trained
     task = _test_data(zoo, model, config, tasks)
     trained = weights[trained_k]
     module = flat_to_module(config, layout, trained)  # checks that config and layout agree
+    named = layout.named_as(module)  # the stored layout under the module's tensor names
     loss_trained, acc_trained = evaluate_model(module, task.x_test, task.y_test, task.task)
     sources = {str(r): (random_reinit(config, layout, seed=seed, model_id=model.model_id) if r == RANDOM
                         else weights[r])
@@ -238,7 +241,7 @@ def _reinit_model(zoo, layout: WeightLayout, model, weights: np.ndarray, trained
         for reset, source in sources.items():
             flat = trained.copy()
             flat[positions] = source[positions]
-            module.load_state_dict(layout.unflatten(flat), strict=False)
+            module.load_state_dict(named.unflatten(flat), strict=False)
             loss_reset, acc_reset = evaluate_model(module, task.x_test, task.y_test, task.task)
             rows.append((model.model_id, model.layout_id, layer, kind, names, reset, trained_k, recorded,
                          acc_trained, acc_reset, acc_trained - acc_reset, loss_trained, loss_reset))

@@ -1,6 +1,6 @@
 """The interoperability commands: ``weightzoo import`` and ``weightzoo export``.
 
-``import FORMAT SOURCE --out ZOO`` reads a foreign zoo (nws, modelzoos, torch) or a
+``import FORMAT SOURCE --out ZOO`` reads a foreign zoo (nws, modelzoos, torch, smallcnnzoo) or a
 weightzoo bundle, stages every readable network and publishes one version; the report
 lists each network accepted or rejected (with the file and the reason). The plan is made
 here; it runs as the ``import-zoo`` Prefect flow (a local server where none is configured),
@@ -16,16 +16,18 @@ from pathlib import Path
 from weightzoo.cli.common import add_cluster_options, open_version, positive, print_json, run_flow, zoo_handle
 from weightzoo.errors import UsageError
 
-FORMATS = ("nws", "modelzoos", "torch", "bundle")
-EXPORT_FORMATS = ("modelzoos", "bundle")
+FORMATS = ("nws", "modelzoos", "torch", "bundle", "smallcnnzoo")
+EXPORT_FORMATS = ("modelzoos", "bundle", "smallcnnzoo")
 
 
 def add_commands(sub) -> None:
     """Add ``import`` and ``export`` to the ``weightzoo`` parser's subparsers."""
-    parser = sub.add_parser("import", help="import a foreign zoo (NWS, Model Zoos, torch files) as a new version")
+    parser = sub.add_parser("import", help="import a foreign zoo (NWS, Model Zoos, Small CNN Zoo, torch files) "
+                                           "as a new version")
     parser.add_argument("format", choices=FORMATS, help="the source's layout")
     parser.add_argument("source", type=Path, help="nws: a CSV file or folder of CSVs; modelzoos: the zoo folder; "
-                                                  "torch: a run folder or a folder of them; bundle: a .npz file")
+                                                  "torch: a run folder or a folder of them; bundle: a .npz file; "
+                                                  "smallcnnzoo: a dataset folder or a folder of them")
     parser.add_argument("--out", required=True, help="the zoo to publish into: a directory or s3://bucket/prefix")
     parser.add_argument("--extend", action="store_true", help="add networks to a zoo that has versions already")
     parser.add_argument("--in-process", action="store_true", help="run here, without Prefect and Dask")
@@ -33,10 +35,12 @@ def add_commands(sub) -> None:
     parser.add_argument("--chunk-size", type=positive, default=64, help="networks per task (default: 64)")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     parser.set_defaults(handler=_import)
-    export = sub.add_parser("export", help="export a version to the Model Zoos layout or a single .npz bundle")
+    export = sub.add_parser("export", help="export a version to the Model Zoos or Small CNN Zoo layout, or a "
+                                           "single .npz bundle")
     export.add_argument("zoo", help="ZOO or ZOO@VERSION")
     export.add_argument("--format", choices=EXPORT_FORMATS, required=True)
-    export.add_argument("--out", type=Path, required=True, help="a new folder (modelzoos) or file (bundle)")
+    export.add_argument("--out", type=Path, required=True, help="a new folder (modelzoos, smallcnnzoo) or file "
+                                                                "(bundle)")
     export.add_argument("--json", action="store_true")
     export.set_defaults(handler=_export)
 
@@ -73,11 +77,13 @@ def _print_report(args, report: dict) -> None:
 
 def _export(args) -> int:
     from weightzoo.interop.export import export_bundle, export_modelzoos
+    from weightzoo.interop.smallcnnzoo import export_smallcnnzoo
 
     zoo = open_version(args.zoo)
     if args.out.exists():
         raise UsageError(f"--out: {args.out} exists already; exports never overwrite")
-    result = (export_bundle if args.format == "bundle" else export_modelzoos)(zoo, args.out)
+    exporters = {"bundle": export_bundle, "modelzoos": export_modelzoos, "smallcnnzoo": export_smallcnnzoo}
+    result = exporters[args.format](zoo, args.out)
     if args.json:
         print(json.dumps(result, indent=2))
     else:

@@ -5,6 +5,13 @@ statistics; ``num_batches_tracked`` counters are excluded because they do not ch
 outputs). Each tensor records its layer index (the position of the owning module
 among modules that own tensors) and its role, so readers can select "the conv part"
 or "layer 3 biases" without knowing the architecture.
+
+Tensor names are the module's state-dict names, so they follow its module indices. The
+builders give every block the same modules whether or not it uses dropout (a rate of 0
+is an identity), so networks that differ only in dropout share one layout. Layouts
+published before that (their names counted Dropout modules only where the rate was
+positive) stay readable: :meth:`WeightLayout.named_as` matches a stored layout to the
+module built from a config by position, shape, role and kind, and renames it.
 """
 
 from __future__ import annotations
@@ -110,6 +117,26 @@ class WeightLayout:
         if flat.numel() != self.n_params:
             raise ValueError(f"flat vector has {flat.numel()} values; layout {self.layout_id} has {self.n_params}")
         return {t.name: flat[t.offset:t.offset + t.length].reshape(t.shape).clone() for t in self.tensors}
+
+    def same_tensors(self, other: "WeightLayout") -> bool:
+        """True if ``other`` differs from this layout at most in tensor names (same shapes,
+        offsets, layers, roles and kinds, in the same order): the same flat vector loads
+        into modules of either."""
+        strip = lambda layout: [(t.shape, t.offset, t.length, t.layer, t.role, t.kind) for t in layout.tensors]
+        return strip(self) == strip(other)
+
+    def named_as(self, module: torch.nn.Module) -> "WeightLayout":
+        """This layout with ``module``'s state-dict names, for loading into ``module``;
+        ValueError if the module's tensors are not this layout's (by position, shape, role
+        and kind). A layout stored under older names (see the module docstring) is matched
+        to today's builders this way."""
+        built = WeightLayout.from_module(module)
+        if built.layout_id == self.layout_id:
+            return self
+        if not self.same_tensors(built):
+            raise ValueError(f"the module's tensors ({built.layout_id}: {[t.name for t in built.tensors]}) are not "
+                             f"those of layout {self.layout_id} ({[t.name for t in self.tensors]})")
+        return built
 
     def to_records(self) -> list[dict]:
         """Rows for ``layouts.parquet`` (without the layout_id column)."""

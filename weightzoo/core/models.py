@@ -5,6 +5,10 @@ modules of our own, :class:`Activation` and :class:`Dropout`, whose choice / rat
 live in non-persistent buffers. That keeps them out of the state dict (and so out
 of the :class:`~weightzoo.core.layout.WeightLayout`) while letting the fleet trainer
 give every model of a vectorised group its own activation and dropout rate.
+
+Every block has its Dropout module whatever its rate (rate 0 is an exact identity that
+draws no random numbers), so module indices, tensor names and layouts do not depend on
+dropout: a dropout grid is one layout, and its models can share a fleet.
 """
 
 from __future__ import annotations
@@ -14,15 +18,16 @@ import json
 from typing import Mapping
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from weightzoo.errors import InputError
-import torch.nn.functional as F
 
-ACTIVATIONS = ("relu", "tanh", "sigmoid", "gelu", "leaky_relu", "elu")
+# silu and selu are for imported zoos (Model Zoos, the Small CNN Zoo); specs draw from the first six
+ACTIVATIONS = ("relu", "tanh", "sigmoid", "gelu", "leaky_relu", "elu", "silu", "selu")
 INITS = ("default", "kaiming_uniform", "kaiming_normal", "xavier_uniform", "xavier_normal",
          "orthogonal", "uniform", "normal")
-ARCHITECTURES = ("nws-cnn", "small-cnn", "large-cnn", "mlp")
+ARCHITECTURES = ("nws-cnn", "small-cnn", "large-cnn", "mlp", "unterthiner-cnn")
 
 # input shape and output size per dataset, so models can be built without loading data
 DATASET_SIGNATURES = {
@@ -42,7 +47,8 @@ DEFAULTS = {
 
 # Hyperparameters that change how a model trains or what its modules hold, never which modules
 # and tensors it has (Activation and Dropout keep their choice in buffers): see structure_key.
-NOT_STRUCTURAL = ("seed", "init", "lr", "optimizer", "batch_size", "augmentation", "label_noise", "activation")
+NOT_STRUCTURAL = ("seed", "init", "lr", "optimizer", "batch_size", "augmentation", "label_noise", "activation",
+                  "dropout")
 
 
 class ConfigError(InputError):
@@ -85,8 +91,8 @@ class Dropout(nn.Module):
         self.register_buffer("p", torch.tensor(float(p)), persistent=False)
 
     def forward(self, x):
-        if not self.training:
-            return x
+        if not self.training or (_is_plain(self.p) and float(self.p) == 0.0):
+            return x  # rate 0 draws nothing: a model without dropout trains as it always did
         keep = (torch.rand_like(x) >= self.p).to(x.dtype)
         return x * keep / (1.0 - self.p)
 
@@ -112,12 +118,23 @@ def _apply_activation(name: str, x):
         return F.gelu(x)
     if name == "leaky_relu":
         return F.leaky_relu(x, 0.01)
+    if name == "silu":
+        return F.silu(x)
+    if name == "selu":
+        return F.selu(x)
     return F.elu(x)
 
 
 def model_signature(config: Mapping) -> tuple[tuple[int, ...], int]:
     """(input shape, output size) of the model for ``config['dataset']`` (and, for the
-    sinusoid, its ``input_dim``: the dimension its 2-D points are embedded in)."""
+    sinusoid, its ``input_dim``: the dimension its 2-D points are embedded in).
+
+    An explicit ``input_shape`` (and ``output_size``) in the config wins: imported networks
+    whose task is no dataset of ours (their CIFAR-10 resized to 28×28, grayscale CIFAR-10)
+    name their input that way.
+    """
+    if config.get("input_shape") is not None:
+        return _explicit_signature(config)
     dataset = config.get("dataset")
     if dataset not in DATASET_SIGNATURES:
         raise ConfigError(f"dataset: unknown {dataset!r}; expected one of {tuple(DATASET_SIGNATURES)}")
@@ -128,18 +145,28 @@ def model_signature(config: Mapping) -> tuple[tuple[int, ...], int]:
 
 def structure_key(config: Mapping) -> str:
     """Canonical JSON of what decides which modules and tensors ``config``'s model has: configs
-    with equal keys build models of one structure (a planner builds one model per key). A
-    dropout rate counts only as present or absent (its value is a buffer)."""
+    with equal keys build models of one structure (a planner builds one model per key)."""
     key = {name: value for name, value in config.items() if name not in NOT_STRUCTURAL}
-    if key.get("dropout") is not None:
-        key["dropout"] = key["dropout"] > 0
     return json.dumps(key, sort_keys=True, default=str)
+
+
+def _explicit_signature(config: Mapping) -> tuple[tuple[int, ...], int]:
+    shape, outputs = config["input_shape"], config.get("output_size")
+    if not isinstance(shape, (list, tuple)) or not shape or not all(
+            isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in shape):
+        raise ConfigError(f"input_shape: expected a list of positive integers, got {shape!r}")
+    if outputs is None:
+        outputs = DATASET_SIGNATURES.get(config.get("dataset"), (None, None))[1]
+    if not isinstance(outputs, int) or isinstance(outputs, bool) or outputs < 1:
+        raise ConfigError(f"output_size: expected a positive integer with input_shape, got {outputs!r}")
+    return tuple(shape), outputs
 
 
 def build_model(config: Mapping, input_shape=None, output_size=None) -> nn.Module:
     """Build and initialise the model of ``config`` deterministically from its seed."""
     cfg = {**DEFAULTS, **{k: v for k, v in config.items() if v is not None}}
-    builders = {"nws-cnn": _nws_cnn, "small-cnn": _small_cnn, "large-cnn": _large_cnn, "mlp": _mlp}
+    builders = {"nws-cnn": _nws_cnn, "small-cnn": _small_cnn, "large-cnn": _large_cnn, "mlp": _mlp,
+                "unterthiner-cnn": _unterthiner_cnn}
     if cfg["architecture"] not in builders:
         raise ConfigError(f"architecture: unknown {cfg['architecture']!r}; expected one of {ARCHITECTURES}")
     if input_shape is None or output_size is None:
@@ -161,10 +188,12 @@ def flat_to_module(config: Mapping, layout, flat) -> nn.Module:
     from weightzoo.core.layout import WeightLayout
 
     module = build_model(config)
-    built = WeightLayout.from_module(module)
-    if built.layout_id != layout.layout_id:
-        raise ValueError(f"config builds layout {built.layout_id}, not {layout.layout_id}")
-    module.load_state_dict(layout.unflatten(flat), strict=False)
+    try:  # a layout stored under older tensor names matches by position (WeightLayout.named_as)
+        named = layout.named_as(module)
+    except ValueError:
+        raise ValueError(f"config builds layout {WeightLayout.from_module(module).layout_id}, "
+                         f"not {layout.layout_id}") from None
+    module.load_state_dict(named.unflatten(flat), strict=False)
     return module.eval()
 
 
@@ -193,9 +222,7 @@ def initialise(model: nn.Module, init: str) -> None:
 
 
 def _block(cfg, layers):
-    layers.append(Activation(cfg["activation"]))
-    if cfg["dropout"] > 0:
-        layers.append(Dropout(cfg["dropout"]))
+    layers += [Activation(cfg["activation"]), Dropout(cfg["dropout"])]
 
 
 def _require_image(cfg, input_shape, min_side):
@@ -226,18 +253,36 @@ def _nws_cnn(cfg, input_shape, output_size):
 
 
 def _small_cnn(cfg, input_shape, output_size):
-    """Schürholt et al.'s model-zoo CNN: 2,464 parameters on 28x28x1 with 10 classes."""
+    """Schürholt et al.'s model-zoo CNN (``CNN`` in their ``def_net.py``): 2,464 parameters
+    on 28x28x1 with 10 classes. Dropout follows the first two conv blocks and the hidden
+    linear layer (not the third conv), so the modules sit at their ``module_list`` indices
+    with dropout: conv 0, 4, 8 and linear 11, 14."""
     _require_image(cfg, input_shape, 28)
-    act = cfg["activation"]
-    drop = [Dropout(cfg["dropout"])] if cfg["dropout"] > 0 else []
+    act, rate = cfg["activation"], cfg["dropout"]
     side = ((input_shape[1] - 4) // 2 - 4) // 2 - 1
     return nn.Sequential(
-        nn.Conv2d(input_shape[0], 8, 5), nn.MaxPool2d(2), Activation(act), *drop,
-        nn.Conv2d(8, 6, 5), nn.MaxPool2d(2), Activation(act), *_copy(drop),
-        nn.Conv2d(6, 4, 2), Activation(act), *_copy(drop),
-        nn.Flatten(), nn.Linear(4 * side * side, 20), Activation(act), *_copy(drop),
+        nn.Conv2d(input_shape[0], 8, 5), nn.MaxPool2d(2), Activation(act), Dropout(rate),
+        nn.Conv2d(8, 6, 5), nn.MaxPool2d(2), Activation(act), Dropout(rate),
+        nn.Conv2d(6, 4, 2), Activation(act),
+        nn.Flatten(), nn.Linear(4 * side * side, 20), Activation(act), Dropout(rate),
         nn.Linear(20, output_size),
     )
+
+
+def _unterthiner_cnn(cfg, input_shape, output_size):
+    """The CNN of the Small CNN Zoo (Unterthiner et al. 2020, ``build_cnn`` in their
+    ``train_network.py``): ``conv_layers`` × (3×3 conv of ``conv_width`` filters, stride 2,
+    no padding, activation, dropout), global average pooling, one linear layer. With their
+    3 layers of 16 units: 4,970 parameters for any input size."""
+    _require_image(cfg, input_shape, 8)
+    layers: list[nn.Module] = []
+    channels, width = input_shape[0], int(cfg["conv_width"])
+    for _ in range(int(cfg["conv_layers"])):
+        layers.append(nn.Conv2d(channels, width, 3, stride=2))
+        _block(cfg, layers)
+        channels = width
+    layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(channels, output_size)]
+    return nn.Sequential(*layers)
 
 
 def _large_cnn(cfg, input_shape, output_size):
@@ -290,6 +335,3 @@ def _frozen_identity(features: int) -> nn.Linear:
     layer.weight.requires_grad_(False)
     return layer
 
-
-def _copy(modules):
-    return [Dropout(float(m.p)) for m in modules]

@@ -118,11 +118,14 @@ def check_permutable_model(model: nn.Module) -> None:
 
 def _frozen_weights(layout: WeightLayout, model: nn.Module) -> set[str]:
     check_permutable_model(model)
-    if WeightLayout.from_module(model).layout_id != layout.layout_id:
+    try:
+        named = layout.named_as(model)
+    except ValueError:
         raise PermutationError(f"the model's layout {WeightLayout.from_module(model).layout_id} is not "
-                               f"layout {layout.layout_id}")
+                               f"layout {layout.layout_id}") from None
     # A frozen weight (the mlp's identity input) is a constant of the family: keep its units.
-    return {name for name, p in model.named_parameters() if not p.requires_grad}
+    frozen = {name for name, p in model.named_parameters() if not p.requires_grad}
+    return {stored.name for stored, built in zip(layout.tensors, named.tensors) if built.name in frozen}
 
 
 def _block_size(group: UnitGroup, following: UnitGroup) -> int:

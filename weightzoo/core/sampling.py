@@ -19,6 +19,8 @@ import numpy as np
 
 from weightzoo.core.fingerprint import CODE_VERSION, canonical_json, fingerprint_of_texts
 
+BUILDER_REVISION = "builders-dropout-slots"
+
 if TYPE_CHECKING:  # spec imports Distribution from here
     from weightzoo.core.spec import TrainingSettings, ZooSpec
 
@@ -91,12 +93,14 @@ class ModelConfig:
 
     def fingerprint(self, code_version: str = CODE_VERSION) -> str:
         """Hash of the config, the training settings, the dataset options and the code version
-        (computed once per config and code version: planning asks for it several times)."""
+        (and the builders' revision, for the configs whose meaning it changed); computed once per
+        config and code version: planning asks for it several times."""
         cache = self.__dict__.setdefault("_fingerprints", {})  # frozen: cached beside the fields
         if code_version not in cache:
+            revision = builder_revision(self.params, self.training.traces is not None)
             cache[code_version] = fingerprint_of_texts(
                 canonical_json(self.params), _canonical_part(self.training), _canonical_part(self.dataset_options),
-                canonical_json(code_version))
+                canonical_json(code_version), *(canonical_json(part) for part in revision))
         return cache[code_version]
 
     @property
@@ -110,6 +114,20 @@ def _canonical_part(value) -> str:
     """The canonical JSON of a part every config of a spec shares (training settings, frozen
     dataset options), made once per distinct value."""
     return canonical_json(value.to_dict() if hasattr(value, "to_dict") else _thaw(value))
+
+
+def builder_revision(params: dict, traced: bool) -> tuple[str, ...]:
+    """``(BUILDER_REVISION,)`` for the configs whose trained weights or traces changed meaning
+    when every block got its Dropout module (see :mod:`weightzoo.core.models`), else ``()``
+    so every other fingerprint stays as it was: a small-cnn with dropout (it lost the dropout
+    after its third conv, as in Schürholt et al.'s CNN), and traced models whose tensor
+    names moved (dropout 0, or a small-cnn): a trace spec's ``"9.bias"`` may now name
+    another tensor."""
+    rate = float(params.get("dropout") or 0.0)
+    small_cnn = params.get("architecture") == "small-cnn"
+    if (small_cnn and rate > 0) or (traced and (rate == 0 or small_cnn)):
+        return (BUILDER_REVISION,)
+    return ()
 
 
 def sample_configs(spec: ZooSpec, n: int | None = None) -> list[ModelConfig]:

@@ -17,6 +17,23 @@ a :class:`~weightzoo.core.layout.WeightLayout`, never from tensor names:
   tensors is a group of its own, with rows along its first axis. So every value of the flat
   vector lands in exactly one token slot and :meth:`Tokenizer.detokenize` is exact.
 
+Batch norm can be arranged three ways (``bn=``):
+
+- ``"append"`` (the default): as above, a batch norm's four values of unit ``u`` end the
+  row of the layer it normalises. One token row then holds everything one hidden unit
+  owns, so a permutation of hidden units (the augmentation SANE trains with) moves whole
+  rows, and the sequence is no longer for batch norm.
+- ``"separate"``: SANE's own ``tokenize_checkpoint`` arrangement. Every tensor whose
+  role is a weight (conv, linear or batch-norm weight) is a group with its bias appended
+  per unit; a batch norm's running mean and running variance are groups of their own. On
+  the state dict of a weightzoo model this gives SANE's tokens and positions bit for bit,
+  so their code (``tokens_to_checkpoint``, their datasets and models) reads tokens of
+  batch-norm zoos.
+- ``"ignore"``: SANE's ``ignore_bn``: batch-norm tensors are left out (SANE recognises
+  them by torchvision names, ``bn``/``downsample.1``; here by the layout's kind, so it also
+  works on ``nn.Sequential`` names). :meth:`Tokenizer.detokenize` then needs ``fill``, a
+  flat vector to take the left-out values from.
+
 Token format, identical for every vector of a layout (computed once per layout and size):
 ``tokens`` float32 [n_tokens, token_size] (zero padding), ``mask`` bool [n_tokens,
 token_size] (True = a real value), ``positions`` int64 [n_tokens, 3] = (global token index,
@@ -60,8 +77,16 @@ class UnitGroup:
                           for t in self.tensors])
 
 
-def unit_groups(layout: WeightLayout) -> tuple[UnitGroup, ...]:
-    """The layout's unit groups in layout order (see the module docstring)."""
+BN_ARRANGEMENTS = ("append", "separate", "ignore")
+
+
+def unit_groups(layout: WeightLayout, bn: str = "append") -> tuple[UnitGroup, ...]:
+    """The layout's unit groups in layout order, batch norm arranged as ``bn`` says (see
+    the module docstring)."""
+    if bn not in BN_ARRANGEMENTS:
+        raise ValueError(f"bn must be one of {BN_ARRANGEMENTS}, got {bn!r}")
+    if bn != "append":
+        return _sane_groups(layout, keep_bn=bn == "separate")
     groups: list[UnitGroup] = []
     for layer in sorted({t.layer for t in layout.tensors}):
         specs = tuple(t for t in layout.tensors if t.layer == layer)
@@ -74,6 +99,29 @@ def unit_groups(layout: WeightLayout) -> tuple[UnitGroup, ...]:
         else:  # no shared unit axis: each tensor is its own group so that it still round-trips
             groups.extend(UnitGroup((layer,), t.kind, _leading(t), (t,)) for t in specs)
     return tuple(groups)
+
+
+def _sane_groups(layout: WeightLayout, keep_bn: bool) -> tuple[UnitGroup, ...]:
+    """SANE's tokenize_checkpoint rule on layout tensors: a weight (conv, linear or batch
+    norm) with its bias appended, running mean and variance alone; batch norm left out
+    without ``keep_bn``. A tensor the rule does not cover (SANE skips it; no builder of ours
+    makes one) is a group of its own, so that the round trip stays exact."""
+    tensors = [t for t in layout.tensors if keep_bn or t.kind != "batchnorm"]
+    biases = {_owner(t): t for t in tensors if t.role in ("bias", "bn_bias")}
+    bias_of = {t.name: biases[_owner(t)] for t in tensors if t.role in ("weight", "bn_weight")
+               and _owner(t) in biases and biases[_owner(t)].shape == (_leading(t),)}
+    appended = {bias.name for bias in bias_of.values()}
+    groups = []
+    for spec in tensors:
+        if spec.name in appended:
+            continue
+        members = (spec, bias_of[spec.name]) if spec.name in bias_of else (spec,)
+        groups.append(UnitGroup((spec.layer,), spec.kind, _leading(spec), members))
+    return tuple(groups)
+
+
+def _owner(spec: TensorSpec) -> str:
+    return spec.name.rpartition(".")[0]
 
 
 def _leading(spec: TensorSpec) -> int:
@@ -94,26 +142,30 @@ class Tokenizer:
     round trip is bit-exact. Use :func:`tokenizer_for` to share one instance per layout.
     """
 
-    def __init__(self, layout: WeightLayout, token_size: int):
+    def __init__(self, layout: WeightLayout, token_size: int, bn: str = "append"):
         if int(token_size) != token_size or token_size < 1:
             raise ValueError(f"token_size must be a positive integer; got {token_size!r}")
         self.layout = layout
         self.token_size = int(token_size)
-        self.groups = unit_groups(layout)
+        self.bn = bn
+        self.groups = unit_groups(layout, bn)
         index, positions = _token_table(self.groups, self.token_size)
         self.flat_index: np.ndarray = index
         self.mask: np.ndarray = index >= 0
         self.positions: np.ndarray = positions
-        # slot of each flat value in tokens.reshape(-1): detokenising is one gather
-        self._slots = np.empty(layout.n_params, dtype=np.int64)
+        # slot of each flat value in tokens.reshape(-1): detokenising is one gather; values
+        # left out of the tokens (bn="ignore") have none and come from detokenize's fill
+        self._slots = np.full(layout.n_params, -1, dtype=np.int64)
         self._slots[index[self.mask]] = np.flatnonzero(self.mask.ravel())
+        self.covered: np.ndarray = self._slots >= 0
+        self._slots = np.where(self.covered, self._slots, 0)
         self._gather = np.where(self.mask, index, 0)
-        for array in (self.flat_index, self.mask, self.positions, self._slots, self._gather):
+        for array in (self.flat_index, self.mask, self.positions, self._slots, self._gather, self.covered):
             array.setflags(write=False)
         self._torch_tables: dict = {}
 
     def __repr__(self) -> str:
-        return (f"Tokenizer({self.layout.layout_id}, token_size={self.token_size}, "
+        return (f"Tokenizer({self.layout.layout_id}, token_size={self.token_size}, bn={self.bn!r}, "
                 f"n_tokens={self.n_tokens}, groups={len(self.groups)})")
 
     @property
@@ -148,13 +200,27 @@ class Tokenizer:
         flat = np.asarray(flat, dtype=np.float32)
         return np.where(self.mask, flat[..., self._gather], np.float32(0))
 
-    def detokenize(self, tokens):
-        """The inverse of :meth:`tokenize`: tokens [..., n_tokens, token_size] → [..., n_params]."""
+    def detokenize(self, tokens, fill=None):
+        """The inverse of :meth:`tokenize`: tokens [..., n_tokens, token_size] → [..., n_params].
+
+        Values the tokens leave out (``bn="ignore"``) are taken from ``fill`` (a flat vector
+        or a batch of them); without ``fill`` that is a ValueError.
+        """
         self._check(tokens, self.flat_index.shape, "tokens")
         values = tokens.reshape(*tokens.shape[:-2], -1)
         if isinstance(tokens, torch.Tensor):
-            return values[..., self._tables(tokens.device)[2]]
-        return np.asarray(values)[..., self._slots]
+            flat = values[..., self._tables(tokens.device)[2]]
+        else:
+            flat = np.asarray(values)[..., self._slots]
+        if self.covered.all():
+            return flat
+        if fill is None:
+            raise ValueError(f"tokens with bn={self.bn!r} leave {int((~self.covered).sum())} values of layout "
+                             f"{self.layout.layout_id} out; pass fill= (a flat vector) to take them from")
+        if isinstance(flat, torch.Tensor):
+            covered = torch.as_tensor(self.covered, device=flat.device)
+            return torch.where(covered, flat, torch.as_tensor(fill, dtype=flat.dtype, device=flat.device))
+        return np.where(self.covered, flat, np.asarray(fill, dtype=flat.dtype))
 
     def _tables(self, device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(gather, mask, slots) as torch tensors on ``device``, made once per device."""
@@ -172,20 +238,20 @@ class Tokenizer:
 
 
 @lru_cache(maxsize=32)
-def tokenizer_for(layout: WeightLayout, token_size: int) -> Tokenizer:
-    """A shared :class:`Tokenizer` per (layout, token_size): its tables are built once."""
-    return Tokenizer(layout, token_size)
+def tokenizer_for(layout: WeightLayout, token_size: int, bn: str = "append") -> Tokenizer:
+    """A shared :class:`Tokenizer` per (layout, token_size, bn): its tables are built once."""
+    return Tokenizer(layout, token_size, bn)
 
 
-def tokenize(flat, layout: WeightLayout, token_size: int):
+def tokenize(flat, layout: WeightLayout, token_size: int, bn: str = "append"):
     """``(tokens, mask, positions)`` of ``flat`` [..., n_params]; mask and positions are shared."""
-    tokenizer = tokenizer_for(layout, token_size)
+    tokenizer = tokenizer_for(layout, token_size, bn)
     return tokenizer.tokenize(flat), tokenizer.mask, tokenizer.positions
 
 
-def detokenize(tokens, layout: WeightLayout, token_size: int | None = None):
+def detokenize(tokens, layout: WeightLayout, token_size: int | None = None, bn: str = "append", fill=None):
     """The flat vector(s) [..., n_params] of ``tokens`` [..., n_tokens, token_size]."""
-    return tokenizer_for(layout, int(token_size or tokens.shape[-1])).detokenize(tokens)
+    return tokenizer_for(layout, int(token_size or tokens.shape[-1]), bn).detokenize(tokens, fill)
 
 
 def _token_table(groups: tuple[UnitGroup, ...], token_size: int) -> tuple[np.ndarray, np.ndarray]:

@@ -3,8 +3,8 @@
 SOURCE is the ``.npz`` file; each model of its models table is one network. Weights,
 snapshot rows, layout and config come back as they were exported (the config is kept even
 when it names an imported architecture, so ``load_model`` behaves as in the source zoo);
-the source's model_id becomes the ``source_model_id`` column and its training settings
-``training_json.source_training``. A model whose weights are missing from the bundle or
+the source's model_id becomes the ``source_model_id`` column, its training settings
+``training_json.source_training``, and its split is kept. A model whose weights are missing from the bundle or
 whose snapshot rows do not fit them is rejected.
 """
 
@@ -61,7 +61,8 @@ def read_network(source: Path, handle: str) -> ImportedNetwork:
                                                    **{name: s[name] for name in METRICS}) for s in snapshots],
                            hyperparameters={**hyperparameters, "source_model_id": handle}, config=config,
                            layout=layout, digest=digest.hexdigest(), mapped=_builds(config, layout),
-                           training={"source_training": json.loads(row["training_json"] or "{}")})
+                           training={"source_training": json.loads(row["training_json"] or "{}")},
+                           split=row.get("split"))
 
 
 @lru_cache(maxsize=2)
@@ -95,7 +96,8 @@ def _layout(bundle: dict, layout_id: str, where: str) -> WeightLayout:
 
 def _builds(config: dict, layout: WeightLayout) -> bool:
     try:
-        return WeightLayout.from_module(build_model(config)).layout_id == layout.layout_id
+        layout.named_as(build_model(config))  # a layout stored under older tensor names matches by position
+        return True
     except (ConfigError, KeyError, TypeError, ValueError):
         return False
 

@@ -87,7 +87,11 @@ class ImportedNetwork:
     digest: str
     mapped: bool
     training: dict = field(default_factory=dict)  # what the source says about training, if anything
-    split: str | None = None  # the source's train/val/test split of this network, if it has one
+    split: str | None = None  # the source's own split ("train"/"val"/"test"), kept when it has one
+
+    def __post_init__(self):
+        if self.split not in (None, "train", "val", "test"):
+            raise SourceError(self.name, f"split must be train, val or test, got {self.split!r}")
 
     @property
     def fingerprint(self) -> str:

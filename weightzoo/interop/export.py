@@ -1,20 +1,35 @@
 """Export a published version: to the Model Zoos folder layout, or to one flat bundle file.
 
-Model Zoos (readable by their research code and by our ``modelzoos`` importer)::
+Model Zoos (read by their ``ModelDatasetBase``, SANE's datasets and our ``modelzoos``
+importer), one folder per model as Ray Tune leaves a trial::
 
-    <out>/<model_id>/params.json          hyperparameters with their Model Zoos names
-                                          (activation → "model::nlin", ...), plus
-                                          "weightzoo::config" and "weightzoo::model_id";
+    <out>/<model_id>/params.json          hyperparameters with their Model Zoos names and
+                                          values (activation → "model::nlin", leaky_relu →
+                                          "leakyrelu", rmsprop → "rms_prop", ...), plus
+                                          "weightzoo::config", "weightzoo::model_id",
+                                          "weightzoo::split" (this version's split) and
+                                          "weightzoo::layer_lst" (the [index, "conv2d"|"fc"]
+                                          pairs their loaders take as ``layer_lst``);
                                           small-cnn models also get model::type "CNN",
-                                          model::channels_in and model::o_dim
-    <out>/<model_id>/result.json          one JSON line per snapshot: epoch, step, metrics, ggap
+                                          model::channels_in, model::o_dim, model::nlin,
+                                          model::dropout and model::init_type
+    <out>/<model_id>/result.json          one JSON line per training_iteration 0..last, as
+                                          Ray Tune writes them: line i is iteration i (their
+                                          readers index lines by epoch), each with Ray's
+                                          "config" object (= params.json); lines of a
+                                          snapshot add epoch, k, step, the metrics and ggap
     <out>/<model_id>/checkpoint_<NNNNNN>/checkpoints   the snapshot's state dict (torch.save)
+                                          under ``module_list.<index>.<leaf>`` names
 
-Checkpoints are numbered by epoch when every snapshot of the model has a distinct whole
-epoch, else by k. Bundle: one ``.npz`` (``numpy.load(path)``) holding ``weights_<layout_id>``
-float32 [models, snapshots, params] (NaN-padded), the version's ``models.parquet`` (its
-``row`` column renumbered to the bundle's rows), ``snapshots.parquet``, ``layouts.parquet``
-and ``manifest.json`` as byte arrays, and ``bundle.json`` describing them.
+Module indices: a small-cnn's are those of their ``def_net.CNN`` (0/4/8/11/14 with dropout,
+0/3/6/9/11 without), so their default ``layer_lst`` reads it; other ``nn.Sequential``
+models keep their own indices (listed in ``weightzoo::layer_lst``); networks named
+otherwise are numbered by layer. Checkpoints are numbered by epoch when every snapshot of
+the model has a distinct whole epoch, else by k. Bundle: one ``.npz`` (``numpy.load(path)``)
+holding ``weights_<layout_id>`` float32 [models, snapshots, params] (NaN-padded), the
+version's ``models.parquet`` (its ``row`` column renumbered to the bundle's rows),
+``snapshots.parquet``, ``layouts.parquet`` and ``manifest.json`` as byte arrays, and
+``bundle.json`` describing them.
 """
 
 from __future__ import annotations
@@ -32,8 +47,9 @@ import pyarrow.parquet as pq
 import torch
 
 from weightzoo.analysis.records import json_safe, json_value
+from weightzoo.core.layout import WeightLayout
 from weightzoo.core.models import model_signature
-from weightzoo.interop.modelzoos import CONFIG_KEY, RENAMED
+from weightzoo.interop.modelzoos import CONFIG_KEY, LAYERS_KEY, RENAMED, SPLIT_KEY, VALUES
 from weightzoo.io import tables
 from weightzoo.io.atomic import atomic_directory
 from weightzoo.io.location import ZooLocation
@@ -41,6 +57,10 @@ from weightzoo.io.location import ZooLocation
 BUNDLE_FORMAT = "weightzoo-bundle-1"
 TABLES = ("models.parquet", "snapshots.parquet", "layouts.parquet", "manifest.json")
 MODELZOOS_NAMES = {name: key for key, name in RENAMED.items() if not key.startswith("weightzoo::")}
+MODELZOOS_VALUES = {name: {ours: theirs for theirs, ours in values.items()} for name, values in VALUES.items()}
+# module_list indices of the conv/linear modules of their def_net.CNN
+SMALL_CNN_INDICES = {True: (0, 4, 8, 11, 14), False: (0, 3, 6, 9, 11)}  # with dropout / without
+METRIC_NAMES = ("train_loss", "train_acc", "test_loss", "test_acc")
 
 
 def export_modelzoos(zoo, out) -> dict:
@@ -55,32 +75,75 @@ def export_modelzoos(zoo, out) -> dict:
     return {"format": "modelzoos", "out": str(out), "version": zoo.version, "n_models": len(zoo.models)}
 
 
+def module_indices(layout: WeightLayout, config: dict) -> dict[str, int]:
+    """The ``module_list`` index of each tensor-owning module of ``layout`` (see the module
+    docstring)."""
+    owners = list(dict.fromkeys(spec.name.rpartition(".")[0] for spec in layout.tensors))
+    if config.get("architecture") == "small-cnn" and len(owners) == 5:
+        return dict(zip(owners, SMALL_CNN_INDICES[float(config.get("dropout") or 0.0) > 0]))
+    if all(owner.isdigit() for owner in owners):
+        return {owner: int(owner) for owner in owners}
+    return {owner: number for number, owner in enumerate(owners)}
+
+
+def modelzoos_state(layout: WeightLayout, flat: np.ndarray, indices: dict[str, int]) -> dict[str, torch.Tensor]:
+    """One snapshot as a state dict named ``module_list.<index>.<leaf>``, in layout order."""
+    state = {}
+    for name, value in layout.unflatten(flat).items():
+        owner, _, leaf = name.rpartition(".")
+        state[f"module_list.{indices[owner]}.{leaf}"] = value
+    return state
+
+
 def _export_model(zoo, row: dict, snapshots: pd.DataFrame, folder: Path) -> None:
     folder.mkdir()
     config = json.loads(row["config_json"])
-    (folder / "params.json").write_text(json.dumps(_params(row, config), indent=2, sort_keys=True))
-    layout, weights = zoo.layout(row["layout_id"]), zoo.weights(row["model_id"])
+    layout = zoo.layout(row["layout_id"])
+    indices = module_indices(layout, config)
+    params = _params(row, config, layout, indices)
+    (folder / "params.json").write_text(json.dumps(params, indent=2, sort_keys=True))
+    weights = zoo.weights(row["model_id"])
     numbers = _checkpoint_numbers(snapshots)
-    lines = []
+    by_number = {}
     for (_, snap), number in zip(snapshots.iterrows(), numbers):
         target = folder / f"checkpoint_{number:06d}"
         target.mkdir()
-        torch.save(layout.unflatten(weights[int(snap["k"])]), target / "checkpoints")
-        lines.append(json.dumps(json_safe({
-            "epoch": number, "training_iteration": number, "k": snap["k"], "step": snap["step"],
-            "train_loss": snap["train_loss"], "train_acc": snap["train_acc"], "test_loss": snap["test_loss"],
-            "test_acc": snap["test_acc"], "ggap": snap["gap"]}), allow_nan=False))
-    (folder / "result.json").write_text("\n".join(lines) + "\n")
+        torch.save(modelzoos_state(layout, weights[int(snap["k"])], indices), target / "checkpoints")
+        by_number[number] = snap
+    lines = [json.dumps(json_safe(_result_line(i, by_number.get(i), params)), allow_nan=False)
+             for i in range(max(numbers) + 1 if numbers else 0)]
+    (folder / "result.json").write_text("".join(line + "\n" for line in lines))
 
 
-def _params(row: dict, config: dict) -> dict:
+def _result_line(iteration: int, snap, params: dict) -> dict:
+    """A Ray Tune result line; a snapshot's line carries its metrics (others only the config)."""
+    line = {"training_iteration": iteration}
+    if snap is not None:
+        line.update({"epoch": iteration, "k": snap["k"], "step": snap["step"], "ggap": snap["gap"],
+                     **{name: snap[name] for name in METRIC_NAMES}})
+    line["config"] = params
+    return line
+
+
+def _params(row: dict, config: dict, layout: WeightLayout, indices: dict[str, int]) -> dict:
     hyper = {name: value for name, value in row.items() if name not in tables.RESERVED and value is not None}
-    params = {MODELZOOS_NAMES.get(name, name): json_value(value) for name, value in hyper.items()}
+    params = {MODELZOOS_NAMES.get(name, name): _their_value(name, json_value(value)) for name, value in hyper.items()}
     if config.get("architecture") == "small-cnn":
         shape, outputs = model_signature(config)
-        params.update({"model::type": "CNN", "model::channels_in": shape[0], "model::o_dim": outputs})
-    params.update({CONFIG_KEY: config, "weightzoo::model_id": row["model_id"]})
+        params.update({"model::type": "CNN", "model::channels_in": shape[0], "model::o_dim": outputs,
+                       "model::nlin": _their_value("activation", config.get("activation", "relu")),
+                       "model::dropout": float(config.get("dropout") or 0.0),
+                       "model::init_type": config.get("init", "default")})
+    kinds = {spec.name.rpartition(".")[0]: spec.kind for spec in layout.tensors if spec.role == "weight"}
+    layer_lst = [[indices[owner], "conv2d" if kind == "conv" else "fc"]
+                 for owner, kind in kinds.items() if kind in ("conv", "linear")]
+    params.update({CONFIG_KEY: config, "weightzoo::model_id": row["model_id"], SPLIT_KEY: row["split"],
+                   LAYERS_KEY: layer_lst})
     return params
+
+
+def _their_value(name: str, value):
+    return MODELZOOS_VALUES.get(name, {}).get(value, value) if isinstance(value, str) else value
 
 
 def _checkpoint_numbers(snapshots: pd.DataFrame) -> list[int]:

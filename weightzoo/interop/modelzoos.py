@@ -1,20 +1,25 @@
-"""Import the Model Zoos layout of Schürholt et al. (github.com/hsg-aiml/model_zoos).
+"""Import the Model Zoos layout of Schürholt et al. (github.com/ModelZoos/ModelZooDataset).
 
 One folder per trained network (as Ray Tune leaves them)::
 
     <network>/params.json                    the config: "model::nlin", "optim::lr", ...
-    <network>/result.json                    JSON lines, one per reported epoch: epoch or
-                                             training_iteration, train_/test_ acc and loss, ggap
-    <network>/checkpoint_<epoch>/checkpoints a torch state dict
+    <network>/result.json                    JSON lines, one per training_iteration (epoch),
+                                             train_/test_ acc and loss, and Ray's "config"
+    <network>/checkpoint_<epoch>/checkpoints a torch state dict (their CNN names tensors
+                                             ``module_list.<index>.weight``)
 
 SOURCE is the zoo folder (or one network folder). Snapshot k is the k-th checkpoint by
 epoch; its metrics are the result line with that epoch (``epoch``, else
 ``training_iteration``); a network without result.json gets null metrics. Config keys
 are renamed to weightzoo's vocabulary where one exists (``model::nlin`` → activation,
 ``model::init_type`` → init, ``optim::wd`` → weight_decay, ...), the others keep their name
-with ``::`` → ``_``. ``model::type`` "CNN" (their 2,464-parameter MNIST CNN) maps onto
-weightzoo's ``small-cnn`` when the tensor shapes agree, so ``load_model`` works; a
-``weightzoo::config`` key (written by our exporter) is used as the config directly.
+with ``::`` → ``_``; their value names too (``leakyrelu`` → leaky_relu, ``rms_prop`` →
+rmsprop). ``model::type`` "CNN" (their 2,464-parameter CNN, ``def_net.CNN``) maps onto
+weightzoo's ``small-cnn`` when the tensor shapes agree, so ``load_model`` works: on
+``model::channels_in`` × 28 × 28 inputs (their CIFAR-10 and STL-10 CNN-s zoos resize to 28
+pixels, 3 channels) with ``model::o_dim`` outputs. A ``weightzoo::config`` key (written by
+our exporter) is used as the config directly, and ``weightzoo::split`` is kept as the
+network's split (their own zoos carry none: the split is drawn as for any network).
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from weightzoo.core.models import INITS
+from weightzoo.core.models import ACTIVATIONS, INITS
 from weightzoo.interop.common import (ContentDigest, ImportedNetwork, SourceError, layout_from_tensors, load_state,
                                       network_folders,
                                       matching_layout, read_json, read_json_lines, snapshot_row, stack_states,
@@ -34,9 +39,10 @@ RENAMED = {"model::nlin": "activation", "model::init_type": "init", "model::drop
            "optim::optimizer": "optimizer", "optim::lr": "lr", "optim::wd": "weight_decay",
            "training::batchsize": "batch_size", "training::epochs_train": "epochs",
            "weightzoo::model_id": "source_model_id"}
-ACTIVATIONS = {"leakyrelu": "leaky_relu"}
-SIGNATURE_DATASETS = {1: "mnist-idx", 3: "cifar10"}  # builder input shapes: 1×28×28 and 3×32×32
-CONFIG_KEY = "weightzoo::config"
+VALUES = {"activation": {"leakyrelu": "leaky_relu"}, "optimizer": {"rms_prop": "rmsprop"}}  # theirs → ours
+CONFIG_KEY, SPLIT_KEY, LAYERS_KEY = "weightzoo::config", "weightzoo::split", "weightzoo::layer_lst"
+NOT_HYPERPARAMETERS = (CONFIG_KEY, SPLIT_KEY, LAYERS_KEY)
+INPUT_SIDE = 28  # def_net.CNN "ASSUMES 28x28 image size"; their 3-channel zoos resize to it
 
 
 def list_networks(source: Path) -> list[str]:
@@ -75,10 +81,13 @@ def read_network(source: Path, handle: str) -> ImportedNetwork:
         snapshots = _snapshots([epoch for epoch, _ in checkpoints], results)
     except (TypeError, ValueError) as error:
         raise SourceError(folder / "result.json", f"a metric is not a number ({error})") from None
+    split = params.get(SPLIT_KEY)
+    if split not in (None, "train", "val", "test"):
+        raise SourceError(folder / "params.json", f"{SPLIT_KEY} must be train, val or test, got {split!r}")
     return ImportedNetwork(kind=KIND, name=handle, weights=weights, snapshots=snapshots,
                            hyperparameters=hyperparameters, config=config,
                            layout=layout or layout_from_tensors(tensors), digest=digest.hexdigest(),
-                           mapped=layout is not None)
+                           mapped=layout is not None, split=split)
 
 
 def _checkpoints(folder: Path) -> list[tuple[int, Path]]:
@@ -95,21 +104,27 @@ def _checkpoints(folder: Path) -> list[tuple[int, Path]]:
 def _hyperparameters(params: dict) -> dict:
     result = {}
     for key, value in params.items():
-        if key == CONFIG_KEY:
+        if key in NOT_HYPERPARAMETERS:
             continue
         name = RENAMED.get(key, key.replace("::", "_"))
-        result[name] = ACTIVATIONS.get(value, value) if name == "activation" else value
+        result[name] = VALUES.get(name, {}).get(value, value) if isinstance(value, str) else value
     return result
 
 
 def _small_cnn_config(params: dict, hyperparameters: dict) -> dict | None:
-    """The weightzoo config of their CNN (checked against the tensor shapes afterwards)."""
-    if params.get("model::type") != "CNN" or params.get("model::channels_in", 1) not in SIGNATURE_DATASETS:
-        return None
-    init = hyperparameters.get("init")
-    return {"architecture": "small-cnn", "dataset": SIGNATURE_DATASETS[params.get("model::channels_in", 1)],
-            "activation": hyperparameters.get("activation", "relu"), "dropout": hyperparameters.get("dropout", 0.0),
-            "init": init if init in INITS else "default"}
+    """The weightzoo config of their CNN (checked against the tensor shapes afterwards):
+    ``model::channels_in`` × 28 × 28 in, ``model::o_dim`` out (1-channel zoos keep the
+    mnist-idx dataset they were imported with before; others name no dataset of ours)."""
+    channels, outputs = params.get("model::channels_in", 1), params.get("model::o_dim", 10)
+    init, activation = hyperparameters.get("init"), hyperparameters.get("activation", "leaky_relu")
+    if (params.get("model::type") != "CNN" or not isinstance(channels, int) or not isinstance(outputs, int)
+            or activation not in ACTIVATIONS):
+        return None  # not a network our small-cnn rebuilds: imported with a layout of its own tensors
+    config = {"architecture": "small-cnn", "activation": activation,
+              "dropout": hyperparameters.get("dropout", 0.0), "init": init if init in INITS else "default"}
+    if channels == 1 and outputs == 10:
+        return {**config, "dataset": "mnist-idx"}
+    return {**config, "input_shape": [channels, INPUT_SIDE, INPUT_SIDE], "output_size": outputs}
 
 
 def _snapshots(epochs: list[int], results: list[dict]) -> list[dict]:

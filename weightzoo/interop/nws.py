@@ -22,6 +22,9 @@ What this matches, from github.com/gabrieleilertsen/nws (``classifier.py``, ``mo
   ``util.import_weights`` does: test accuracy = 1 − test error; train accuracy is their
   running mean over the batches since the last evaluation; epoch = step × epochs / steps.
   Losses are not stored (null); without these files every metric is null.
+- The split is the CSV's: networks of ``*_train.csv`` are train, of ``*_test.csv`` test
+  (their meta classifier draws its validation part from the training CSV; that draw is
+  not stored, so it stays train); a CSV named otherwise gets the usual hashed split.
 - Codes decoded: optimizer 0/1/2 = adam/rmsprop/momentum; activation 0–3 =
   relu/elu/sigmoid/tanh; initialization 0–3 = constant/normal/xavier_uniform/xavier_normal.
 
@@ -99,7 +102,15 @@ def read_network(source: Path, handle: str) -> ImportedNetwork:
     hyperparameters = _hyperparameters(row, where, table.name)
     return ImportedNetwork(kind=KIND, name=handle, weights=weights, snapshots=_snapshots(folder, digest),
                            hyperparameters=hyperparameters, config=unmapped_config("nws-tensorflow"),
-                           layout=layout, digest=digest.hexdigest(), mapped=False)
+                           layout=layout, digest=digest.hexdigest(), mapped=False, split=table_split(table.name))
+
+
+def table_split(name: str) -> str | None:
+    """The split a CSV's name gives its networks: the NWS data comes as
+    ``nws_main_train.csv`` and ``nws_main_test.csv`` (``meta_classifier.py --data_train
+    --data_test``); ``*_val.csv`` / ``*_valid.csv`` are validation. Else None."""
+    suffix = Path(name).stem.rpartition("_")[2].lower()
+    return {"train": "train", "test": "test", "val": "val", "valid": "val"}.get(suffix)
 
 
 def nws_layout(filter_size: int, depth_conv: int, depth_fc: int, width_conv: int, width_fc: int,

@@ -11,7 +11,8 @@ metadata.json::
     {"hyperparameters": {"lr": 0.01, "optimizer": "sgd", ...},   # table columns
      "config": {"architecture": "mlp", "dataset": "digits", ...}, # optional: a weightzoo config
      "metrics": {"5": {"train_acc": 0.9, "test_acc": 0.8, "train_loss": 0.3,
-                       "test_loss": 0.4, "step": 120}, ...}}       # optional, by epoch
+                       "test_loss": 0.4, "step": 120}, ...},       # optional, by epoch
+     "split": "train"}                                             # optional: train, val or test
 
 Snapshot k is the k-th file by epoch. When ``config`` builds a weightzoo model with the
 files' tensor shapes, ``load_model`` rebuilds it; otherwise the layout is named after the
@@ -67,7 +68,7 @@ def read_network(source: Path, handle: str) -> ImportedNetwork:
     return ImportedNetwork(kind=KIND, name=handle, weights=weights, snapshots=snapshots,
                            hyperparameters=hyperparameters, config=config,
                            layout=layout or layout_from_tensors(tensors), digest=digest.hexdigest(),
-                           mapped=layout is not None)
+                           mapped=layout is not None, split=metadata.get("split"))
 
 
 def _metadata(folder: Path, digest: ContentDigest) -> dict:
@@ -84,6 +85,8 @@ def _metadata(folder: Path, digest: ContentDigest) -> dict:
     for key, kind in (("hyperparameters", dict), ("config", dict), ("metrics", dict)):
         if value.get(key) is not None and not isinstance(value[key], kind):
             raise SourceError(path, f"{key!r} must be a mapping, got {type(value[key]).__name__}")
+    if value.get("split") not in (None, "train", "val", "test"):
+        raise SourceError(path, f"'split' must be train, val or test, got {value['split']!r}")
     return value
 
 

@@ -176,8 +176,11 @@ class Zoo:
         if builder is None:
             from weightzoo.core.models import build_model as builder
         module = builder(json.loads(row["config_json"]))
-        state = self.layout(row["layout_id"]).unflatten(self.weights(model_id, k))
         mismatch = f"model {model_id!r} built from its config does not match layout {row['layout_id']}"
+        try:  # a layout stored under older tensor names loads by position (WeightLayout.named_as)
+            state = self.layout(row["layout_id"]).named_as(module).unflatten(self.weights(model_id, k))
+        except ValueError as error:
+            raise ValueError(f"{mismatch}: {error}") from error
         try:
             result = module.load_state_dict(state, strict=False)
         except RuntimeError as error:  # shape mismatches raise even when strict=False

@@ -170,7 +170,9 @@ def _expand(batch: pa.RecordBatch, schema: pa.Schema) -> pa.Table:
 def _resplit(table: pa.Table, split: SplitSettings | None) -> pa.Table:
     if split is None:
         return table  # a version that extends its parent never moves a split
-    values = [tables.assign_split(m, split.seed, split.fractions) for m in table.column("model_id").to_pylist()]
+    # a network imported with its source's split keeps it (training_json "source_split")
+    values = [json.loads(training or "{}").get("source_split") or tables.assign_split(m, split.seed, split.fractions)
+              for m, training in zip(table.column("model_id").to_pylist(), table.column("training_json").to_pylist())]
     return table.set_column(table.schema.get_field_index("split"), "split", pa.array(values, pa.string()))
 
 

@@ -258,8 +258,6 @@ def _compatibility_key(config: ModelConfig) -> tuple:
 def _structure(structural: str) -> tuple[WeightLayout, str]:
     """(layout, module classes) of an architecture, built once per distinct structure."""
     params = json.loads(structural)
-    if isinstance(params.get("dropout"), bool):  # a flag in the key: any rate builds the same module
-        params["dropout"] = 0.5 if params["dropout"] else 0.0
     shape, out = model_signature(params)
     model = build_model(params, shape, out)
     return WeightLayout.from_module(model), ",".join(type(m).__name__ for m in model.modules())

@@ -1,7 +1,8 @@
 """The import pipeline: plan (list a foreign source's networks, check against the zoo) → read
 and stage each chunk of networks → publish one version.
 
-Every importer module (``weightzoo.interop.nws``, ``modelzoos``, ``torchdir``, ``bundle``) has
+Every importer module (``weightzoo.interop.nws``, ``modelzoos``, ``torchdir``, ``bundle``,
+``smallcnnzoo``) has
 ``list_networks(source) -> list[str]`` (handles, relative to the source) and
 ``read_network(source, handle) -> ImportedNetwork`` (raising SourceError naming the bad file).
 A bad network is reported and skipped; the good ones are still published. Staging is the
@@ -28,7 +29,8 @@ from weightzoo.pipelines.build import BuildError
 from weightzoo.pipelines.runner import Runner
 
 IMPORTERS = {"nws": "weightzoo.interop.nws", "modelzoos": "weightzoo.interop.modelzoos",
-             "torch": "weightzoo.interop.torchdir", "bundle": "weightzoo.interop.bundle"}
+             "torch": "weightzoo.interop.torchdir", "bundle": "weightzoo.interop.bundle",
+             "smallcnnzoo": "weightzoo.interop.smallcnnzoo"}
 NETWORKS_PER_CHUNK = 64
 
 
@@ -115,11 +117,13 @@ def stage_network(staging, network: ImportedNetwork, source: str, *, durable: bo
     status, message = "ok", ""
     if not finite.all():
         status, message = "diverged", f"non-finite weights from snapshot {int(np.argmin(finite))} on"
+    training = {"imported_from": network.kind, "source": source, "network": network.name,
+                "source_sha256": network.digest, "mapped_architecture": network.mapped, **network.training}
+    if network.split is not None:  # the publish keeps it; a later resplit too (training_json)
+        training["source_split"] = network.split
     record = StagedRecord(
         model_id=network.model_id, fingerprint=network.fingerprint, status=status, message=message,
-        hyperparameters=network.hyperparameters, config=network.config,
-        training={"imported_from": network.kind, "source": source, "network": network.name,
-                  "source_sha256": network.digest, "mapped_architecture": network.mapped, **network.training},
+        hyperparameters=network.hyperparameters, config=network.config, training=training,
         spec_name=f"import-{network.kind}", layout_id=network.layout.layout_id, n_params=network.layout.n_params,
         code_version=IMPORTER_VERSION, split=network.split)
     return stage_model(staging, record, weights=network.weights, snapshots=network.snapshots, layout=network.layout,

@@ -109,8 +109,8 @@ class _State:
 
     def _dropout(self, p: torch.Tensor, training: bool) -> torch.Tensor:
         x = self.value
-        if not training:
-            return x
+        if not training or not bool((p > 0).any()):
+            return x  # a fleet without dropout draws nothing (every block has a Dropout module)
         if self.kind == "maps":
             rate = p.repeat_interleave(x.shape[1] // self.m).view(1, -1, 1, 1)
         else:

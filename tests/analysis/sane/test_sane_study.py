@@ -103,3 +103,18 @@ def test_probes_sit_next_to_the_weight_statistics_baseline(zoo, tiny):
 def test_bad_options_and_layouts_are_named():
     with pytest.raises(ValueError, match="unknown SANE option"):
         study.options_with_defaults({"epoch": 3})
+
+
+def test_bn_tokens_option_chooses_sanes_arrangement_and_keeps_old_keys():
+    from weightzoo.analysis.sane.study import options_with_defaults, study_tokenizer
+    from weightzoo.core.fingerprint import fingerprint
+    from weightzoo.core.layout import WeightLayout
+    from weightzoo.core.models import build_model
+
+    layout = WeightLayout.from_module(build_model({"dataset": "digits", "architecture": "nws-cnn", "batch_norm": True}))
+    assert study_tokenizer(layout, options_with_defaults({})).bn == "append"
+    assert study_tokenizer(layout, options_with_defaults({"bn_tokens": "separate"})).bn == "separate"
+    with pytest.raises(ValueError, match="bn_tokens"):
+        options_with_defaults({"bn_tokens": "ignore"})
+    without = {k: v for k, v in options_with_defaults({}).items() if k != "bn_tokens"}
+    assert fingerprint(options_with_defaults({})) == fingerprint(without), "runs made before the option keep their key"

@@ -101,7 +101,7 @@ def sample_networks(zoo, training_result, n: int, *, seed: int = 0, bandwidth: f
     training :class:`~weightzoo.analysis.results.StudyResult`)."""
     options = training_options(training_result)
     layout_id = training_result.details["layout_id"]
-    tokenizer = tokenizer_for(zoo.layout(layout_id), int(options["token_size"]))
+    tokenizer = tokenizer_for(zoo.layout(layout_id), int(options["token_size"]), options.get("bn_tokens") or "append")
     window = min(int(options["window"]), tokenizer.n_tokens)
     stats = load_layer_statistics(Path(training_result.path) / "layer_stats.parquet")
     model, _ = load_trained(training_result.path)
@@ -135,7 +135,7 @@ def random_networks(config: dict, layout: WeightLayout, n: int, *, seed: int = 0
     flats = []
     for i in range(n):
         module = build_model({**config, "seed": zlib.crc32(f"sane-random:{seed}:{i}".encode())})
-        flats.append(layout.flatten(module.state_dict()))
+        flats.append(layout.named_as(module).flatten(module.state_dict()))
     return np.stack(flats).astype(np.float32)
 
 
@@ -168,7 +168,7 @@ def evaluate_samples(zoo, layout_id: str, flats, *, reference_model_id: str | No
                 finetune_model(module, config, task, finetune_epochs, seed=seed * 100_003 + i)
                 after = evaluate_model(module, task.x_test, task.y_test, task.task)
                 if kind == "sampled":
-                    tuned.append(layout.flatten(module.state_dict()))
+                    tuned.append(layout.named_as(module).flatten(module.state_dict()))
             rows.append((kind, i, None, reference["model_id"], loss, acc, np.nan, finetune_epochs, *after))
     rows += _anchor_rows(zoo, layout_id, reference["model_id"], tasks)
     table = pd.DataFrame(rows, columns=list(SAMPLE_COLUMNS))

@@ -39,7 +39,8 @@ from weightzoo.core.tokens import tokenizer_for
 
 DEFAULTS = {"token_size": 16, "window": 16, "epochs": 20, "batch_size": 32, "windows_per_sample": 4,
             "permute": True, "noise": 0.05, "seed": 0, "snapshots": None, "layout_id": None,
-            "d_model": 64, "n_layers": 2, "latent_dim": 16, "gamma": 0.05, "lr": 1e-3, "device": "cpu"}
+            "d_model": 64, "n_layers": 2, "latent_dim": 16, "gamma": 0.05, "lr": 1e-3, "device": "cpu",
+            "bn_tokens": None}  # None = "append"; "separate" is SANE's own arrangement (core.tokens)
 MODEL_KEYS = ("d_model", "n_layers", "latent_dim", "gamma", "lr")
 BLOCK_SAMPLES = 256  # snapshots per streamed read block
 
@@ -51,8 +52,17 @@ def options_with_defaults(options: dict | None) -> dict:
     unknown = sorted(set(options) - set(DEFAULTS))
     if unknown:
         raise ValueError(f"unknown SANE option(s) {unknown}; known: {sorted(DEFAULTS)}")
+    if options.get("bn_tokens") not in (None, "append", "separate"):
+        raise ValueError(f"bn_tokens must be 'append' or 'separate' (permutation augmentation needs every value "
+                         f"in the tokens), got {options['bn_tokens']!r}")
     result = {**DEFAULTS, **{k: v for k, v in options.items() if v is not None}}
     return {**result, "snapshots": SnapshotChoice.of(result["snapshots"]).text}
+
+
+def study_tokenizer(layout, options: dict):
+    """The tokenizer of a run's options (``bn_tokens`` None keeps the default arrangement,
+    and so the cache keys of runs made before the option existed)."""
+    return tokenizer_for(layout, int(options["token_size"]), options.get("bn_tokens") or "append")
 
 
 def choose_layout(zoo, layout_id: str | None) -> str:
@@ -115,7 +125,8 @@ def train_on_zoo(zoo, out_dir, checkpoint_dir, options: dict | None = None, prog
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     layout_id = choose_layout(zoo, o["layout_id"])
-    layout, tokenizer = zoo.layout(layout_id), tokenizer_for(zoo.layout(layout_id), int(o["token_size"]))
+    layout = zoo.layout(layout_id)
+    tokenizer = study_tokenizer(layout, o)
     stats = layer_statistics(zoo, layout_id, split="train", snapshots=o["snapshots"], where=trained_only(zoo))
     save_layer_statistics(stats, out / "layer_stats.parquet")
     train = zoo.select(trained_only(zoo), snapshots=o["snapshots"], split="train", layout_id=layout_id)
