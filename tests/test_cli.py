@@ -114,3 +114,41 @@ def test_every_study_prints_the_same_way_from_its_result(tmp_path, capsys):
         "study": "demo", "path": str(tmp_path), "cached": True, "files": [], "headline": "2 targets",
         "rows": [{"target": "test_acc", "value": 0.87654, "chance": None}, {"target": "optimizer", "note": "one class"}],
         "details": {"n": 2}}
+
+
+def test_dry_run_prints_the_plan_and_starts_nothing(smoke_zoo, tmp_path, capsys, monkeypatch):
+    from weightzoo.cli import build as cli_build
+
+    monkeypatch.setattr(cli_build, "run_flow", lambda *a, **k: pytest.fail("a dry run started a flow"))
+    assert main(["build", "--preset", "smoke", "--out", str(tmp_path / "new"), "--dry-run", "--json"]) == 0
+    plan = json.loads(capsys.readouterr().out)
+    assert (plan["models"], plan["new"], plan["to_train"], plan["parent"]) == (4, 4, 4, None)
+    (layout,) = plan["layouts"].values()
+    assert plan["weight_bytes"] == 4 * 4 * plan["snapshots_per_model"] * layout["n_params"]
+    assert not (tmp_path / "new").exists(), "planning writes nothing"
+    assert main(["build", "--preset", "smoke", "--out", str(smoke_zoo), "--models", "6", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "nothing was started" in out and "6 models" in out and "holds 4" in out and "2 new: 2 to train" in out
+    assert "needs --extend" in out
+
+
+def test_a_build_reports_where_its_time_went(tmp_path, capsys):
+    assert main(["build", "--preset", "smoke", "--out", str(tmp_path / "zoo"), "--in-process", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    stages = result["stages"]
+    for name in ("planning", "start_up", "training_phase", "training", "staging", "publishing", "card"):
+        assert stages[name] >= 0, name
+    assert stages["training"] > 0 and stages["card"] <= stages["publishing"]
+    assert (result["trained"], result["reused"], result["published"]) == (4, 0, True)
+
+
+def test_a_closed_pipe_ends_the_command_quietly(smoke_zoo, capsys, monkeypatch):
+    import builtins
+
+    def closed(*args, **kwargs):
+        raise BrokenPipeError(32, "Broken pipe")
+
+    monkeypatch.setattr(builtins, "print", closed)
+    assert main(["versions", str(smoke_zoo)]) == 0
+    monkeypatch.undo()
+    assert capsys.readouterr().err == ""

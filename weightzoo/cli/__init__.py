@@ -26,6 +26,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         return args.handler(args)
+    except BrokenPipeError:  # the reader went away (`weightzoo query ... --csv | head`): not a failure
+        _silence_stdout()
+        return 0
     except KeyboardInterrupt:
         print("interrupted: staged models are kept; run the same command again to resume", file=sys.stderr)
         return EXIT_INTERRUPTED
@@ -44,6 +47,14 @@ def parser() -> argparse.ArgumentParser:
     for name in COMMAND_MODULES:
         importlib.import_module(f"weightzoo.cli.{name}").add_commands(sub)
     return result
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null, so Python's flush at exit cannot raise again."""
+    try:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except (OSError, ValueError):  # stdout is not a file descriptor (tests capture it)
+        pass
 
 
 def _one_line(error: Exception) -> str:

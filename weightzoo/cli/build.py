@@ -12,6 +12,8 @@ from pathlib import Path
 
 from weightzoo.cli.common import add_cluster_options, positive, print_json, run_flow, say, task_threads, zoo_handle
 
+MAX_LAYOUTS_SHOWN = 10
+
 
 def add_commands(sub) -> None:
     """Add ``build`` and ``presets`` to the ``weightzoo`` parser's subparsers."""
@@ -25,6 +27,8 @@ def add_commands(sub) -> None:
     build.add_argument("--max-group", type=positive, default=32, help="models per vectorised fleet (default: 32)")
     build.add_argument("--extend", action="store_true", help="add models to a zoo that has versions already")
     build.add_argument("--in-process", action="store_true", help="run here, without Prefect and Dask")
+    build.add_argument("--dry-run", action="store_true", help="print the plan (models, groups, layouts, bytes) and "
+                                                              "start nothing")
     build.add_argument("--json", action="store_true", help="print the result as JSON")
     build.set_defaults(handler=_build)
     presets = sub.add_parser("presets", help="list the shipped presets")
@@ -36,13 +40,16 @@ def _build(args) -> int:
 
     started = time.perf_counter()
     plan = plan_build(zoo_handle(args.out), args.spec or args.preset or "demo", args.models,
-                      max_group=args.max_group, min_groups=args.workers, extend=args.extend)
+                      max_group=args.max_group, min_groups=args.workers, extend=args.extend or args.dry_run)
     planning = time.perf_counter() - started
+    if args.dry_run:
+        return _print_plan(args, plan, planning)
     if not plan.work:
         return _report(args, None, plan, planning, started)
     staged = f"; {plan.n_staged} staged by an earlier run are reused" if plan.n_staged else ""
     say(args, f"building {plan.n_new} new models of spec {plan.spec.name!r} in {len(plan.work)} groups into "
               f"{plan.zoo}{staged}")
+    flow_called = time.time()
     if args.in_process:
         from weightzoo.pipelines.build import run_build
         from weightzoo.pipelines.runner import InProcessRunner
@@ -50,13 +57,14 @@ def _build(args) -> int:
         report = run_build(plan, InProcessRunner(threads=1, progress=lambda line: say(args, line)))
     else:
         report = run_flow("build_zoo:build_zoo", {"plan": plan, "threads": task_threads(args)}, args)
+    report.seconds["start_up"] = round(max(0.0, report.started_at - flow_called), 3)  # server, cluster, flow
     return _report(args, report, plan, planning, started)
 
 
 def _report(args, report, plan, planning: float, started: float) -> int:
     seconds = time.perf_counter() - started
     summary = plan.zoo.open(report.version if report else plan.parent).summary()
-    stages = {"planning": round(planning, 2), **(report.seconds if report else {})}
+    stages = {"planning": round(planning, 3), **(report.seconds if report else {})}
     if args.json:
         print_json({"zoo": plan.zoo.url, "published": bool(report and report.published),
                     "trained": report.n_trained if report else 0, "reused": report.n_reused if report else 0,
@@ -70,6 +78,28 @@ def _report(args, report, plan, planning: float, started: float) -> int:
         print(f"published {plan.zoo}@{report.version}: {summary['n_models']} models ({report.n_new} new: "
               f"{report.n_trained} trained, {report.n_reused} reused from staging), {summary['n_snapshots']} "
               f"snapshots in {seconds:.0f}s; by status {summary.get('by_status')}")
+    return 0
+
+
+def _print_plan(args, plan, planning: float) -> int:
+    summary = {**plan.summary(), "planning_seconds": round(planning, 3)}
+    if args.json:
+        print_json(summary)
+        return 0
+    print(f"plan for {summary['zoo']} (spec {summary['spec']!r}, made in {planning:.2f}s; nothing was started):")
+    print(f"  {summary['models']} models in {summary['groups']} groups; the latest version "
+          f"{summary['parent'] or '(none)'} holds {summary['already_published']}")
+    print(f"  {summary['new']} new: {summary['to_train']} to train in {summary['groups_to_run']} groups, "
+          f"{summary['staged_earlier']} staged by an earlier run")
+    if plan.parent and plan.n_new and not args.extend:
+        print("  the zoo has a version already: this build needs --extend")
+    layouts = sorted(summary["layouts"].items(), key=lambda item: -item[1]["models"])
+    for layout_id, entry in layouts[:MAX_LAYOUTS_SHOWN]:
+        print(f"  layout {layout_id}: {entry['models']} new models of {entry['n_params']:,} parameters")
+    if len(layouts) > MAX_LAYOUTS_SHOWN:
+        print(f"  ... and {len(layouts) - MAX_LAYOUTS_SHOWN} more layouts (--json lists them all)")
+    print(f"  {summary['snapshots_per_model']} snapshots per model: {summary['weight_bytes'] / 2**20:,.1f} MiB of "
+          f"float32 weights to store")
     return 0
 
 

@@ -75,7 +75,7 @@ class TrainingSettings:
         return out
 
     def __hash__(self) -> int:
-        return hash(canonical_json(self.to_dict()))
+        return _cached_hash(self)
 
 
 @dataclass(frozen=True)
@@ -111,7 +111,7 @@ class ZooSpec:
         return replace(spec, raw={**self.raw, "models": n})
 
     def __hash__(self) -> int:
-        return hash(canonical_json(self.to_dict()))
+        return _cached_hash(self)
 
 
 def check_model_count(n: int | None, field: str = "models") -> None:
@@ -355,3 +355,13 @@ def _resolve_snapshots(snapshots: dict | None, epochs: int) -> tuple[int, ...]:
     if explicit[-1] > epochs:
         raise SpecError("training.snapshots.epochs", f"expected epochs within 1..{epochs}, got {explicit[-1]}")
     return tuple(explicit)
+
+
+def _cached_hash(value) -> int:
+    """The hash of a frozen settings object's canonical JSON, made once (planning looks settings
+    up once per config). The text is kept, not the hash: it pickles to another process as is."""
+    text = value.__dict__.get("_canonical")
+    if text is None:
+        text = canonical_json(value.to_dict())
+        value.__dict__["_canonical"] = text  # frozen dataclass: cached beside the fields
+    return hash(text)

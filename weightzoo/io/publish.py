@@ -24,7 +24,8 @@ pulls), else a pure function of (model_id, the version's split settings).
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -66,6 +67,7 @@ class PublishResult:
     n_models: int
     n_new: int
     published: bool
+    seconds: dict = field(default_factory=dict, compare=False)  # weights, tables, card
 
 
 def publish_version(zoo: ZooHandle, request: PublishRequest) -> PublishResult:
@@ -89,13 +91,19 @@ def publish_version(zoo: ZooHandle, request: PublishRequest) -> PublishResult:
             writer = VersionTablesWriter(folder, ParentRows(parent.files, keep, resplit), version, split)
             summary = environment.TrainingSummary()
             base = repo.lookup_tag(parent.version) if parent.version else store.root_snapshot_id(repo)
+            clock = time.perf_counter()
             snapshot_id = _commit_weights(staging, repo, version, new, base, writer, summary)
+            seconds = {"weights": time.perf_counter() - clock}
+            clock = time.perf_counter()
             counts = writer.finish()
+            seconds["tables"] = time.perf_counter() - clock
             manifest = _manifest(version, parent.version if request.keep_parent else None, snapshot_id, counts,
                                  request, split, new, summary)
+            clock = time.perf_counter()
             _write_version_files(folder, manifest, parent)
+            seconds["card"] = time.perf_counter() - clock
         _tag(repo, version, snapshot_id)
-    return PublishResult(version, manifest.parent, manifest.n_models, len(new), True)
+    return PublishResult(version, manifest.parent, manifest.n_models, len(new), True, seconds)
 
 
 def models_digest(model_ids) -> str:

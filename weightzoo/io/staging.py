@@ -65,6 +65,14 @@ def staged_path(staging: Path, fingerprint: str) -> Path:
     return Path(staging) / f"{fingerprint}{SUFFIX}"
 
 
+def staged_fingerprints(staging: Path) -> set[str]:
+    """The fingerprints with a staged file, from one listing of the folder (a plan's count of
+    what an earlier run staged; :func:`find_staged` checks a file's content)."""
+    if not Path(staging).is_dir():
+        return set()
+    return {entry.name[:-len(SUFFIX)] for entry in os.scandir(staging) if entry.name.endswith(SUFFIX)}
+
+
 def stage_model(staging: Path, record: StagedRecord, *, weights: np.ndarray, snapshots: list[dict],
                 layout: WeightLayout, traces: Trace | None = None, durable: bool = True) -> Receipt:
     """Write one model's outputs to ``<staging>/<fingerprint>.npz`` atomically; return its receipt.

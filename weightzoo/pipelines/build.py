@@ -9,6 +9,7 @@ a member the latest version already holds is not trained at all. The plan is mad
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import json
@@ -28,7 +29,7 @@ from weightzoo.io.environment import training_environment
 from weightzoo.io.handle import ZooHandle
 from weightzoo.io.publish import PublishRequest, PublishResult, publish_version
 from weightzoo.io.records import Receipt, SplitSettings, StagedRecord
-from weightzoo.io.staging import find_staged, stage_model, staged_path, sync_staging
+from weightzoo.io.staging import find_staged, stage_model, staged_fingerprints, sync_staging
 from weightzoo.pipelines.runner import Runner
 from weightzoo.train.fleet import train_fleet
 from weightzoo.train.single import train_model
@@ -48,6 +49,8 @@ class TrainGroup:
     key: str
     spec_name: str
     configs: tuple[ModelConfig, ...] = field(repr=False)
+    layout_id: str = ""  # the members' layout (every member of a group has the same one)
+    n_params: int = 0
 
     @property
     def fingerprints(self) -> list[str]:
@@ -80,10 +83,18 @@ class BuildPlan:
         return [fp for group in self.work for fp in group.fingerprints]
 
     def summary(self) -> dict:
-        """A small description (what Prefect records of the plan, what ``--dry-run`` prints)."""
+        """A small description (what Prefect records of the plan, what ``--dry-run`` prints):
+        counts, the layouts of the new models and the weight bytes they will store."""
+        n_snapshots = len(self.spec.training.snapshot_epochs) + 1
+        layouts: dict[str, dict] = {}
+        for group in self.work:
+            entry = layouts.setdefault(group.layout_id, {"models": 0, "n_params": group.n_params})
+            entry["models"] += len(group.configs)
         return {"zoo": self.zoo.url, "spec": self.spec.name, "models": self.n_models, "groups": len(self.groups),
                 "groups_to_run": len(self.work), "parent": self.parent, "already_published": self.n_published,
                 "staged_earlier": self.n_staged, "to_train": self.n_new - self.n_staged, "new": self.n_new,
+                "snapshots_per_model": n_snapshots, "layouts": layouts,
+                "weight_bytes": sum(4 * n_snapshots * e["models"] * e["n_params"] for e in layouts.values()),
                 "digest": group_digest(self.groups)}
 
 
@@ -98,7 +109,8 @@ class BuildReport:
     n_trained: int
     n_reused: int
     n_new: int
-    seconds: dict  # stage → wall seconds (training, publishing)
+    seconds: dict  # stage → seconds (see run_build)
+    started_at: float = 0.0
 
     def to_dict(self) -> dict:
         """The report as plain values."""
@@ -123,12 +135,13 @@ def plan_build(zoo: ZooHandle, spec: ZooSpec | str | dict, n_models: int | None 
     for group in groups:
         todo = tuple(c for c in group.configs if c.fingerprint(CODE_VERSION) not in published)
         if todo:
-            work.append(group if len(todo) == len(group.configs) else TrainGroup(group.key, group.spec_name, todo))
+            work.append(group if len(todo) == len(group.configs) else dataclasses.replace(group, configs=todo))
     n_new = sum(len(g.configs) for g in work)
     if parent and n_new and not extend:
         raise BuildError(f"{zoo} already holds version {parent}; this build would add {n_new} models: "
                          f"pass --extend to publish them as a new version")
-    n_staged = sum(staged_path(zoo.staging, fp).is_file() for g in work for fp in g.fingerprints)
+    staged = staged_fingerprints(zoo.staging)
+    n_staged = sum(fp in staged for g in work for fp in g.fingerprints)
     return BuildPlan(zoo, spec, tuple(groups), tuple(work), parent, len(configs), len(configs) - n_new,
                      n_staged, extend)
 
@@ -141,33 +154,52 @@ def group_configs(configs: list[ModelConfig], spec_name: str, *, max_group: int 
         buckets.setdefault(_compatibility_key(config), []).append(config)
     chunks = [chunk for bucket in buckets.values() for chunk in _split(bucket, max_group)]
     chunks = _spread(chunks, min_groups)
-    return [TrainGroup(fingerprint([c.fingerprint(CODE_VERSION) for c in chunk]), spec_name, tuple(chunk))
-            for chunk in chunks]
+    groups = []
+    for chunk in chunks:
+        layout = _structure(structure_key(chunk[0].params))[0]
+        groups.append(TrainGroup(fingerprint([c.fingerprint(CODE_VERSION) for c in chunk]), spec_name, tuple(chunk),
+                                 layout.layout_id, layout.n_params))
+    return groups
+
+
+@dataclass(frozen=True)
+class StagedGroup:
+    """What training one group left: every member's receipt, how many were trained (the others
+    were staged already), and the task's seconds spent training and staging."""
+
+    receipts: tuple[Receipt, ...]
+    n_trained: int
+    seconds: dict = field(compare=False)
 
 
 def train_group(staging, group: TrainGroup, threads: int | None = None, *, fleet: bool = True,
-                progress: Callable[[str], None] | None = None) -> list[Receipt]:
-    """Train the group's unstaged members (as one fleet) and stage them; return every member's receipt.
+                progress: Callable[[str], None] | None = None) -> StagedGroup:
+    """Train the group's unstaged members (as one fleet) and stage them; every member's receipt.
 
     Members staged by an earlier, interrupted run are not trained again. ``progress``
     receives one line per epoch.
     """
     set_threads(threads)
     pending = [c for c in group.configs if find_staged(staging, c.fingerprint(CODE_VERSION)) is None]
+    seconds = {"training": 0.0, "staging": 0.0}
     if pending:
         # the spec's deterministic flag is in force while training and recorded with each model
         with deterministic_mode(pending[0].training.deterministic):
+            started = time.perf_counter()
             results = _train(pending, fleet, progress)
+            seconds["training"] = time.perf_counter() - started
             # which models trained together, in order: with dropout or augmentation it shapes the weights
             together = {"trainer": "fleet" if fleet and len(pending) > 1 else "single",
                         "models": [c.model_id for c in pending]}
             # captured here, in the process that trained (see weightzoo.io.environment)
             environment = training_environment(pending[0].training.device)
+            started = time.perf_counter()
             for config, result in zip(pending, results):
                 stage_model(staging, trained_record(config, result, together, environment), weights=result.weights,
                             snapshots=result.snapshots, layout=result.layout, traces=result.traces, durable=False)
             sync_staging(staging)  # the group's models are durable: one sync, not one per file
-    return [find_staged(staging, fp) for fp in group.fingerprints]
+            seconds["staging"] = time.perf_counter() - started
+    return StagedGroup(tuple(find_staged(staging, fp) for fp in group.fingerprints), len(pending), seconds)
 
 
 def trained_record(config: ModelConfig, result, fleet: dict | None = None,
@@ -189,21 +221,29 @@ def publish_build(plan: BuildPlan, *, progress: Callable[[str], None] | None = N
 
 
 def run_build(plan: BuildPlan, runner: Runner, *, progress: Callable[[str], None] | None = None) -> BuildReport:
-    """The build recipe: train every group with work on ``runner``, then publish once."""
-    started, done = time.monotonic(), 0
+    """The build recipe: train every group with work on ``runner``, then publish once.
+
+    The report's ``seconds``: ``training_phase`` (wall, first task submitted to last staged),
+    ``training`` and ``staging`` (summed over the tasks), ``publishing`` (wall) and, within it,
+    ``card``; ``started_at`` (epoch seconds) lets a caller measure its start-up cost.
+    """
+    started_at, started = time.time(), time.monotonic()
+    done = trained = 0
+    seconds = {"training": 0.0, "staging": 0.0}
     calls = [(plan.zoo.staging, group, runner.threads) for group in plan.work]
-    for receipts in runner.map(train_group, calls, device=plan.spec.training.device):
-        done += len(receipts)
+    for staged in runner.map(train_group, calls, device=plan.spec.training.device):
+        done, trained = done + len(staged.receipts), trained + staged.n_trained
+        seconds = {name: seconds[name] + staged.seconds[name] for name in seconds}
         if progress:
             progress(f"staged {done}/{plan.n_new} models ({_eta(started, done, plan.n_new)})")
-    training = time.monotonic() - started
+    phase = time.monotonic() - started
     result = runner.call(publish_build, plan) if plan.work else None
-    published = result is not None and result.published
-    return BuildReport(zoo=plan.zoo.url, version=result.version if result else plan.parent, published=published,
-                       n_models=plan.n_models, n_trained=plan.n_new - plan.n_staged, n_reused=plan.n_staged,
-                       n_new=result.n_new if result else 0,
-                       seconds={"training": round(training, 2),
-                                "publishing": round(time.monotonic() - started - training, 2)})
+    publishing = time.monotonic() - started - phase
+    seconds.update(training_phase=phase, publishing=publishing, card=result.seconds.get("card", 0.0) if result else 0.0)
+    return BuildReport(zoo=plan.zoo.url, version=result.version if result else plan.parent,
+                       published=result is not None and result.published, n_models=plan.n_models,
+                       n_trained=trained, n_reused=plan.n_new - trained, n_new=result.n_new if result else 0,
+                       seconds={name: round(value, 3) for name, value in seconds.items()}, started_at=started_at)
 
 
 def build_in_process(zoo, spec, *, models: int | None = None, threads: int | None = 1, extend: bool = True,
