@@ -1,29 +1,36 @@
-"""Orchestration overhead: a Prefect + Dask build of trivially cheap models against the sum of
-their training times, and against the same build without Prefect or Dask.
+"""Orchestration overhead: what a Prefect task on a warm Dask worker costs, and what share of a
+build of trivially cheap models is not training.
 
 What it measures
-    F  wall time of ``weightzoo_flows.build_zoo.run_build_flow`` (a real Prefect server, a Dask
-       LocalCluster of ``--workers`` processes, one task per group of ``--max-group``
-       models, then publish), server start-up excluded and reported on its own;
-    I  wall time of ``weightzoo.pipelines.build.build_in_process`` (same plan, same training code,
-       same publish, one process);
-    T  the sum of the models' training times (``train_seconds`` in their staged records;
-       a fleet's time is shared equally by its models).
+    Against one real Prefect server and one Dask LocalCluster of ``--workers`` processes,
+    both started once (their start-up times are reported on their own) and warmed up by a
+    first flow:
 
-    Overhead fraction of the flow = 1 − T / (F × workers): the share of the workers' wall
-    time not spent training (scheduling, task start-up, process start, result passing,
-    publishing). Per-task overhead = (F − I) / number of tasks.
+    P  per-task overhead: a flow that runs ``--tasks`` steps that do nothing through the
+       build's Prefect runner (``weightzoo_flows.runtime.PrefectRunner``, the runner every
+       recipe uses), minus the same steps run in this process, divided by the number of
+       tasks: task-run bookkeeping against the server, Dask scheduling, argument and result
+       passing. The target is at most 0.2 s per task.
+    F  wall time of the build flow (``weightzoo_flows.build_zoo.build_zoo``) of ``--models``
+       tiny MLPs in groups of ``--max-group`` on the warm cluster, against
+    I  the same plan run in this process (``InProcessRunner``: the same recipe, no Prefect,
+       no Dask), and against
+    T  the time the tasks spent training and staging (reported by the build itself).
+
+    Per-task overhead of the build = (F − I) / tasks; the build's overhead fraction =
+    1 − T / (F × workers).
 
 Method
-    ``--models`` tiny MLPs (digits, 4 hidden units, 1 epoch, 1 snapshot): training is
-    milliseconds, so nearly everything else is overhead. I runs first (it also warms the
-    dataset cache on disk), then the server starts, then F. Run once; the machine's load
-    is printed at the start and the end.
+    Tiny MLPs (digits, 4 hidden units, 1 epoch, 1 snapshot) train in milliseconds, so nearly
+    everything else is overhead. Order: in-process build, server, cluster, warm-up flow,
+    no-op flow, build flow. Load averages are printed at the start and the end; ``--json
+    FILE`` writes the figures.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import tempfile
@@ -31,79 +38,113 @@ import time
 from pathlib import Path
 
 from weightzoo.io.handle import ZooHandle
-from weightzoo.pipelines.build import build_in_process, plan_build
-from weightzoo.io.reader import open_zoo
-from weightzoo.io.staging import load_staged
+from weightzoo.pipelines.build import plan_build, run_build
+from weightzoo.pipelines.runner import InProcessRunner
 
 
-def cheap_spec(n_models: int) -> dict:
+def cheap_spec(n_models: int, seed: int = 0) -> dict:
     """A spec of ``n_models`` tiny MLPs that train in milliseconds."""
     return {"name": "overhead-bench", "architecture": "mlp", "models": n_models,
-            "sampling": {"method": "random", "seed": 0},
+            "sampling": {"method": "random", "seed": seed},
             "hyperparameters": {"dataset": "digits", "hidden_width": 4, "optimizer": "sgd",
                                 "lr": {"log-uniform": [0.01, 0.1]}, "batch_size": 64},
             "training": {"epochs": 1, "snapshots": {"count": 1}}}
 
 
-def training_seconds(zoo: Path) -> float:
-    """Sum of the published models' recorded training times."""
-    models = open_zoo(zoo).models
-    return sum(float(load_staged(zoo, fp, weights=False).record.get("train_seconds") or 0.0)
-               for fp in models["fingerprint"])
+def noop(index: int, *, progress=None) -> int:
+    """A step that does nothing (its task's cost is all orchestration)."""
+    return index
 
 
 def main(argv=None) -> dict:
-    """Run the in-process and the flow build, print wall times and the overhead fractions."""
+    """Measure and print the figures (see the module docstring)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--models", type=int, default=32)
+    parser.add_argument("--models", type=int, default=64)
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--max-group", type=int, default=4, help="models per task (default 4: many small tasks)")
+    parser.add_argument("--tasks", type=int, default=32, help="no-op tasks for the per-task figure")
+    parser.add_argument("--json", help="also write the figures as JSON to this file")
     args = parser.parse_args(argv)
-    spec = cheap_spec(args.models)
     tmp = Path(tempfile.mkdtemp(prefix="wz-overhead-bench-"))
-    n_tasks = len(plan_build(ZooHandle.at(tmp / "plan"), spec, max_group=args.max_group,
-                             min_groups=args.workers).work)
-    print(f"load average at start: {os.getloadavg()[0]:.1f}; {args.models} models in {n_tasks} tasks, "
-          f"{args.workers} worker(s)")
+    print(f"load average at start: {os.getloadavg()[0]:.1f}")
     try:
-        start = time.perf_counter()
-        build_in_process(tmp / "in-process", spec, max_group=args.max_group)
-        in_process = time.perf_counter() - start
-        train_in_process = training_seconds(tmp / "in-process")
-        flow, train_flow, server = run_flow(spec, tmp, args)
+        result = _measure(args, tmp)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    result = {"models": args.models, "tasks": n_tasks, "workers": args.workers, "server_start_s": server,
-              "flow_s": flow, "in_process_s": in_process, "train_flow_s": train_flow,
-              "train_in_process_s": train_in_process,
-              "flow_overhead_fraction": 1 - train_flow / (flow * args.workers),
-              "in_process_overhead_fraction": 1 - train_in_process / in_process,
-              "per_task_overhead_s": (flow - in_process) / n_tasks}
-    print(f"prefect server start-up       {server:8.1f} s (not in F)")
-    print(f"F  flow build (Prefect+Dask)  {flow:8.1f} s   training {train_flow:6.2f} s   "
-          f"overhead fraction {result['flow_overhead_fraction']:.3f}")
-    print(f"I  in-process build           {in_process:8.1f} s   training {train_in_process:6.2f} s   "
-          f"overhead fraction {result['in_process_overhead_fraction']:.3f}")
-    print(f"F/I {flow / in_process:.1f}x; per-task overhead of the flow {result['per_task_overhead_s']:.2f} s")
-    print(f"load average at end: {os.getloadavg()[0]:.1f}")
+    result["load_end"] = os.getloadavg()[0]
+    _print(result)
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=2))
     return result
 
 
-def run_flow(spec: dict, tmp: Path, args) -> tuple[float, float, float]:
-    """(flow wall seconds, its training seconds, server start-up seconds)."""
+def _measure(args, tmp: Path) -> dict:
+    from distributed import LocalCluster
+
     from weightzoo_flows.server import prefect_server
 
+    plan = plan_build(ZooHandle.at(tmp / "in-process"), cheap_spec(args.models), max_group=args.max_group,
+                      min_groups=args.workers)
+    start = time.perf_counter()
+    in_process = run_build(plan, InProcessRunner(threads=1))
+    result = {"models": args.models, "build_tasks": len(plan.work), "workers": args.workers,
+              "noop_tasks": args.tasks, "in_process_s": time.perf_counter() - start}
     os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")
     start = time.perf_counter()
     with prefect_server(tmp / "prefect-home"):
-        server = time.perf_counter() - start
-        from weightzoo_flows.build_zoo import run_build_flow  # Prefect reads the server URL when imported
-
+        result["server_start_s"] = time.perf_counter() - start
         start = time.perf_counter()
-        plan = plan_build(ZooHandle.at(tmp / "flow"), spec, max_group=args.max_group, min_groups=args.workers)
-        run_build_flow(plan, workers=args.workers)
-        flow = time.perf_counter() - start
-        return flow, training_seconds(tmp / "flow"), server
+        with LocalCluster(n_workers=args.workers, threads_per_worker=1, processes=True,
+                          dashboard_address=None) as cluster:
+            result["cluster_start_s"] = time.perf_counter() - start
+            result.update(_flows(args, tmp, cluster.scheduler_address, plan, in_process))
+    return result
+
+
+def _flows(args, tmp: Path, address: str, plan, in_process) -> dict:
+    from weightzoo_flows.build_zoo import build_zoo
+    from weightzoo_flows.runtime import PrefectRunner, recipe_flow, run_on_dask
+
+    @recipe_flow(name="noop-steps")
+    def noop_flow(n: int) -> list:
+        return list(PrefectRunner().map(noop, [(i,) for i in range(n)]))
+
+    start = time.perf_counter()
+    run_on_dask(noop_flow, {"n": args.workers}, dask_address=address)  # warm-up: workers import, connect
+    warm_up = time.perf_counter() - start
+    start = time.perf_counter()
+    run_on_dask(noop_flow, {"n": args.tasks}, dask_address=address)
+    noop_s = time.perf_counter() - start
+    start = time.perf_counter()
+    list(InProcessRunner().map(noop, [(i,) for i in range(args.tasks)]))
+    noop_here = time.perf_counter() - start
+    flow_plan = plan_build(ZooHandle.at(tmp / "flow"), plan.spec, plan.n_models, max_group=args.max_group,
+                           min_groups=args.workers)
+    start = time.perf_counter()
+    report = run_on_dask(build_zoo, {"plan": flow_plan, "threads": 1}, dask_address=address)
+    flow_s = time.perf_counter() - start
+    task_s = report.seconds["training"] + report.seconds["staging"]
+    return {"warm_up_s": warm_up, "noop_flow_s": noop_s, "noop_in_process_s": noop_here,
+            "per_task_overhead_s": (noop_s - noop_here) / args.tasks, "flow_s": flow_s,
+            "flow_tasks_s": task_s, "build_per_task_overhead_s": (flow_s - in_process_time(in_process)) / len(plan.work),
+            "build_overhead_fraction": 1 - task_s / (flow_s * args.workers), "flow_vs_in_process": flow_s / in_process_time(in_process)}
+
+
+def in_process_time(report) -> float:
+    """Wall seconds of an in-process build (its training phase and publish)."""
+    return report.seconds["training_phase"] + report.seconds["publishing"]
+
+
+def _print(r: dict) -> None:
+    print(f"prefect server start-up {r['server_start_s']:6.1f} s; Dask cluster start-up {r['cluster_start_s']:5.1f} s; "
+          f"warm-up flow {r['warm_up_s']:5.1f} s (not in the figures below)")
+    print(f"P  {r['noop_tasks']} no-op tasks on the warm cluster {r['noop_flow_s']:6.2f} s, in this process "
+          f"{r['noop_in_process_s']:.4f} s: {r['per_task_overhead_s']:.3f} s per task (target <= 0.2)")
+    print(f"F  build flow, {r['models']} models in {r['build_tasks']} tasks {r['flow_s']:6.2f} s; I in-process "
+          f"{r['in_process_s']:6.2f} s; F/I {r['flow_vs_in_process']:.2f}; "
+          f"{r['build_per_task_overhead_s']:.3f} s per task; tasks trained and staged for {r['flow_tasks_s']:.2f} s "
+          f"(overhead fraction {r['build_overhead_fraction']:.2f})")
+    print(f"load average at end: {r['load_end']:.1f}")
 
 
 if __name__ == "__main__":
