@@ -109,20 +109,20 @@ def test_optimizers_match_torch_optim_on_a_quadratic():
 
     target = torch.tensor([1.0, -2.0, 3.0])
     kinds = ["sgd", "momentum", "adam", "rmsprop"]
-    stacked = {"w": torch.zeros(4, 3, requires_grad=True)}
+    stacked = torch.zeros(4, 3, requires_grad=True)  # one row of parameters per model
     optimizer = StackedOptimizer(stacked, kinds, [0.1, 0.05, 0.2, 0.01], [0.0, 0.01, 0.1, 0.0])
     singles = [torch.zeros(3, requires_grad=True) for _ in kinds]
     torch_optimizers = [make_torch_optimizer(k, [w], lr, wd)
                         for k, w, lr, wd in zip(kinds, singles, [0.1, 0.05, 0.2, 0.01], [0.0, 0.01, 0.1, 0.0])]
     for _ in range(20):
-        loss = ((stacked["w"] - target) ** 2).sum()
-        grad, = torch.autograd.grad(loss, [stacked["w"]])
-        optimizer.step({"w": grad})
+        loss = ((stacked - target) ** 2).sum()
+        grad, = torch.autograd.grad(loss, [stacked])
+        optimizer.step(grad)
         for w, opt in zip(singles, torch_optimizers):
             opt.zero_grad()
             ((w - target) ** 2).sum().backward()
             opt.step()
-    torch.testing.assert_close(stacked["w"].detach(), torch.stack([w.detach() for w in singles]),
+    torch.testing.assert_close(stacked.detach(), torch.stack([w.detach() for w in singles]),
                                rtol=1e-5, atol=1e-6)
 
 
