@@ -98,7 +98,9 @@ class _State:
         return self.value
 
     def apply(self, layer: nn.Module, tensors: dict, training: bool) -> None:
-        if isinstance(layer, nn.Conv2d):
+        if isinstance(layer, nn.Conv2d) and self.kind == "input" and layer.in_channels == 1:
+            self.value, self.kind = _depthwise_first_conv(layer, self.value, tensors, self.m), "maps"
+        elif isinstance(layer, nn.Conv2d):
             self.value = _conv(layer, self.as_maps(), tensors, self.m)
         elif isinstance(layer, nn.Linear):
             x = self.as_flat()
@@ -141,6 +143,26 @@ def _conv(layer: nn.Conv2d, x: torch.Tensor, tensors: dict, m: int) -> torch.Ten
     weight = weight.reshape((m * weight.shape[1],) + tuple(weight.shape[2:]))
     bias = tensors["bias"].reshape(-1) if "bias" in tensors else None
     return F.conv2d(x, weight, bias, layer.stride, layer.padding, layer.dilation, groups=m)
+
+
+def _depthwise_first_conv(layer: nn.Conv2d, x: torch.Tensor, tensors: dict, m: int) -> torch.Tensor:
+    """A first convolution of one input channel, as a depthwise convolution of the input
+    repeated once per output channel (``[M, B, 1, H, W]`` → ``[B, M·C, H, W]``, channels-last).
+
+    The grouped convolution with one input channel per group runs a generic oneDNN kernel;
+    the depthwise one is vectorised over channels and, with the copy that repeats the
+    input, was 3.6x faster (forward + backward, 32 demo CNNs, 1 thread). It sums the same
+    nine products in another order, so results differ from the grouped form by rounding.
+    """
+    _, b, _, h, w = x.shape
+    channels = layer.out_channels
+    # contiguous: with a shared input (stride 0 across models) reshape alone returns a view
+    # with zero strides, on which oneDNN falls back to a slow reference kernel
+    repeated = x.permute(1, 3, 4, 0, 2).expand(b, h, w, m, channels).reshape(b, h, w, m * channels).contiguous()
+    weight = tensors["weight"].reshape((m * channels, 1) + tuple(layer.kernel_size))
+    bias = tensors["bias"].reshape(-1) if "bias" in tensors else None
+    return F.conv2d(repeated.permute(0, 3, 1, 2), weight, bias, layer.stride, layer.padding, layer.dilation,
+                    groups=m * channels)
 
 
 def _batch_norm(layer, x: torch.Tensor, tensors: dict, training: bool) -> torch.Tensor:
