@@ -30,7 +30,7 @@ from weightzoo.train.optim import StackedOptimizer
 from weightzoo.train.stacked import stacked_forward, supports
 from weightzoo.train.result import STATUS_DIVERGED, TrainResult, fill_missing_snapshots, snapshot_row
 from weightzoo.train.tasks import (AUGMENT_STREAM, DROPOUT_STREAM, ORDER_STREAM, generator, model_task,
-                                   snapshot_plan)
+                                   release_freed_memory, retain_freed_memory, snapshot_plan)
 from weightzoo.train.traces import TraceRecorder, steps_per_epoch
 
 
@@ -46,19 +46,23 @@ def train_fleet(jobs: Sequence[Mapping], training, dataset_options: Mapping | No
                 progress: Callable[[int, int], None] | None = None) -> list[TrainResult]:
     """Train every hyperparameter dict of ``jobs`` together; results in the same order."""
     started = time.perf_counter()
-    fleet = _Fleet(jobs, training, dataset_options)
-    plan = snapshot_plan(training)
-    with torch.random.fork_rng(devices=[]):
-        # dropout masks come from torch's global generator: seed it so a fleet is reproducible
-        torch.manual_seed(int(fleet.jobs[0].get("seed", 0)) * 7919 + DROPOUT_STREAM)
-        fleet.record(0, 0, 0)
-        for epoch in range(1, training.epochs + 1):
-            fleet.train_epoch(epoch)
-            if epoch in plan:
-                fleet.record(plan[epoch], epoch, fleet.step)
-            if progress:
-                progress(epoch, training.epochs)
-    fleet.finish(plan)
+    retain_freed_memory()
+    try:
+        fleet = _Fleet(jobs, training, dataset_options)
+        plan = snapshot_plan(training)
+        with torch.random.fork_rng(devices=[]):
+            # dropout masks come from torch's global generator: seed it so a fleet is reproducible
+            torch.manual_seed(int(fleet.jobs[0].get("seed", 0)) * 7919 + DROPOUT_STREAM)
+            fleet.record(0, 0, 0)
+            for epoch in range(1, training.epochs + 1):
+                fleet.train_epoch(epoch)
+                if epoch in plan:
+                    fleet.record(plan[epoch], epoch, fleet.step)
+                if progress:
+                    progress(epoch, training.epochs)
+        fleet.finish(plan)
+    finally:
+        release_freed_memory()
     seconds = (time.perf_counter() - started) / len(jobs)
     for result in fleet.results:
         result.seconds = seconds
