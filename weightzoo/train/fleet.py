@@ -1,11 +1,14 @@
 """The fleet trainer: a group of compatible models trained together, vectorised.
 
-Parameters of all models are stacked ([n_models, ...]); one ``torch.func.vmap`` over
-``functional_call`` runs every model on its own batch, and a single backward pass
-gives every model its own gradient (the fleet loss is the sum of per-model losses, and
-no parameter is shared). Models of a group share the architecture's structure, the
-batch size and the task data; they may differ in seed (init and data order), activation,
-optimizer, learning rate, weight decay, dropout rate, augmentation and label noise.
+Parameters of all models are stacked ([n_models, ...]): every trainable tensor is a view
+into one ``[n_models, n_values]`` matrix, which the optimizer updates in a few vector
+operations per step. The forward pass is hand-vectorised (:mod:`weightzoo.train.stacked`)
+where all models share an activation, else one ``torch.func.vmap`` over ``functional_call``;
+a single backward pass gives every model its own gradient (the fleet loss is the sum of
+per-model losses, and no parameter is shared). Models of a group share the architecture's
+structure, the batch size and the task data; they may differ in seed (init and data
+order), activation, optimizer, learning rate, weight decay, dropout rate, augmentation
+and label noise.
 
 With dropout 0 and no augmentation a fleet reproduces :func:`~weightzoo.train.single.train_model`
 for the same seeds up to float rounding; with stochastic regularisers both draw from

@@ -6,7 +6,9 @@ looping over the models (benchmarks/README.md). Written out by hand, the fleet k
 feature maps as one ``[batch, models × channels, H, W]`` tensor in channels-last format:
 convolutions are grouped convolutions (groups = models), per-model batch norm is plain
 batch norm over ``models × channels`` channels, pooling needs no change, and linear
-layers are batched matrix products over ``[models, batch, features]``.
+layers are batched matrix products over ``[models, batch, features]``. A first convolution
+of one input channel is a depthwise convolution of the repeated input instead, and a ReLU
+right before a max-pool runs after it (see the functions below for why and what it costs).
 
 The fleet trainer uses this path where every layer is supported and all models share an
 activation, and falls back to ``vmap`` otherwise.
