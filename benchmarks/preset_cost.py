@@ -19,7 +19,10 @@ Method
     publishing are not included (docs/benchmarks.md has their rates). The same figures from
     CPU seconds instead of wall seconds estimate the build on an otherwise idle machine. The sample's
     accuracies are reported per optimizer (share of networks above chance + 0.05 on the
-    test split) as a check that the space trains.
+    test split) as a check that the space trains. The baseline: the first ``--baseline``
+    sampled fleets are also trained one network at a time with the single-model trainer, and
+    the ratio of the two wall times is printed (the fleet's speed-up on the preset's own
+    configs, with their dropout, augmentation and mixed optimizers).
 
 Reading it
     Absolute seconds scale with machine load: the per-network cost is measured on the
@@ -43,6 +46,7 @@ import torch
 from weightzoo.build import plan_build
 from weightzoo.core.spec import load_spec
 from weightzoo.train.fleet import train_fleet
+from weightzoo.train.single import train_model
 from weightzoo.train.tasks import deterministic_mode, set_threads
 
 
@@ -59,6 +63,17 @@ def train_group(group, threads: int) -> dict:
             "key": {k: params.get(k) for k in ("conv_layers", "conv_width", "batch_norm", "activation", "batch_size")},
             "members": [{"optimizer": c.params.get("optimizer"), "lr": c.params.get("lr"), "status": r.status,
                          "test_acc": r.snapshots[-1]["test_acc"]} for c, r in zip(configs, results)]}
+
+
+def train_one_by_one(group, threads: int) -> float:
+    """Baseline: the same fleet's members trained one after another by the single-model
+    trainer; wall seconds."""
+    set_threads(threads)
+    started = time.perf_counter()
+    with deterministic_mode(group.configs[0].training.deterministic):
+        for config in group.configs:
+            train_model(config.params, config.training, config.dataset_kwargs)
+    return time.perf_counter() - started
 
 
 def bootstrap_interval(groups: list[dict], draws: int = 2000, seed: int = 0) -> tuple[float, float]:
@@ -89,6 +104,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--threads", type=int, default=1, help="torch threads per fleet (a build task's setting)")
     parser.add_argument("--workers", type=int, default=2, help="parallel build workers to estimate wall time for")
     parser.add_argument("--task-overhead", type=float, default=2.4, help="orchestration seconds per task")
+    parser.add_argument("--baseline", type=int, default=1,
+                        help="also train the first N sampled fleets one network at a time (the ratio's baseline)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", help="write the results to this JSON file")
     args = parser.parse_args(argv)
@@ -108,6 +125,11 @@ def main(argv=None) -> dict:
         g = groups[-1]
         print(f"  fleet {i}/{len(sample)}: {g['models']} networks {g['key']}: {g['wall_seconds']:.1f} s wall, "
               f"{g['cpu_seconds']:.1f} s cpu, {g['wall_seconds'] / g['models']:.2f} s/network")
+    for i, (group, g) in enumerate(list(zip(sample, groups))[:args.baseline], start=1):
+        g["one_by_one_wall_seconds"] = train_one_by_one(group, args.threads)
+        print(f"  baseline: the {g['models']} networks of fleet {i} one by one: "
+              f"{g['one_by_one_wall_seconds']:.1f} s wall; fleet/one-by-one "
+              f"{g['one_by_one_wall_seconds'] / g['wall_seconds']:.2f}x")
     trained = sum(g["models"] for g in groups)
     per_model = sum(g["wall_seconds"] for g in groups) / trained
     low, high = bootstrap_interval(groups)
