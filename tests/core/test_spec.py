@@ -43,7 +43,8 @@ def spec_with(**changes):
 
 
 def test_known_presets_are_shipped():
-    assert {"smoke", "demo", "nws", "modelzoo-mnist", "steady-sinusoid", "label-corruption"} <= set(list_presets())
+    assert {"smoke", "demo", "nws", "nws-scale", "modelzoo-mnist", "steady-sinusoid",
+            "label-corruption"} <= set(list_presets())
 
 
 @pytest.mark.parametrize("name", list_presets())
@@ -59,6 +60,8 @@ def test_preset_sizes():
     assert load_spec("smoke").models == 4
     assert load_spec("demo").models == 256
     assert load_spec("nws").models == 1000
+    scale = load_spec("nws-scale")
+    assert scale.models == 10000 and scale.training.snapshot_epochs == tuple(range(1, 21))
     modelzoo = load_spec("modelzoo-mnist")
     assert modelzoo.sampling == {"method": "grid", "seed": 0, "seeds": 3}
     assert modelzoo.training.snapshot_epochs == tuple(range(1, 26))

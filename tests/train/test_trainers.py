@@ -56,8 +56,15 @@ def test_snapshot_zero_is_the_initialisation_and_rows_follow_the_schedule():
     assert [r["step"] for r in result.snapshots] == [0, steps_per_epoch, 2 * steps_per_epoch]
 
 
-def test_stored_snapshot_reproduces_recorded_test_accuracy():
-    job = dict(MLP, seed=2, optimizer="adam", lr=0.01)
+CNN = {"dataset": "digits", "architecture": "nws-cnn", "conv_width": 4, "fc_width": 16, "batch_size": 64,
+       "activation": "relu"}
+
+
+@pytest.mark.parametrize("base", [MLP, CNN], ids=["mlp", "cnn"])
+def test_stored_snapshot_reproduces_recorded_test_accuracy(base):
+    # the fleet evaluates all models on one shared input (for a CNN: a depthwise first conv
+    # over the repeated input); a rebuilt module evaluated alone must agree
+    job = dict(base, seed=2, optimizer="adam", lr=0.01)
     result = train_fleet([job, dict(job, seed=3)], TRAINING)[0]
     task = model_task(job, TRAINING)
     model = build_model(job).eval()
@@ -104,25 +111,26 @@ def test_mixed_dropout_and_augmentation_train_and_stay_finite():
     assert all(r.snapshots[-1]["test_acc"] > 0.2 for r in results)  # chance is 0.1
 
 
-def test_optimizers_match_torch_optim_on_a_quadratic():
+@pytest.mark.parametrize("kinds", [["sgd", "momentum", "adam", "rmsprop"], ["adam"] * 4, ["rmsprop"] * 4],
+                         ids=["mixed", "adam", "rmsprop"])
+def test_optimizers_match_torch_optim_on_a_quadratic(kinds):
     from weightzoo.train.optim import StackedOptimizer, make_torch_optimizer
 
     target = torch.tensor([1.0, -2.0, 3.0])
-    kinds = ["sgd", "momentum", "adam", "rmsprop"]
-    stacked = {"w": torch.zeros(4, 3, requires_grad=True)}
+    stacked = torch.zeros(4, 3, requires_grad=True)  # one row of parameters per model
     optimizer = StackedOptimizer(stacked, kinds, [0.1, 0.05, 0.2, 0.01], [0.0, 0.01, 0.1, 0.0])
     singles = [torch.zeros(3, requires_grad=True) for _ in kinds]
     torch_optimizers = [make_torch_optimizer(k, [w], lr, wd)
                         for k, w, lr, wd in zip(kinds, singles, [0.1, 0.05, 0.2, 0.01], [0.0, 0.01, 0.1, 0.0])]
     for _ in range(20):
-        loss = ((stacked["w"] - target) ** 2).sum()
-        grad, = torch.autograd.grad(loss, [stacked["w"]])
-        optimizer.step({"w": grad})
+        loss = ((stacked - target) ** 2).sum()
+        grad, = torch.autograd.grad(loss, [stacked])
+        optimizer.step(grad)
         for w, opt in zip(singles, torch_optimizers):
             opt.zero_grad()
             ((w - target) ** 2).sum().backward()
             opt.step()
-    torch.testing.assert_close(stacked["w"].detach(), torch.stack([w.detach() for w in singles]),
+    torch.testing.assert_close(stacked.detach(), torch.stack([w.detach() for w in singles]),
                                rtol=1e-5, atol=1e-6)
 
 
@@ -147,6 +155,29 @@ def test_hand_vectorised_and_vmap_paths_agree():
     hand.train_epoch(1)
     mapped.train_epoch(1)
     np.testing.assert_allclose(hand._flat_weights()[:2], mapped._flat_weights()[:2], atol=1e-4)
+
+
+def test_relu_runs_after_the_max_pool_with_identical_outputs_and_gradients(monkeypatch):
+    from weightzoo.train import stacked
+    from weightzoo.train.fleet import _Fleet
+
+    fleet = _Fleet(_jobs(CNN), TRAINING, None)
+    x = fleet.x_train[:64].unsqueeze(0).expand(4, -1, -1, -1, -1)
+    tensors = {"2": {"p": torch.zeros(4)}}  # the first block's dropout, rate 0 for every model
+    swapped = [type(layer).__name__ for _, layer in stacked._pool_before_relu(fleet.base, tensors)]
+    assert swapped[:4] == ["Conv2d", "MaxPool2d", "Activation", "Dropout"], "an idle dropout does not stop the move"
+    active = {"2": {"p": torch.tensor([0.0, 0.1, 0.0, 0.0])}}
+    assert [type(layer).__name__ for _, layer in stacked._pool_before_relu(fleet.base, active)][:4] == [
+        "Conv2d", "Activation", "Dropout", "MaxPool2d"], "masks do not commute with the pool"
+
+    def outputs_and_gradients():
+        out = fleet.run(x)
+        return [out, *torch.autograd.grad(out.square().sum(), list(fleet.trainable.values()))]
+
+    reordered = outputs_and_gradients()
+    monkeypatch.setattr(stacked, "_pool_before_relu", lambda model, *args: list(enumerate(model)))
+    for a, b in zip(reordered, outputs_and_gradients()):
+        assert torch.equal(a, b)
 
 
 def test_fleets_with_dropout_and_augmentation_are_reproducible():

@@ -1,11 +1,14 @@
 """The fleet trainer: a group of compatible models trained together, vectorised.
 
-Parameters of all models are stacked ([n_models, ...]); one ``torch.func.vmap`` over
-``functional_call`` runs every model on its own batch, and a single backward pass
-gives every model its own gradient (the fleet loss is the sum of per-model losses, and
-no parameter is shared). Models of a group share the architecture's structure, the
-batch size and the task data; they may differ in seed (init and data order), activation,
-optimizer, learning rate, weight decay, dropout rate, augmentation and label noise.
+Parameters of all models are stacked ([n_models, ...]): every trainable tensor is a view
+into one ``[n_models, n_values]`` matrix, which the optimizer updates in a few vector
+operations per step. The forward pass is hand-vectorised (:mod:`weightzoo.train.stacked`)
+where all models share an activation, else one ``torch.func.vmap`` over ``functional_call``;
+a single backward pass gives every model its own gradient (the fleet loss is the sum of
+per-model losses, and no parameter is shared). Models of a group share the architecture's
+structure, the batch size and the task data; they may differ in seed (init and data
+order), activation, optimizer, learning rate, weight decay, dropout rate, augmentation
+and label noise.
 
 With dropout 0 and no augmentation a fleet reproduces :func:`~weightzoo.train.single.train_model`
 for the same seeds up to float rounding; with stochastic regularisers both draw from
@@ -31,8 +34,12 @@ from weightzoo.train.optim import StackedOptimizer
 from weightzoo.train.stacked import stacked_forward, supports
 from weightzoo.train.result import STATUS_DIVERGED, TrainResult, fill_missing_snapshots, snapshot_row
 from weightzoo.train.tasks import (AUGMENT_STREAM, DROPOUT_STREAM, ORDER_STREAM, generator, model_task,
-                                   snapshot_plan)
+                                   release_freed_memory, retain_freed_memory, snapshot_plan)
 from weightzoo.train.traces import TraceRecorder, steps_per_epoch
+
+
+# the largest activation of an evaluation chunk, over all models (see _eval_chunk)
+EVAL_BYTES = 8 << 20
 
 
 class FleetError(InputError):
@@ -43,19 +50,23 @@ def train_fleet(jobs: Sequence[Mapping], training, dataset_options: Mapping | No
                 progress: Callable[[int, int], None] | None = None) -> list[TrainResult]:
     """Train every hyperparameter dict of ``jobs`` together; results in the same order."""
     started = time.perf_counter()
-    fleet = _Fleet(jobs, training, dataset_options)
-    plan = snapshot_plan(training)
-    with torch.random.fork_rng(devices=[]):
-        # dropout masks come from torch's global generator: seed it so a fleet is reproducible
-        torch.manual_seed(int(fleet.jobs[0].get("seed", 0)) * 7919 + DROPOUT_STREAM)
-        fleet.record(0, 0, 0)
-        for epoch in range(1, training.epochs + 1):
-            fleet.train_epoch(epoch)
-            if epoch in plan:
-                fleet.record(plan[epoch], epoch, fleet.step)
-            if progress:
-                progress(epoch, training.epochs)
-    fleet.finish(plan)
+    retain_freed_memory()
+    try:
+        fleet = _Fleet(jobs, training, dataset_options)
+        plan = snapshot_plan(training)
+        with torch.random.fork_rng(devices=[]):
+            # dropout masks come from torch's global generator: seed it so a fleet is reproducible
+            torch.manual_seed(int(fleet.jobs[0].get("seed", 0)) * 7919 + DROPOUT_STREAM)
+            fleet.record(0, 0, 0)
+            for epoch in range(1, training.epochs + 1):
+                fleet.train_epoch(epoch)
+                if epoch in plan:
+                    fleet.record(plan[epoch], epoch, fleet.step)
+                if progress:
+                    progress(epoch, training.epochs)
+        fleet.finish(plan)
+    finally:
+        release_freed_memory()
     seconds = (time.perf_counter() - started) / len(jobs)
     for result in fleet.results:
         result.seconds = seconds
@@ -77,7 +88,7 @@ class _Fleet:
         self.base = copy.deepcopy(models[0]).to("meta")
         _set_active_activations(self.base, models)
         params, buffers = stack_module_state(models)
-        self.params = {n: p.detach().to(self.device).requires_grad_(p.requires_grad) for n, p in params.items()}
+        self.flat, self.params = _flat_parameters(params, self.device)
         # frozen parameters (a frozen identity input) get no gradient and no optimizer update
         self.trainable = {n: p for n, p in self.params.items() if p.requires_grad}
         self.stacked_buffers = {n: b.to(self.device) for n, b in buffers.items()}
@@ -88,7 +99,7 @@ class _Fleet:
         self.y_train = torch.stack([t.y_train for t in self.tasks]).to(self.device)
         self.x_test, self.y_test = self.task.x_test.to(self.device), self.task.y_test.to(self.device)
         self.optimizer = StackedOptimizer(
-            self.trainable, [j.get("optimizer", "sgd") for j in self.jobs],
+            self.flat, [j.get("optimizer", "sgd") for j in self.jobs],
             [float(j.get("lr", 0.01)) for j in self.jobs], [float(j.get("weight_decay") or 0.0) for j in self.jobs])
         self.orders = [generator(int(j.get("seed", 0)), ORDER_STREAM) for j in self.jobs]
         self.augment = generator(int(self.jobs[0].get("seed", 0)), AUGMENT_STREAM)
@@ -96,6 +107,8 @@ class _Fleet:
         self.augment_masks = {kind: torch.tensor([k == kind for k in kinds], device=self.device)
                               for kind in sorted(set(kinds) - {"none"})}
         self.alive = torch.ones(len(self.jobs), dtype=torch.bool, device=self.device)
+        self.all_alive = True  # lets a step skip masking until a model diverges
+        self.eval_chunk = _eval_chunk(models[0], self.task.x_test[:1], len(self.jobs))
         self.step = 0
         n = len(self.jobs)
         self.results = [TrainResult(self.layout, np.full((len(training.snapshot_epochs) + 1, self.layout.n_params),
@@ -135,9 +148,10 @@ class _Fleet:
             y = torch.gather(self.y_train, 1, index)
             losses = per_sample_loss(self.run(x), y, self.task.task).mean(dim=1)
             self._mark_diverged(losses, epoch)
-            total = torch.where(self.alive, losses, torch.zeros_like(losses)).sum()
+            total = losses.sum() if self.all_alive else torch.where(self.alive, losses, torch.zeros_like(losses)).sum()
             grads = torch.autograd.grad(total, list(self.trainable.values()))
-            self.optimizer.step(dict(zip(self.trainable, grads)), self.alive)
+            grad = torch.cat([g.reshape(len(self.jobs), -1) for g in grads], dim=1)
+            self.optimizer.step(grad, None if self.all_alive else self.alive)
             self.step += 1
             if self.recorder is not None and self.recorder.due(self.step):
                 self.recorder.record(self.step, epoch, self.optimizer.learning_rates, losses, self.alive)
@@ -148,11 +162,15 @@ class _Fleet:
         return x
 
     def _mark_diverged(self, losses: torch.Tensor, epoch: int) -> None:
-        bad = self.alive & ~torch.isfinite(losses.detach())
+        finite = torch.isfinite(losses.detach())
+        if self.all_alive and bool(finite.all()):  # the common case: one check, no per-model work
+            return
+        bad = self.alive & ~finite
         for m in torch.nonzero(bad).flatten().tolist():
             self.results[m].status = STATUS_DIVERGED
             self.results[m].message = f"loss became {float(losses[m].detach())} at epoch {epoch}, step {self.step}"
         self.alive &= ~bad
+        self.all_alive = bool(self.alive.all())
 
     @torch.no_grad()
     def record(self, k: int, epoch: int, step: int) -> None:
@@ -176,9 +194,9 @@ class _Fleet:
     def _evaluate(self, x: torch.Tensor, y: torch.Tensor) -> list[tuple[float, float]]:
         self.base.eval()
         losses, hits = [], []
-        for start in range(0, len(x), EVAL_CHUNK):
-            out = self.run(x[start:start + EVAL_CHUNK], shared_input=True)
-            target = y[..., start:start + EVAL_CHUNK].expand(out.shape[:2])
+        for start in range(0, len(x), self.eval_chunk):
+            out = self.run(x[start:start + self.eval_chunk], shared_input=True)
+            target = y[..., start:start + self.eval_chunk].expand(out.shape[:2])
             losses.append(per_sample_loss(out, target, self.task.task))
             hits.append(correct(out, target, self.task.task))
         self.base.train()
@@ -190,6 +208,40 @@ class _Fleet:
         for result, trace in zip(self.results, traces):
             fill_missing_snapshots(result, plan, self.task.task)
             result.traces = trace
+
+
+def _flat_parameters(params: dict, device) -> tuple[torch.Tensor, dict]:
+    """One ``[n_models, n_values]`` matrix holding every trainable tensor, and the tensors as
+    leaf views into it (frozen ones stay separate), so the optimizer updates all at once."""
+    trainable = [p.detach().reshape(len(p), -1) for p in params.values() if p.requires_grad]
+    first = next(iter(params.values()))
+    flat = torch.cat(trainable, dim=1).to(device) if trainable else first.new_zeros(len(first), 0, device=device)
+    views, offset = {}, 0
+    for name, p in params.items():
+        if not p.requires_grad:
+            views[name] = p.detach().to(device)
+            continue
+        size = p[0].numel()
+        views[name] = flat[:, offset:offset + size].view(p.shape).requires_grad_(True)
+        offset += size
+    return flat, views
+
+
+def _eval_chunk(model: torch.nn.Module, sample: torch.Tensor, n_models: int) -> int:
+    """Samples per evaluation chunk: at most EVAL_CHUNK, and few enough that the fleet's
+    largest activation stays near EVAL_BYTES. Larger chunks leave the CPU caches and, past
+    glibc's mmap threshold, page-fault on every fresh allocation."""
+    largest = [sample.numel()]
+    hooks = [m.register_forward_hook(lambda _m, _i, out: largest.append(out.numel()))
+             for m in model.modules() if m is not model]
+    try:
+        with torch.no_grad():
+            model.eval()(sample)
+    finally:
+        for hook in hooks:
+            hook.remove()
+        model.train()
+    return int(max(16, min(EVAL_CHUNK, EVAL_BYTES // (4 * n_models * max(largest)))))
 
 
 def _common(jobs, key, default):

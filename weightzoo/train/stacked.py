@@ -6,7 +6,9 @@ looping over the models (benchmarks/README.md). Written out by hand, the fleet k
 feature maps as one ``[batch, models × channels, H, W]`` tensor in channels-last format:
 convolutions are grouped convolutions (groups = models), per-model batch norm is plain
 batch norm over ``models × channels`` channels, pooling needs no change, and linear
-layers are batched matrix products over ``[models, batch, features]``.
+layers are batched matrix products over ``[models, batch, features]``. A first convolution
+of one input channel is a depthwise convolution of the repeated input instead, and a ReLU
+right before a max-pool runs after it (see the functions below for why and what it costs).
 
 The fleet trainer uses this path where every layer is supported and all models share an
 activation, and falls back to ``vmap`` otherwise.
@@ -46,9 +48,39 @@ def stacked_forward(model: nn.Sequential, tensors: dict[str, torch.Tensor], x: t
         layer_name, _, leaf = name.partition(".")
         by_layer.setdefault(layer_name, {})[leaf] = value
     state = _State(x, n_models, shared_input)
-    for index, layer in enumerate(model):
+    for index, layer in _pool_before_relu(model, by_layer, training):
         state.apply(layer, by_layer.get(str(index), {}), training)
     return state.as_flat()
+
+
+def _pool_before_relu(model: nn.Sequential, tensors: dict | None = None,
+                      training: bool = True) -> list[tuple[int, nn.Module]]:
+    """The layers with their indices, each ReLU followed by a max-pool moved after the pool.
+
+    relu(maxpool(x)) equals maxpool(relu(x)) bit for bit, and so do the gradients (a pooling
+    window's maximum is the same element either way, and where it is not positive both
+    gradients are 0), but the ReLU and its backward then touch a quarter of the values.
+    Only ReLU: tanh, sigmoid or ELU saturate to ties in float32, where the two orders can
+    route a window's gradient to different elements. A dropout between them that is an
+    identity here (every model's rate 0, or evaluation; ``tensors`` holds the rates by layer
+    index) does not stop the move; an active one does (masks do not commute with the pool).
+    """
+    tensors = tensors or {}
+
+    def idle(index: int, layer) -> bool:
+        rate = tensors.get(str(index), {}).get("p")
+        return isinstance(layer, Dropout) and (not training or rate is None or not bool((rate > 0).any()))
+
+    layers = list(enumerate(model))
+    for i in range(len(layers) - 1):
+        if not (isinstance(layers[i][1], Activation) and layers[i][1].name == "relu"):
+            continue
+        j = i + 1
+        while j < len(layers) and idle(*layers[j]):
+            j += 1
+        if j < len(layers) and isinstance(layers[j][1], nn.MaxPool2d):
+            layers.insert(i, layers.pop(j))
+    return layers
 
 
 class _State:
@@ -81,7 +113,9 @@ class _State:
         return self.value
 
     def apply(self, layer: nn.Module, tensors: dict, training: bool) -> None:
-        if isinstance(layer, nn.Conv2d):
+        if isinstance(layer, nn.Conv2d) and self.kind == "input" and layer.in_channels == 1:
+            self.value, self.kind = _depthwise_first_conv(layer, self.value, tensors, self.m), "maps"
+        elif isinstance(layer, nn.Conv2d):
             self.value = _conv(layer, self.as_maps(), tensors, self.m)
         elif isinstance(layer, nn.Linear):
             x = self.as_flat()
@@ -124,6 +158,26 @@ def _conv(layer: nn.Conv2d, x: torch.Tensor, tensors: dict, m: int) -> torch.Ten
     weight = weight.reshape((m * weight.shape[1],) + tuple(weight.shape[2:]))
     bias = tensors["bias"].reshape(-1) if "bias" in tensors else None
     return F.conv2d(x, weight, bias, layer.stride, layer.padding, layer.dilation, groups=m)
+
+
+def _depthwise_first_conv(layer: nn.Conv2d, x: torch.Tensor, tensors: dict, m: int) -> torch.Tensor:
+    """A first convolution of one input channel, as a depthwise convolution of the input
+    repeated once per output channel (``[M, B, 1, H, W]`` → ``[B, M·C, H, W]``, channels-last).
+
+    The grouped convolution with one input channel per group runs a generic oneDNN kernel;
+    the depthwise one is vectorised over channels and, with the copy that repeats the
+    input, was 3.6x faster (forward + backward, 32 demo CNNs, 1 thread). It sums the same
+    nine products in another order, so results differ from the grouped form by rounding.
+    """
+    _, b, _, h, w = x.shape
+    channels = layer.out_channels
+    # contiguous: with a shared input (stride 0 across models) reshape alone returns a view
+    # with zero strides, on which oneDNN falls back to a slow reference kernel
+    repeated = x.permute(1, 3, 4, 0, 2).expand(b, h, w, m, channels).reshape(b, h, w, m * channels).contiguous()
+    weight = tensors["weight"].reshape((m * channels, 1) + tuple(layer.kernel_size))
+    bias = tensors["bias"].reshape(-1) if "bias" in tensors else None
+    return F.conv2d(repeated.permute(0, 3, 1, 2), weight, bias, layer.stride, layer.padding, layer.dilation,
+                    groups=m * channels)
 
 
 def _batch_norm(layer, x: torch.Tensor, tensors: dict, training: bool) -> torch.Tensor:

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import functools
 import os
+import platform
 from typing import Iterator, Mapping
 
 import torch
@@ -48,6 +51,46 @@ def set_threads(threads: int | None) -> None:
     """Limit torch's intra-op threads (one Dask worker per core must not oversubscribe)."""
     if threads:
         torch.set_num_threads(max(1, int(threads)))
+
+
+# glibc mallopt parameters (malloc.h) and the values a training process uses
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+_TRIM_THRESHOLD = 1 << 30
+_MMAP_THRESHOLD = 32 << 20  # the largest value glibc accepts
+
+
+def retain_freed_memory() -> None:
+    """From now on, let this process keep freed heap memory for reuse (glibc only).
+
+    A fleet step allocates and frees tens of MB of activations. By default glibc hands
+    freed memory back to the kernel once a few times the largest recent block lies free,
+    so the next step page-faults it in again and the kernel zeroes every page: 32 CNNs of
+    the nws-scale preset's largest shape took about 85,000 page faults per epoch and
+    1.2x the CPU time. With the trim threshold at 1 GiB and blocks up to 32 MiB served from
+    the heap, pages stay mapped; :func:`release_freed_memory` hands them back when a fleet
+    is done. This changes no number a trainer computes, and is a no-op without glibc.
+    """
+    libc = _glibc()
+    if libc is not None:
+        libc.mallopt(_M_TRIM_THRESHOLD, _TRIM_THRESHOLD)
+        libc.mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD)
+
+
+def release_freed_memory() -> None:
+    """Give the heap's free memory back to the kernel now (glibc's ``malloc_trim``)."""
+    libc = _glibc()
+    if libc is not None:
+        libc.malloc_trim(0)
+
+
+@functools.lru_cache(maxsize=1)
+def _glibc():
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        return None
+    try:
+        return ctypes.CDLL("libc.so.6")
+    except OSError:
+        return None
 
 
 @contextlib.contextmanager
