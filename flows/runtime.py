@@ -35,8 +35,10 @@ def dask_runner(workers: int = 2, address: str | None = None) -> DaskTaskRunner:
         return DaskTaskRunner(address=address)
     # local workers share this machine's GPU (if any): a CUDA task must never wait for a
     # resource no local worker advertises
+    # everything a local command starts listens on 127.0.0.1 only (":0" would bind every interface)
     return DaskTaskRunner(cluster_kwargs={"n_workers": workers, "threads_per_worker": 1, "processes": True,
-                                          "dashboard_address": ":0", "resources": {"GPU": 1}})
+                                          "host": "127.0.0.1", "dashboard_address": "127.0.0.1:0",
+                                          "resources": {"GPU": 1}})
 
 
 def device_resources(device: str) -> dict[str, int]:

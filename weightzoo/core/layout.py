@@ -19,10 +19,12 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
-from typing import Iterable, Mapping
+from typing import TYPE_CHECKING, Iterable, Mapping
 
 import numpy as np
-import torch
+
+if TYPE_CHECKING:  # torch is imported where a module is flattened or built, not to read tables
+    import torch
 
 ROLES = ("weight", "bias", "bn_weight", "bn_bias", "bn_mean", "bn_var")
 
@@ -99,8 +101,10 @@ class WeightLayout:
         ]
         return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
 
-    def flatten(self, state: Mapping[str, torch.Tensor]) -> np.ndarray:
+    def flatten(self, state: Mapping[str, "torch.Tensor"]) -> np.ndarray:
         """A state dict (or parameter dict) as one float32 vector in layout order."""
+        import torch  # here, not at import: reading a zoo's tables needs no torch
+
         flat = np.empty(self.n_params, dtype=np.float32)
         for t in self.tensors:
             if t.name not in state:
@@ -111,8 +115,10 @@ class WeightLayout:
             flat[t.offset:t.offset + t.length] = value
         return flat
 
-    def unflatten(self, flat: np.ndarray | torch.Tensor) -> dict[str, torch.Tensor]:
+    def unflatten(self, flat: "np.ndarray | torch.Tensor") -> "dict[str, torch.Tensor]":
         """The inverse of :meth:`flatten`: a dict loadable with ``load_state_dict(strict=False)``."""
+        import torch
+
         flat = torch.as_tensor(np.asarray(flat, dtype=np.float32))
         if flat.numel() != self.n_params:
             raise ValueError(f"flat vector has {flat.numel()} values; layout {self.layout_id} has {self.n_params}")
@@ -125,7 +131,7 @@ class WeightLayout:
         strip = lambda layout: [(t.shape, t.offset, t.length, t.layer, t.role, t.kind) for t in layout.tensors]
         return strip(self) == strip(other)
 
-    def named_as(self, module: torch.nn.Module) -> "WeightLayout":
+    def named_as(self, module: "torch.nn.Module") -> "WeightLayout":
         """This layout with ``module``'s state-dict names, for loading into ``module``;
         ValueError if the module's tensors are not this layout's (by position, shape, role
         and kind). A layout stored under older names (see the module docstring) is matched
@@ -153,7 +159,7 @@ class WeightLayout:
         ))
 
     @classmethod
-    def from_module(cls, module: torch.nn.Module) -> "WeightLayout":
+    def from_module(cls, module: "torch.nn.Module") -> "WeightLayout":
         """The layout of a module's state dict, layer-indexed by owning submodule."""
         owners = _owner_kinds(module)
         specs, offset, layer_of = [], 0, {}
@@ -173,7 +179,9 @@ def _as_set(values):
     return None if values is None else set(values)
 
 
-def _owner_kinds(module: torch.nn.Module) -> dict[str, str]:
+def _owner_kinds(module: "torch.nn.Module") -> dict[str, str]:
+    import torch
+
     kinds = {}
     for name, sub in module.named_modules():
         if isinstance(sub, torch.nn.modules.conv._ConvNd):
