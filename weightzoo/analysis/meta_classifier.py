@@ -228,6 +228,8 @@ def run_meta_classifier_study(zoo, label: str, *, snapshots=None, part: str | No
     def run(out: Path) -> StudyResult:
         train = zoo.select(snapshots=choice, part=part, split="train")
         test = zoo.select(snapshots=choice, part=part, split="test")
+        train.require_samples()
+        test.require_samples()
         model = train_meta_classifier(train, label, slice_length=slice_length, epochs=epochs,
                                       batch_size=batch_size, seed=seed, progress=progress)
         results, confusion, per_class = evaluate(model, test)

@@ -2,8 +2,13 @@
 
 Exit codes, decided here and nowhere else: 0 success, 1 runtime failure, 2 bad input (any
 :class:`weightzoo.errors.InputError`: a spec, an argument, a path that is not a zoo, an
-unknown version), 130 interrupted. Commands may return 3 for "ran, and found differences"
-(``regenerate``) or 1 for "ran, and found damage" (``verify``).
+unknown version), 128 + the signal's number when stopped by SIGINT (Ctrl-C, 130), SIGTERM
+(what ``timeout``, Slurm, CI runners and ``docker stop`` send, 143) or SIGHUP (129). Commands
+may return 3 for "ran, and found differences" (``regenerate``) or 1 for "ran, and found
+damage" (``verify``).
+
+A stopping signal unwinds the command like Ctrl-C does, so everything it started (the local
+Prefect server, the Dask cluster and its workers) is stopped before it exits.
 """
 
 from __future__ import annotations
@@ -11,7 +16,9 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import signal
 import sys
+import threading
 
 EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
 # Modules that contribute subcommands, in the order of `weightzoo --help`: each has
@@ -24,8 +31,13 @@ def main(argv: list[str] | None = None) -> int:
     from weightzoo.errors import is_input_error
 
     args = parser().parse_args(argv)
+    previous = _stop_on_signals()
     try:
         return args.handler(args)
+    except Stopped as stop:
+        print(f"stopped by {signal.Signals(stop.signum).name}: staged models are kept; run the same command "
+              f"again to resume", file=sys.stderr)
+        return 128 + stop.signum
     except BrokenPipeError:  # the reader went away (`weightzoo query ... --csv | head`): not a failure
         _silence_stdout()
         return 0
@@ -38,6 +50,29 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"error: {_one_line(error)}", file=sys.stderr)
         return EXIT_USAGE if is_input_error(error) else EXIT_FAILURE
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+class Stopped(BaseException):
+    """A stopping signal (SIGTERM, SIGHUP) arrived; raised where the command was, like
+    KeyboardInterrupt, so its ``finally`` blocks stop the server and the cluster."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _stop_on_signals() -> dict:
+    """Turn SIGTERM and SIGHUP into :class:`Stopped` (in the main thread); the previous handlers."""
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+
+    def stop(signum, frame):
+        raise Stopped(signum)
+
+    return {signum: signal.signal(signum, stop) for signum in (signal.SIGTERM, signal.SIGHUP)}
 
 
 def parser() -> argparse.ArgumentParser:

@@ -100,6 +100,8 @@ def _meta_classifier(args) -> int:
     zoo = open_version(args.zoo)
     _check_columns(zoo, args.label, "--target")
     zoo.select(snapshots=args.snapshots, part=args.part, split=["train", "test"])  # input errors before any server
+    for split in ("train", "test"):  # a small zoo's split can be empty
+        zoo.select(snapshots=args.snapshots, part=args.part, split=split).require_samples()
     options = {"snapshots": snapshot_text(args.snapshots), "part": args.part,
                "slice_length": args.slice_length, "epochs": args.epochs}
     threads = task_threads(args, len(args.label))
