@@ -14,10 +14,8 @@ from weightzoo.pipelines.build import group_configs
 from weightzoo.presets import list_presets
 from weightzoo.train.single import train_model
 
-# Fingerprints of PINNED computed by the code before traces existed (commit fe668c9), under
-# the training code version of that time: the identity of every existing untraced zoo must
-# stay what it was (a later CODE_VERSION changes fingerprints on purpose, not through traces).
-PINNED_CODE_VERSION = "weightzoo-train-1"
+# Fingerprints of PINNED computed by the code before traces existed (commit fe668c9): the
+# identity of every existing untraced zoo must stay what it was.
 PINNED = {"name": "pinned", "models": 2, "architecture": "mlp",
           "hyperparameters": {"dataset": "sinusoid", "frequency": [0.5, 1.0], "hidden_width": 8, "lr": 0.01,
                               "batch_size": 4},
@@ -33,11 +31,11 @@ def traced(traces, **training) -> dict:
 
 def test_untraced_fingerprints_are_unchanged():
     configs = sample_configs(load_spec(PINNED))
-    assert [c.fingerprint(PINNED_CODE_VERSION) for c in configs] == PINNED_FINGERPRINTS
+    assert [c.fingerprint(CODE_VERSION) for c in configs] == PINNED_FINGERPRINTS
     assert "traces" not in configs[0].training.to_dict()
     legacy = load_spec(traced([]))  # the reserved empty list of older specs means "no traces"
     assert legacy.training.traces is None
-    assert [c.fingerprint(PINNED_CODE_VERSION) for c in sample_configs(legacy)] == PINNED_FINGERPRINTS
+    assert [c.fingerprint(CODE_VERSION) for c in sample_configs(legacy)] == PINNED_FINGERPRINTS
 
 
 def test_traces_parse_round_trip_and_change_identity():

@@ -62,8 +62,8 @@ CNN = {"dataset": "digits", "architecture": "nws-cnn", "conv_width": 4, "fc_widt
 
 @pytest.mark.parametrize("base", [MLP, CNN], ids=["mlp", "cnn"])
 def test_stored_snapshot_reproduces_recorded_test_accuracy(base):
-    # the fleet evaluates all models on one shared input (for a CNN: a depthwise first conv
-    # over the repeated input); a rebuilt module evaluated alone must agree
+    # the fleet evaluates all models at once on one shared input, in chunks sized to the
+    # fleet; a rebuilt module evaluated alone must agree
     job = dict(base, seed=2, optimizer="adam", lr=0.01)
     result = train_fleet([job, dict(job, seed=3)], TRAINING)[0]
     task = model_task(job, TRAINING)

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-CODE_VERSION = "weightzoo-train-2"
+CODE_VERSION = "weightzoo-train-1"
 """Version of the numbers the training code produces; bump when they change."""
 
 

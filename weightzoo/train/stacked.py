@@ -6,9 +6,8 @@ looping over the models (benchmarks/README.md). Written out by hand, the fleet k
 feature maps as one ``[batch, models × channels, H, W]`` tensor in channels-last format:
 convolutions are grouped convolutions (groups = models), per-model batch norm is plain
 batch norm over ``models × channels`` channels, pooling needs no change, and linear
-layers are batched matrix products over ``[models, batch, features]``. A first convolution
-of one input channel is a depthwise convolution of the repeated input instead, and a ReLU
-right before a max-pool runs after it (see the functions below for why and what it costs).
+layers are batched matrix products over ``[models, batch, features]``. A ReLU right
+before a max-pool runs after it (bit-identical, see :func:`_pool_before_relu`).
 
 The fleet trainer uses this path where every layer is supported and all models share an
 activation, and falls back to ``vmap`` otherwise.
@@ -113,9 +112,7 @@ class _State:
         return self.value
 
     def apply(self, layer: nn.Module, tensors: dict, training: bool) -> None:
-        if isinstance(layer, nn.Conv2d) and self.kind == "input" and layer.in_channels == 1:
-            self.value, self.kind = _depthwise_first_conv(layer, self.value, tensors, self.m), "maps"
-        elif isinstance(layer, nn.Conv2d):
+        if isinstance(layer, nn.Conv2d):
             self.value = _conv(layer, self.as_maps(), tensors, self.m)
         elif isinstance(layer, nn.Linear):
             x = self.as_flat()
@@ -158,26 +155,6 @@ def _conv(layer: nn.Conv2d, x: torch.Tensor, tensors: dict, m: int) -> torch.Ten
     weight = weight.reshape((m * weight.shape[1],) + tuple(weight.shape[2:]))
     bias = tensors["bias"].reshape(-1) if "bias" in tensors else None
     return F.conv2d(x, weight, bias, layer.stride, layer.padding, layer.dilation, groups=m)
-
-
-def _depthwise_first_conv(layer: nn.Conv2d, x: torch.Tensor, tensors: dict, m: int) -> torch.Tensor:
-    """A first convolution of one input channel, as a depthwise convolution of the input
-    repeated once per output channel (``[M, B, 1, H, W]`` → ``[B, M·C, H, W]``, channels-last).
-
-    The grouped convolution with one input channel per group runs a generic oneDNN kernel;
-    the depthwise one is vectorised over channels and, with the copy that repeats the
-    input, was 3.6x faster (forward + backward, 32 demo CNNs, 1 thread). It sums the same
-    nine products in another order, so results differ from the grouped form by rounding.
-    """
-    _, b, _, h, w = x.shape
-    channels = layer.out_channels
-    # contiguous: with a shared input (stride 0 across models) reshape alone returns a view
-    # with zero strides, on which oneDNN falls back to a slow reference kernel
-    repeated = x.permute(1, 3, 4, 0, 2).expand(b, h, w, m, channels).reshape(b, h, w, m * channels).contiguous()
-    weight = tensors["weight"].reshape((m * channels, 1) + tuple(layer.kernel_size))
-    bias = tensors["bias"].reshape(-1) if "bias" in tensors else None
-    return F.conv2d(repeated.permute(0, 3, 1, 2), weight, bias, layer.stride, layer.padding, layer.dilation,
-                    groups=m * channels)
 
 
 def _batch_norm(layer, x: torch.Tensor, tensors: dict, training: bool) -> torch.Tensor:
