@@ -9,6 +9,7 @@ import time
 
 import numpy as np
 import pandas as pd
+from cardkit import write_frames
 from matplotlib.image import imread
 
 from weightzoo.cli import main
@@ -32,16 +33,17 @@ def assert_real_png(path) -> None:
     assert float(pixels.std()) > 0, f"{path} is blank"
 
 
-def test_card_of_a_published_version(catalog_zoo, tables_of, tmp_path):
+def test_card_of_a_published_version(catalog_zoo, tables_of, files_of, tmp_path):
     tables = tables_of(catalog_zoo, "v0002")
-    card = write_card(tmp_path, tables, manifest_of(catalog_zoo, "v0002"), tables_of(catalog_zoo, "v0001"))
+    card = write_card(tmp_path, files_of(catalog_zoo, "v0002"), manifest_of(catalog_zoo, "v0002"),
+                      files_of(catalog_zoo, "v0001"))
     text = card.read_text()
     models, snapshots = tables["models"], tables["snapshots"]
     assert f"| models | {len(models)} |" in text and f"| snapshots | {len(snapshots)} |" in text
     splits = models["split"].value_counts().sort_index()
     assert "| by split | " + ", ".join(f"{s}: {n}" for s, n in splits.items()) + " |" in text
     optimizers = models["optimizer"].value_counts().sort_index()
-    assert "| `optimizer` | str | " + ", ".join(f"{o}: {n}" for o, n in optimizers.items()) + " | 0 |" in text
+    assert "| `optimizer` | str | categorical | " + ", ".join(f"{o}: {n}" for o, n in optimizers.items()) + " | 0 |" in text
     last = snapshots[snapshots["k"] == snapshots["k"].max()]["test_acc"]
     assert f"| digits | test_acc | {len(last)} |" in text and f"{last.mean():.3f}" in text
     added = sorted(set(models["model_id"]) - set(tables_of(catalog_zoo, "v0001")["models"]["model_id"]))
@@ -61,8 +63,8 @@ def test_card_lists_diverged_runs_and_regression_losses(catalog_zoo, tables_of, 
     models.loc[models["model_id"] == models["model_id"].iloc[0], "dataset"] = "sinusoid"
     first = models["model_id"].iloc[0]
     snapshots.loc[snapshots["model_id"] == first, "test_acc"] = math.nan
-    text = write_card(tmp_path, {**tables, "models": models, "snapshots": snapshots},
-                      manifest_of(catalog_zoo, "v0001")).read_text()
+    files = write_frames(tmp_path / "tables", {**tables, "models": models, "snapshots": snapshots})
+    text = write_card(tmp_path, files, manifest_of(catalog_zoo, "v0001")).read_text()
     assert "1 of 4 runs did not end `ok` (diverged: 1)" in text
     assert f"| `{bad}` | diverged |" in text and "loss is nan at epoch 2" in text
     assert "| sinusoid | test_loss | 1 |" in text and "| digits | test_acc | 2 |" in text
@@ -78,10 +80,11 @@ def test_card_is_cheap_for_hundreds_of_models(catalog_zoo, tables_of, tmp_path):
                         for i in range(copies)], ignore_index=True)
     snapshots = pd.concat([tables["snapshots"].assign(model_id=tables["snapshots"]["model_id"] + f"-{i}")
                            for i in range(copies)], ignore_index=True)
-    write_card(tmp_path / "warm", tables, manifest_of(catalog_zoo, "v0002"))  # imports and font cache
+    files = write_frames(tmp_path / "tables", {**tables, "models": models, "snapshots": snapshots})
+    parent = write_frames(tmp_path / "parent", {"models": models.iloc[:150], "snapshots": snapshots.iloc[:450]})
+    write_card(tmp_path / "warm", write_frames(tmp_path / "small", tables), manifest_of(catalog_zoo, "v0002"))
     started = time.perf_counter()
-    write_card(tmp_path, {**tables, "models": models, "snapshots": snapshots}, manifest_of(catalog_zoo, "v0002"),
-               {"models": models.iloc[:150], "snapshots": snapshots.iloc[:450]})
+    write_card(tmp_path, files, manifest_of(catalog_zoo, "v0002"), parent)
     seconds = time.perf_counter() - started
     assert seconds < 4, f"the card of 300 models took {seconds:.1f} s"
     assert "| models | 300 |" in (tmp_path / "CARD.md").read_text()
