@@ -9,6 +9,9 @@ import time
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 from cardkit import write_frames
 from matplotlib.image import imread
 
@@ -120,3 +123,16 @@ def test_every_published_version_carries_its_card(catalog_zoo):
         assert f"| models | {n_models} |" in text, version
         assert_real_png(folder / "card" / "hyperparameters.png")
     assert "| 2 | 0 | 0 | 4 |" in (catalog_zoo / "versions" / "v0002" / "CARD.md").read_text()
+
+
+def test_nan_metrics_count_as_missing(catalog_zoo, tables_of, tmp_path):
+    tables = tables_of(catalog_zoo, "v0001")
+    snapshots = pa.Table.from_pandas(tables["snapshots"], preserve_index=False)
+    last = pc.equal(snapshots.column("k"), 2)
+    nan_acc = pc.if_else(last, pa.scalar(math.nan), snapshots.column("test_acc"))  # NaN, not null, in the file
+    snapshots = snapshots.set_column(snapshots.schema.get_field_index("test_acc"), "test_acc", nan_acc)
+    files = write_frames(tmp_path / "tables", {"models": tables["models"], "layouts": tables["layouts"]})
+    pq.write_table(snapshots, files.setdefault("snapshots", tmp_path / "tables" / "snapshots.parquet"))
+    assert pc.sum(pc.is_nan(pq.read_table(files["snapshots"]).column("test_acc"))).as_py() == 4
+    text = write_card(tmp_path / "card", files, manifest_of(catalog_zoo, "v0001")).read_text()
+    assert "| digits | test_acc | 4 |" in text and "| nan |" not in text

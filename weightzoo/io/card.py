@@ -121,8 +121,8 @@ def _hyperparameter_section(data: CardData, summaries: list[ColumnSummary], mani
         text += " Not plotted: " + ", ".join(f"`{column}` ({why})" for column, why in left_out) + "."
     if not distributions:
         text += (" The spec gives no hyperparameter distributions (an imported zoo), so axes follow the values: "
-                 "log where they are positive, span two decades and their median sits nearer the middle on a "
-                 "log axis.")
+                 "log where they are positive, span a decade or more and their median sits nearer the middle "
+                 "on a log axis.")
     return text
 
 

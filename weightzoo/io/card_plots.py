@@ -12,7 +12,7 @@ spec(s) give it (``manifest.specs``), not from its values:
   columns that do not vary are left out too.
 
 Imported zoos have no distributions in their spec: a numeric column is then drawn on a log
-axis only when its values are positive, span at least two decades and their median sits nearer
+axis only when its values are positive, span at least a decade and their median sits nearer
 the middle of the range on a log axis than on a linear one (as it does for values drawn
 log-uniformly); the card says which rule drew each panel.
 """
@@ -103,10 +103,10 @@ def _panel(summary: ColumnSummary, distribution: str | None) -> Panel | str:
 
 
 def log_by_values(summary: ColumnSummary) -> bool:
-    """Without a spec: positive values spanning two decades whose median sits nearer the middle
-    of their range on a log axis than on a linear one."""
+    """Without a spec: positive values spanning a decade or more whose median sits nearer the
+    middle of their range on a log axis than on a linear one."""
     low, high, median = summary.minimum, summary.maximum, summary.median
-    if median is None or not low > 0 or high / low < 100:
+    if median is None or not low > 0 or high / low < 10:
         return False
     linear = (median - low) / (high - low)
     logarithmic = (math.log(median) - math.log(low)) / (math.log(high) - math.log(low))

@@ -47,7 +47,9 @@ def literal(text: str) -> str:
 def value_sql(column: str, arrow_type: pa.DataType | None, table: str = "") -> str:
     """A column as the card compares and summarises it: NaN counts as null, like pandas' ``isna``."""
     name = f"{table}.{quote(column)}" if table else quote(column)
-    return f"nullif({name}, 'NaN'::DOUBLE)" if arrow_type is not None and pa.types.is_floating(arrow_type) else name
+    if arrow_type is not None and pa.types.is_floating(arrow_type):
+        return f"(CASE WHEN isnan({name}) THEN NULL ELSE {name} END)"
+    return name
 
 
 def kind_of(arrow_type: pa.DataType) -> str:
@@ -104,6 +106,12 @@ class CardData:
                                                  "temp_directory": str(self.scratch / "duckdb"),
                                                  "preserve_insertion_order": False})
         self.connection.execute("SET enable_progress_bar = false")
+        try:
+            # pyarrow's statistics leave NaN out of min/max; without this DuckDB (2.0) reads them as
+            # "no NaN here" and folds isnan(x) to false (duckdb/duckdb#25521)
+            self.connection.execute("SET parquet_can_have_nan = true")
+        except duckdb.CatalogException:
+            pass  # older DuckDB has no such setting and assumes NaN may be anywhere
         self.schemas: dict[str, pa.Schema] = {}
         self._streams: dict[str, pq.ParquetFile] = {}
         for prefix, sources in (("", tables), ("parent_", parent_tables or {})):
@@ -192,7 +200,8 @@ class CardData:
         dataset = "CAST(m.dataset AS VARCHAR)" if "dataset" in self.columns("models") else "'all'"
         stats = []
         for metric in ("test_acc", "test_loss"):
-            value = value_sql(metric, self.arrow_type("snapshots", metric), "s")
+            arrow_type = self.arrow_type("snapshots", metric)
+            value = value_sql(metric, arrow_type, "s") if arrow_type is not None else "NULL::DOUBLE"
             stats.append(f"count({value}) AS n_{metric}, avg({value}) AS mean_{metric}, "
                          f"approx_quantile({value}, [0.25, 0.75]) AS q_{metric}")
         frame = self.frame(f"SELECT {dataset} AS dataset, s.k, {', '.join(stats)} FROM snapshots s "
