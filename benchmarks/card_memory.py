@@ -136,8 +136,9 @@ def _block(start: int, stop: int, n_snapshots: int, n_parent: int) -> tuple[pa.T
 
 def measure(folder: Path, mode: str) -> dict:
     """Run the card (``mode="card"``) or the baseline in a fresh process: seconds and peak RSS in MB."""
+    # run in the version's folder: ``-c`` puts the working directory first on sys.path
     result = subprocess.run([sys.executable, "-c", CHILD, str(folder), mode], capture_output=True, text=True,
-                            check=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+                            check=True, cwd=folder, env={**os.environ, "OMP_NUM_THREADS": "1"})
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
