@@ -45,3 +45,12 @@ def tables_of():
         folder = root / "versions" / version
         return {name: pd.read_parquet(folder / f"{name}.parquet") for name in ("models", "snapshots", "layouts")}
     return read
+
+
+@pytest.fixture
+def files_of():
+    """files_of(root, version) → {"models", "snapshots", "layouts"} Parquet paths of that version."""
+    def paths(root, version: str) -> dict:
+        return {name: root / "versions" / version / f"{name}.parquet" for name in ("models", "snapshots", "layouts")}
+    return paths
+

@@ -9,6 +9,10 @@ import time
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+from cardkit import write_frames
 from matplotlib.image import imread
 
 from weightzoo.cli import main
@@ -32,16 +36,17 @@ def assert_real_png(path) -> None:
     assert float(pixels.std()) > 0, f"{path} is blank"
 
 
-def test_card_of_a_published_version(catalog_zoo, tables_of, tmp_path):
+def test_card_of_a_published_version(catalog_zoo, tables_of, files_of, tmp_path):
     tables = tables_of(catalog_zoo, "v0002")
-    card = write_card(tmp_path, tables, manifest_of(catalog_zoo, "v0002"), tables_of(catalog_zoo, "v0001"))
+    card = write_card(tmp_path, files_of(catalog_zoo, "v0002"), manifest_of(catalog_zoo, "v0002"),
+                      files_of(catalog_zoo, "v0001"))
     text = card.read_text()
     models, snapshots = tables["models"], tables["snapshots"]
     assert f"| models | {len(models)} |" in text and f"| snapshots | {len(snapshots)} |" in text
     splits = models["split"].value_counts().sort_index()
     assert "| by split | " + ", ".join(f"{s}: {n}" for s, n in splits.items()) + " |" in text
     optimizers = models["optimizer"].value_counts().sort_index()
-    assert "| `optimizer` | str | " + ", ".join(f"{o}: {n}" for o, n in optimizers.items()) + " | 0 |" in text
+    assert "| `optimizer` | str | categorical | " + ", ".join(f"{o}: {n}" for o, n in optimizers.items()) + " | 0 |" in text
     last = snapshots[snapshots["k"] == snapshots["k"].max()]["test_acc"]
     assert f"| digits | test_acc | {len(last)} |" in text and f"{last.mean():.3f}" in text
     added = sorted(set(models["model_id"]) - set(tables_of(catalog_zoo, "v0001")["models"]["model_id"]))
@@ -61,8 +66,8 @@ def test_card_lists_diverged_runs_and_regression_losses(catalog_zoo, tables_of, 
     models.loc[models["model_id"] == models["model_id"].iloc[0], "dataset"] = "sinusoid"
     first = models["model_id"].iloc[0]
     snapshots.loc[snapshots["model_id"] == first, "test_acc"] = math.nan
-    text = write_card(tmp_path, {**tables, "models": models, "snapshots": snapshots},
-                      manifest_of(catalog_zoo, "v0001")).read_text()
+    files = write_frames(tmp_path / "tables", {**tables, "models": models, "snapshots": snapshots})
+    text = write_card(tmp_path, files, manifest_of(catalog_zoo, "v0001")).read_text()
     assert "1 of 4 runs did not end `ok` (diverged: 1)" in text
     assert f"| `{bad}` | diverged |" in text and "loss is nan at epoch 2" in text
     assert "| sinusoid | test_loss | 1 |" in text and "| digits | test_acc | 2 |" in text
@@ -78,10 +83,11 @@ def test_card_is_cheap_for_hundreds_of_models(catalog_zoo, tables_of, tmp_path):
                         for i in range(copies)], ignore_index=True)
     snapshots = pd.concat([tables["snapshots"].assign(model_id=tables["snapshots"]["model_id"] + f"-{i}")
                            for i in range(copies)], ignore_index=True)
-    write_card(tmp_path / "warm", tables, manifest_of(catalog_zoo, "v0002"))  # imports and font cache
+    files = write_frames(tmp_path / "tables", {**tables, "models": models, "snapshots": snapshots})
+    parent = write_frames(tmp_path / "parent", {"models": models.iloc[:150], "snapshots": snapshots.iloc[:450]})
+    write_card(tmp_path / "warm", write_frames(tmp_path / "small", tables), manifest_of(catalog_zoo, "v0002"))
     started = time.perf_counter()
-    write_card(tmp_path, {**tables, "models": models, "snapshots": snapshots}, manifest_of(catalog_zoo, "v0002"),
-               {"models": models.iloc[:150], "snapshots": snapshots.iloc[:450]})
+    write_card(tmp_path, files, manifest_of(catalog_zoo, "v0002"), parent)
     seconds = time.perf_counter() - started
     assert seconds < 4, f"the card of 300 models took {seconds:.1f} s"
     assert "| models | 300 |" in (tmp_path / "CARD.md").read_text()
@@ -117,3 +123,16 @@ def test_every_published_version_carries_its_card(catalog_zoo):
         assert f"| models | {n_models} |" in text, version
         assert_real_png(folder / "card" / "hyperparameters.png")
     assert "| 2 | 0 | 0 | 4 |" in (catalog_zoo / "versions" / "v0002" / "CARD.md").read_text()
+
+
+def test_nan_metrics_count_as_missing(catalog_zoo, tables_of, tmp_path):
+    tables = tables_of(catalog_zoo, "v0001")
+    snapshots = pa.Table.from_pandas(tables["snapshots"], preserve_index=False)
+    last = pc.equal(snapshots.column("k"), 2)
+    nan_acc = pc.if_else(last, pa.scalar(math.nan), snapshots.column("test_acc"))  # NaN, not null, in the file
+    snapshots = snapshots.set_column(snapshots.schema.get_field_index("test_acc"), "test_acc", nan_acc)
+    files = write_frames(tmp_path / "tables", {"models": tables["models"], "layouts": tables["layouts"]})
+    pq.write_table(snapshots, files.setdefault("snapshots", tmp_path / "tables" / "snapshots.parquet"))
+    assert pc.sum(pc.is_nan(pq.read_table(files["snapshots"]).column("test_acc"))).as_py() == 4
+    text = write_card(tmp_path / "card", files, manifest_of(catalog_zoo, "v0001")).read_text()
+    assert "| digits | test_acc | 4 |" in text and "| nan |" not in text

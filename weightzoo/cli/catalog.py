@@ -121,11 +121,10 @@ def _card(args) -> int:
     target = args.out or _own_card_dir(zoo, own, CARD_NAME)
     if args.out is not None and own is not None and own.is_dir() and args.out.resolve() == own.resolve():
         raise UsageError(f"--out {args.out} is the version's own directory; give another directory")
-    tables = {"models": zoo.models, "snapshots": zoo.snapshots, "layouts": zoo.layouts}
+    tables = _table_files(zoo, ("models", "snapshots", "layouts"))
     parent_tables = None
     if zoo.manifest.parent:
-        parent_zoo = zoo.handle.open(zoo.manifest.parent)
-        parent_tables = {"models": parent_zoo.models, "snapshots": parent_zoo.snapshots}
+        parent_tables = _table_files(zoo.handle.open(zoo.manifest.parent), ("models", "snapshots"))
     Path(target).mkdir(parents=True, exist_ok=True)
     card = write_card(Path(target), tables, zoo.manifest, parent_tables)
     plots = sorted(str(p) for p in (Path(target) / "card").glob("*.png"))
@@ -134,6 +133,13 @@ def _card(args) -> int:
     else:
         print(f"wrote {card} ({len(plots)} plots)")
     return 0
+
+
+def _table_files(zoo, names) -> dict:
+    """A version's tables for the card: local paths, or ParquetFiles streamed from object storage."""
+    own = zoo.location.local_path(zoo.folder)
+    return {name: own / f"{name}.parquet" if own is not None else zoo.location.parquet_file(f"{zoo.folder}/{name}.parquet")
+            for name in names}
 
 
 def _own_card_dir(zoo, own: Path | None, card_name: str) -> Path:

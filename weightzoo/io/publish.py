@@ -245,9 +245,8 @@ def _manifest(version, parent, snapshot_id, counts, request: PublishRequest, spl
 def _write_version_files(folder: Path, manifest: Manifest, parent: _Parent) -> None:
     """The dataset card and, last, the manifest with the tables' checksums."""
     manifest = manifest.with_tables({name: sha256_file(folder / name) for name in TABLE_NAMES})
-    parent_tables = ({"models": parent.files["models.parquet"].read(),
-                      "snapshots": parent.files["snapshots.parquet"].read()} if parent.files and manifest.parent
-                     else None)
+    parent_tables = ({"models": parent.files["models.parquet"], "snapshots": parent.files["snapshots.parquet"]}
+                     if parent.files and manifest.parent else None)
     write_card(folder, {name: folder / name for name in TABLE_NAMES}, manifest, parent_tables)
     (folder / "manifest.json").write_bytes(manifest.to_json())
 
