@@ -147,14 +147,17 @@ def _snapshot(k: int, rng, diverged: bool) -> dict:
 
 
 def flip_member_byte(path, member: str) -> None:
-    """Flip one byte in the middle of ``member``'s data inside a staged model's npz file."""
+    """Flip one byte in the middle of array ``member``'s data inside a staged model's file
+    (the ``.wzs`` format of weightzoo.io.staging: magic, two uint32 lengths, head and meta JSON,
+    arrays from the next 64-byte boundary)."""
+    import json
     import struct
-    import zipfile
 
-    with zipfile.ZipFile(path) as archive:
-        info = archive.getinfo(member)
     data = bytearray(path.read_bytes())
-    name_length, extra_length = struct.unpack("<HH", data[info.header_offset + 26:info.header_offset + 30])
-    start = info.header_offset + 30 + name_length + extra_length
-    data[start + info.compress_size // 2] ^= 0xFF
+    head_length, meta_length = struct.unpack_from("<II", data, 8)
+    head = json.loads(bytes(data[16:16 + head_length]))
+    dtype, shape, offset = head["arrays"][member]
+    start = -(-(16 + head_length + meta_length) // 64) * 64 + offset
+    nbytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
+    data[start + nbytes // 2] ^= 0xFF
     path.write_bytes(bytes(data))

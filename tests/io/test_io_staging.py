@@ -41,17 +41,17 @@ def test_metadata_only_load_skips_weights(zoo_root, make_inputs):
 def test_flipped_byte_in_weights_names_the_file(zoo_root, make_inputs):
     inputs = make_inputs("conv", 3)
     receipt = stage_inputs(zoo_root, inputs)
-    path = zoo_root / "staging" / f"{inputs['fingerprint']}.npz"
-    flip_member_byte(path, "weights.npy")
+    path = zoo_root / "staging" / f"{inputs['fingerprint']}.wzs"
+    flip_member_byte(path, "weights")
 
-    with pytest.raises(StagingError, match=f"{path} is damaged .*weights.npy.*delete it and run again"):
+    with pytest.raises(StagingError, match=f"{path} is corrupt: the sha256 .* delete it and run again"):
         load_staged(zoo_root / "staging", inputs["fingerprint"])
     assert find_staged(zoo_root / "staging", inputs["fingerprint"]) == receipt, "the metadata still reads"
 
 
 def test_incomplete_files_are_not_found(zoo_root, make_inputs, monkeypatch):
     inputs = make_inputs("conv", 4)
-    leftover = zoo_root / "staging" / f"{inputs['fingerprint']}.npz.incomplete-abc"
+    leftover = zoo_root / "staging" / f"{inputs['fingerprint']}.wzs.incomplete-abc"
     leftover.parent.mkdir(parents=True)
     leftover.write_bytes(b"half a file")
     assert find_staged(zoo_root / "staging", inputs["fingerprint"]) is None
@@ -80,7 +80,7 @@ def test_restaging_replaces_the_file(zoo_root, make_inputs):
     inputs["weights"] = inputs["weights"] + 1
     receipt = stage_inputs(zoo_root, inputs)
     np.testing.assert_array_equal(load_staged(zoo_root / "staging", inputs["fingerprint"]).weights, inputs["weights"])
-    assert [p.name for p in (zoo_root / "staging").iterdir()] == [f"{receipt.fingerprint}.npz"]
+    assert [p.name for p in (zoo_root / "staging").iterdir()] == [f"{receipt.fingerprint}.wzs"]
 
 
 def test_missing_staged_model_is_an_error(zoo_root):

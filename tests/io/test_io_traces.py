@@ -135,7 +135,7 @@ def test_staged_traces_are_checked(zoo_root, make_inputs, stage_traced):
     staged = load_staged_traces(zoo_root / "staging", fingerprint)
     assert staged.steps_per_epoch == 3 and staged.every == 1
     np.testing.assert_array_equal(staged.tensors["2.weight"], trace.tensors["2.weight"])
-    path = zoo_root / "staging" / f"{fingerprint}.npz"
-    flip_member_byte(path, "trace.tensor:2.weight.npy")
-    with pytest.raises(StagingError, match=f"{path.name} is damaged"):
+    path = zoo_root / "staging" / f"{fingerprint}.wzs"
+    flip_member_byte(path, "trace.tensor:2.weight")
+    with pytest.raises(StagingError, match=f"{path.name} is corrupt: its traces"):
         publish(zoo_root, [fingerprint])

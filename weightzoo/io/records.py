@@ -13,9 +13,10 @@ raises RecordError naming ``where`` and the field when something is missing or m
 
 from __future__ import annotations
 
+import functools
 import json
 import math
-from dataclasses import MISSING, asdict, dataclass, field, fields, replace
+from dataclasses import MISSING, dataclass, field, fields, replace
 from typing import Mapping
 
 import numpy as np
@@ -26,16 +27,24 @@ from weightzoo.io.tables import SPLITS, check_fractions
 STATUSES = ("ok", "diverged", "failed")
 
 
+_PLAIN = frozenset({str, int, bool, type(None)})
+
+
 def to_jsonable(value):
     """Numpy scalars/arrays, tuples and non-finite floats as strict-JSON values (NaN → None)."""
-    if isinstance(value, Mapping):
+    kind = type(value)
+    if kind in _PLAIN:  # exact types first: records are mostly plain values, and ABC checks are slow
+        return value
+    if kind is float:
+        return value if math.isfinite(value) else None
+    if kind is dict or isinstance(value, Mapping):
         return {str(k): to_jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
+    if kind is list or kind is tuple or isinstance(value, (list, tuple)):
         return [to_jsonable(v) for v in value]
     if isinstance(value, np.ndarray):
         return to_jsonable(value.tolist())
     if isinstance(value, np.generic):
-        value = value.item()
+        return to_jsonable(value.item())
     if isinstance(value, float) and not math.isfinite(value):
         return None
     return value
@@ -43,7 +52,10 @@ def to_jsonable(value):
 
 def dumps(value, *, indent: int | None = None) -> str:
     """Strict, sorted-key JSON of ``value`` (after :func:`to_jsonable`)."""
-    return json.dumps(to_jsonable(value), sort_keys=True, allow_nan=False, indent=indent)
+    try:  # plain values need no conversion: let the C encoder do all of it
+        return json.dumps(value, sort_keys=True, allow_nan=False, indent=indent)
+    except (TypeError, ValueError):  # numpy values, NaN, keys of mixed types
+        return json.dumps(to_jsonable(value), sort_keys=True, allow_nan=False, indent=indent)
 
 
 def _require(cls, data, where: str) -> dict:
@@ -57,12 +69,18 @@ def _require(cls, data, where: str) -> dict:
     return {key: value for key, value in data.items() if key in names}
 
 
+@functools.lru_cache(maxsize=None)
+def _field_names(cls) -> tuple[str, ...]:
+    return tuple(f.name for f in fields(cls))
+
+
 class _Record:
     """What every record shares: strict-JSON ``to_dict`` and a validating ``from_dict``."""
 
     def to_dict(self) -> dict:
         """The record as strict-JSON values."""
-        return to_jsonable(asdict(self))
+        # to_jsonable copies every container, so asdict's deep copy would be paid twice
+        return to_jsonable({name: getattr(self, name) for name in _field_names(type(self))})
 
     @classmethod
     def from_dict(cls, data, where: str = "record"):
