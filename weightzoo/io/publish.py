@@ -41,9 +41,6 @@ from weightzoo.io.records import Manifest, Receipt, SplitSettings, to_jsonable
 from weightzoo.io.staging import find_staged, load_staged, load_staged_traces
 from weightzoo.io.version_tables import TABLE_NAMES, ParentRows, VersionTablesWriter
 
-WRITE_BLOCK_MODELS = 64
-
-
 @dataclass(frozen=True)
 class PublishRequest:
     """What to publish and why; see :func:`publish_version`."""
@@ -92,7 +89,7 @@ def publish_version(zoo: ZooHandle, request: PublishRequest) -> PublishResult:
             snapshot_id = _commit_weights(staging, repo, version, new, base, writer, summary)
             counts = writer.finish()
             manifest = _manifest(version, parent.version if request.keep_parent else None, snapshot_id, counts,
-                                 request, split, new, summary)
+                                 request, split, new, summary, _array_layouts(repo, snapshot_id, counts))
             _write_version_files(folder, manifest, parent)
         _tag(repo, version, snapshot_id)
     return PublishResult(version, manifest.parent, manifest.n_models, len(new), True)
@@ -185,17 +182,17 @@ def _by_layout(new: list[Receipt]) -> dict[str, list[Receipt]]:
 
 
 def _write_layout_rows(staging, repo, session, base, layout_id, group: list[Receipt], writer, summary) -> None:
+    """Append one layout's new models, reading each staged file once (its weights to the array,
+    its metadata to the tables); at most one shard of rows is held in memory."""
     first = load_staged(staging, group[0].fingerprint, weights=False)
     n_snapshots = max(r.n_snapshots for r in group)
     array = store.prepare_weights_array(repo, session, base, layout_id, n_snapshots, first.layout.n_params)
-    start = array.shape[0]
-    for offset in range(0, len(group), WRITE_BLOCK_MODELS):
-        block = group[offset:offset + WRITE_BLOCK_MODELS]
-        staged = [load_staged(staging, r.fingerprint) for r in block]
-        store.append_rows(array, start + offset, [model.weights for model in staged])
-        for index, (receipt, model) in enumerate(zip(block, staged)):
-            _add(writer, summary, receipt, model, start + offset + index)
-    traced = [(start + i, r) for i, r in enumerate(group) if r.n_trace_steps]
+    appender = store.RowAppender(array, len(group))
+    for receipt in group:
+        model = load_staged(staging, receipt.fingerprint)
+        _add(writer, summary, receipt, model, appender.add(model.weights))
+    appender.close()
+    traced = [(appender.start + i, r) for i, r in enumerate(group) if r.n_trace_steps]
     if traced:
         _write_layout_traces(staging, session, first.layout, traced)
 
@@ -218,8 +215,15 @@ def _recovered_layouts(repo, head: str, new: list[Receipt]):
         yield layout_id, group, end - len(group)
 
 
+def _array_layouts(repo, snapshot_id: str, counts) -> dict:
+    """The manifest's ``arrays``: the layout, shape and chunking of each weights array the version uses."""
+    session = repo.readonly_session(snapshot_id=snapshot_id)
+    return {store.weights_path(layout_id): store.array_layout(store.open_weights_array(session.store, layout_id))
+            for layout_id in sorted(counts.by_layout)}
+
+
 def _manifest(version, parent, snapshot_id, counts, request: PublishRequest, split: SplitSettings,
-              new: list[Receipt], summary) -> Manifest:
+              new: list[Receipt], summary, arrays: dict) -> Manifest:
     return Manifest(
         version=version, parent=parent, icechunk_snapshot_id=snapshot_id,
         created_at=datetime.now(timezone.utc).isoformat(),
@@ -230,7 +234,7 @@ def _manifest(version, parent, snapshot_id, counts, request: PublishRequest, spl
         # the training settings come from the staged records: captured where training ran
         **summary.result(len(new)),
         source=to_jsonable(request.source) if request.source is not None else None,
-        tables={},
+        tables={}, arrays=arrays,
     )
 
 

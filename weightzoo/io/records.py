@@ -182,6 +182,7 @@ class Manifest(_Record):
     environment: dict = field(default_factory=dict)  # publish platform, training environments
     fleets: list = field(default_factory=list)
     source: dict | None = None  # pulled versions: where from
+    arrays: dict = field(default_factory=dict)  # array path → its layout, shape, chunking (empty before shards)
     extra: dict = field(default_factory=dict)  # fields of newer code, kept as read
 
     @property
