@@ -197,7 +197,10 @@ class _PlainAppender:
         self._next += 1
         return self._next - 1
 
-    def close(self):
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *error):
         pass
 
 

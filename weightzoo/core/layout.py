@@ -9,6 +9,7 @@ or "layer 3 biases" without knowing the architecture.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from dataclasses import dataclass
@@ -51,7 +52,7 @@ class WeightLayout:
 
     tensors: tuple[TensorSpec, ...]
 
-    @property
+    @functools.cached_property
     def layout_id(self) -> str:
         """A short content hash: equal layouts get equal ids across zoos."""
         canonical = json.dumps(

@@ -24,7 +24,8 @@ pulls), else a pure function of (model_id, the version's split settings).
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -38,7 +39,7 @@ from weightzoo.io.card import write_card
 from weightzoo.io.handle import ZooHandle
 from weightzoo.io import environment
 from weightzoo.io.records import Manifest, Receipt, SplitSettings, to_jsonable
-from weightzoo.io.staging import find_staged, load_staged, load_staged_traces
+from weightzoo.io.staging import find_staged, iter_staged, load_staged, load_staged_traces
 from weightzoo.io.version_tables import TABLE_NAMES, ParentRows, VersionTablesWriter
 
 @dataclass(frozen=True)
@@ -63,6 +64,7 @@ class PublishResult:
     n_models: int
     n_new: int
     published: bool
+    seconds: dict = field(default_factory=dict)  # weights (with the new rows' metadata), tables, card, tag
 
 
 def publish_version(zoo: ZooHandle, request: PublishRequest) -> PublishResult:
@@ -83,16 +85,22 @@ def publish_version(zoo: ZooHandle, request: PublishRequest) -> PublishResult:
         with atomic_directory(zoo.location, f"versions/{version}", replace=True, last="manifest.json",
                               clean_leftovers=True) as folder:
             # no tag names this version yet: whatever was there is a crashed attempt's leftover
+            clock = _Clock()
             writer = VersionTablesWriter(folder, ParentRows(parent.files, keep, resplit), version, split)
             summary = environment.TrainingSummary()
             base = repo.lookup_tag(parent.version) if parent.version else store.root_snapshot_id(repo)
             snapshot_id = _commit_weights(staging, repo, version, new, base, writer, summary)
+            clock.lap("weights")
             counts = writer.finish()
             manifest = _manifest(version, parent.version if request.keep_parent else None, snapshot_id, counts,
                                  request, split, new, summary, _array_layouts(repo, snapshot_id, counts))
+            manifest = manifest.with_tables({name: sha256_file(folder / name) for name in TABLE_NAMES})
+            clock.lap("tables")
             _write_version_files(folder, manifest, parent)
+            clock.lap("card")
         _tag(repo, version, snapshot_id)
-    return PublishResult(version, manifest.parent, manifest.n_models, len(new), True)
+        clock.lap("tag")
+    return PublishResult(version, manifest.parent, manifest.n_models, len(new), True, clock.seconds)
 
 
 def models_digest(model_ids) -> str:
@@ -187,11 +195,9 @@ def _write_layout_rows(staging, repo, session, base, layout_id, group: list[Rece
     first = load_staged(staging, group[0].fingerprint, weights=False)
     n_snapshots = max(r.n_snapshots for r in group)
     array = store.prepare_weights_array(repo, session, base, layout_id, n_snapshots, first.layout.n_params)
-    appender = store.RowAppender(array, len(group))
-    for receipt in group:
-        model = load_staged(staging, receipt.fingerprint)
-        _add(writer, summary, receipt, model, appender.add(model.weights))
-    appender.close()
+    with store.RowAppender(array, len(group)) as appender:
+        for receipt, model in zip(group, iter_staged(staging, group)):
+            _add(writer, summary, receipt, model, appender.add(model.weights))
     traced = [(appender.start + i, r) for i, r in enumerate(group) if r.n_trace_steps]
     if traced:
         _write_layout_traces(staging, session, first.layout, traced)
@@ -238,9 +244,21 @@ def _manifest(version, parent, snapshot_id, counts, request: PublishRequest, spl
     )
 
 
+class _Clock:
+    """Seconds per step of a publish, for :attr:`PublishResult.seconds`."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self._last = time.perf_counter()
+
+    def lap(self, step: str) -> None:
+        now = time.perf_counter()
+        self.seconds[step] = round(now - self._last, 4)
+        self._last = now
+
+
 def _write_version_files(folder: Path, manifest: Manifest, parent: _Parent) -> None:
-    """The dataset card and, last, the manifest with the tables' checksums."""
-    manifest = manifest.with_tables({name: sha256_file(folder / name) for name in TABLE_NAMES})
+    """The dataset card and, last, the manifest (with the tables' checksums)."""
     parent_tables = ({"models": parent.files["models.parquet"].read(),
                       "snapshots": parent.files["snapshots.parquet"].read()} if parent.files and manifest.parent
                      else None)

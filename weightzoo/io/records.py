@@ -61,8 +61,7 @@ def dumps(value, *, indent: int | None = None) -> str:
 def _require(cls, data, where: str) -> dict:
     if not isinstance(data, Mapping):
         raise RecordError(f"{where}: expected a JSON object for a {cls.__name__}, got {type(data).__name__}")
-    names = {f.name for f in fields(cls)}
-    required = [f.name for f in fields(cls) if f.default is MISSING and f.default_factory is MISSING]
+    names, required = _field_names(cls), _required_names(cls)
     missing = [name for name in required if name not in data]
     if missing:
         raise RecordError(f"{where}: {cls.__name__} lacks {missing}")
@@ -72,6 +71,11 @@ def _require(cls, data, where: str) -> dict:
 @functools.lru_cache(maxsize=None)
 def _field_names(cls) -> tuple[str, ...]:
     return tuple(f.name for f in fields(cls))
+
+
+@functools.lru_cache(maxsize=None)
+def _required_names(cls) -> tuple[str, ...]:
+    return tuple(f.name for f in fields(cls) if f.default is MISSING and f.default_factory is MISSING)
 
 
 class _Record:

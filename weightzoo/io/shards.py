@@ -102,28 +102,34 @@ class ShardGeometry:
                 "index": "start", "dtype": "float32"}
 
 
-def encode_shard(geometry: ShardGeometry, rows: list[np.ndarray], column: int) -> bytes:
-    """The bytes of one shard: ``rows`` (each a model's float32 ``[n_snapshots, params]``, at most
-    ``geometry.rows``) at the shard's first rows, snapshots ``column * snapshots`` onwards."""
-    first = column * geometry.snapshots
+def encode_shard(geometry: ShardGeometry, rows: list[np.ndarray], column: int) -> np.ndarray:
+    """The bytes (uint8) of one shard: ``rows`` (each a model's float32 ``[n_snapshots, params]``,
+    at most ``geometry.rows``) at the shard's first rows, snapshots ``column * snapshots`` on."""
+    first, n = column * geometry.snapshots, len(rows)
+    counts = np.array([min(geometry.snapshots, max(0, w.shape[0] - first)) for w in rows], np.int64)
     present = np.zeros((geometry.rows, geometry.snapshots), bool)
-    for r, weights in enumerate(rows):
-        present[r, :max(0, min(geometry.snapshots, weights.shape[0] - first))] = True
-    order = [(r, kk) for kk in range(geometry.snapshots) for r in range(len(rows)) if present[r, kk]]
-    body = np.empty((len(order), geometry.chunk_bytes), np.uint8)
+    present[:n] = np.arange(geometry.snapshots) < counts[:, None]
+    ordinal = np.cumsum(present.T.reshape(-1)).reshape(geometry.snapshots, geometry.rows).T - 1  # snapshot-major
+    out = np.empty(geometry.index_bytes + int(present.sum()) * geometry.chunk_bytes, np.uint8)
+    body = out[geometry.index_bytes:].reshape(-1, geometry.chunk_bytes)
     values = body[:, :4 * geometry.params].view("<f4")
-    for n, (r, kk) in enumerate(order):
-        values[n] = rows[r][first + kk]
+    if (counts == geometry.snapshots).all():  # every row has every snapshot: one strided copy
+        stacked = np.stack([w[first:first + geometry.snapshots] for w in rows])
+        values.reshape(geometry.snapshots, n, geometry.params)[:] = stacked.transpose(1, 0, 2)
+    else:
+        for r, kk in zip(*np.nonzero(present)):
+            values[ordinal[r, kk]] = rows[r][first + kk]
     crcs = body[:, 4 * geometry.params:].view("<u4")
-    for n in range(len(order)):
-        crcs[n] = google_crc32c.value(values[n])
-    index = np.full((geometry.rows * geometry.snapshots, 2), ABSENT, "<u8")
-    if order:
-        positions = [r * geometry.snapshots + kk for r, kk in order]
-        index[positions, 0] = geometry.index_bytes + np.arange(len(order), dtype=np.uint64) * geometry.chunk_bytes
-        index[positions, 1] = geometry.chunk_bytes
-    index = index.view(np.uint8).reshape(-1)
-    return b"".join([index.tobytes(), _crc(index), body.tobytes()])
+    for chunk in range(body.shape[0]):
+        crcs[chunk, 0] = google_crc32c.value(values[chunk])
+    index = out[:geometry.index_bytes - CRC_BYTES].view("<u8").reshape(-1, 2)
+    index[:] = ABSENT
+    flat = present.reshape(-1)
+    index[flat, 0] = geometry.index_bytes + ordinal.reshape(-1)[flat].astype(np.uint64) * geometry.chunk_bytes
+    index[flat, 1] = geometry.chunk_bytes
+    out[geometry.index_bytes - CRC_BYTES:geometry.index_bytes] = np.frombuffer(
+        _crc(out[:geometry.index_bytes - CRC_BYTES]), np.uint8)
+    return out
 
 
 def decode_index(geometry: ShardGeometry, data) -> np.ndarray:

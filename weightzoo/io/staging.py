@@ -41,6 +41,7 @@ import secrets
 import struct
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 
@@ -57,7 +58,7 @@ TRACE_PREFIX = "trace."
 _LENGTHS = struct.Struct("<II")
 _PREFIX = len(MAGIC) + _LENGTHS.size
 _ALIGN = 64
-_HEAD_READ = 1 << 16  # one read finds the head of any ordinary staged file
+_HEAD_READ = 1 << 12  # one read finds the head of an ordinary staged file
 
 
 @dataclass(frozen=True)
@@ -121,14 +122,32 @@ def load_staged(staging: Path, fingerprint: str, *, weights: bool = True) -> Sta
     their sha256. ``weights=False`` reads only the metadata (``StagedModel.weights`` is None)."""
     path = staged_path(staging, fingerprint)
     try:
-        head, meta, data = _read(path, arrays=weights)
-        receipt = Receipt.from_dict(head["receipt"], str(path))
-        values = _checked_weights(path, _array(data, head, "weights"), receipt) if weights else None
-        record = StagedRecord.from_dict(meta["record"], str(path))
-        layout = WeightLayout.from_records(meta["layout"])
+        return _staged_model(path, *_read(path, arrays=weights))
     except FileNotFoundError:
         raise StagingError(f"no complete staged model for fingerprint {fingerprint!r} in {staging}") from None
-    except (OSError, ValueError, KeyError, TypeError) as error:  # RecordError is a ValueError
+
+
+def iter_staged(staging: Path, receipts: list[Receipt]) -> Iterator[StagedModel]:
+    """The staged model (with weights) of each receipt, in order, each file read once; the weights
+    are checked against the receipt's sha256. StagingError names a missing or damaged file."""
+    for receipt in receipts:
+        path = staged_path(staging, receipt.fingerprint)
+        try:
+            parts = _read(path, arrays=True)
+        except FileNotFoundError:
+            raise StagingError(f"no complete staged model for fingerprint {receipt.fingerprint!r} "
+                               f"in {staging}") from None
+        yield _staged_model(path, *parts, receipt=receipt)
+
+
+def _staged_model(path: Path, head: dict, meta: dict, data, receipt: Receipt | None = None) -> StagedModel:
+    """A staged model from its parsed parts (weights checked against ``receipt``, default the file's)."""
+    try:
+        receipt = receipt or Receipt.from_dict(head["receipt"], str(path))
+        values = None if data is None else _checked_weights(path, _array(data, head, "weights"), receipt)
+        record = StagedRecord.from_dict(meta["record"], str(path))
+        layout = _layout(receipt.layout_id, meta["layout"])
+    except (ValueError, KeyError, TypeError) as error:  # RecordError is a ValueError
         raise StagingError(f"{path} is damaged ({error}); delete it and run again to stage the model anew") from None
     return StagedModel(receipt=receipt, weights=values, snapshots=meta["snapshots"], record=record, layout=layout)
 
@@ -139,8 +158,8 @@ def load_staged_traces(staging: Path, fingerprint: str) -> Trace:
     receipt = find_staged(staging, fingerprint)
     if receipt is None or not receipt.n_trace_steps:
         raise StagingError(f"no staged traces for fingerprint {fingerprint!r} in {staging}")
+    head, _, data = _read(path, arrays=True)
     try:
-        head, _, data = _read(path, arrays=True)
         arrays = {name: _array(data, head, name) for name in head["arrays"] if name.startswith(TRACE_PREFIX)}
         trace = trace_from_arrays(arrays, TRACE_PREFIX)
     except (OSError, ValueError, KeyError, TypeError) as error:
@@ -201,7 +220,17 @@ def _read_head(handle, path: Path) -> dict:
 
 
 def _read(path: Path, *, arrays: bool) -> tuple[dict, dict, memoryview | None]:
-    """The head, the meta and (with ``arrays``) the arrays' bytes (writable, for numpy views)."""
+    """The head, the meta and (with ``arrays``) the arrays' bytes (writable, for numpy views);
+    StagingError for a file that is not a complete staged model."""
+    try:
+        return _read_parts(path, arrays)
+    except FileNotFoundError:
+        raise
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise StagingError(f"{path} is damaged ({error}); delete it and run again to stage the model anew") from None
+
+
+def _read_parts(path: Path, arrays: bool) -> tuple[dict, dict, memoryview | None]:
     with open(path, "rb") as handle:
         size = os.fstat(handle.fileno()).st_size
         data = bytearray(size if arrays else min(size, _HEAD_READ))
@@ -231,6 +260,22 @@ def _array(data: memoryview, head: dict, name: str) -> np.ndarray:
 def _layout_json(layout: WeightLayout) -> str:
     # every model of a group shares its layout: encode it once
     return dumps(layout.to_records())
+
+
+_LAYOUTS: dict[str, WeightLayout] = {}
+
+
+def _layout(layout_id: str, records: list) -> WeightLayout:
+    """The layout of a staged file's records, built once per layout id (its content hash)."""
+    layout = _LAYOUTS.get(layout_id)
+    if layout is None:
+        layout = WeightLayout.from_records(records)
+        if layout.layout_id != layout_id:
+            raise ValueError(f"its layout records hash to {layout.layout_id}, not the receipt's {layout_id}")
+        if len(_LAYOUTS) >= 64:
+            _LAYOUTS.clear()
+        _LAYOUTS[layout_id] = layout
+    return layout
 
 
 def _checked_weights(path: Path, weights: np.ndarray, receipt: Receipt) -> np.ndarray:

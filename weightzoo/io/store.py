@@ -20,6 +20,7 @@ manifests, which are rewritten on every commit.
 from __future__ import annotations
 
 import re
+from concurrent.futures import Future, ThreadPoolExecutor
 
 import icechunk
 import numpy as np
@@ -34,6 +35,7 @@ from weightzoo.io.weights import WeightsReader
 BRANCH = "main"
 VERSION_PATTERN = re.compile(r"^v\d{4}$")
 PLAIN_LAYOUT = "row-chunks/v0"  # the manifest's name of the layout before shards
+WRITES_IN_FLIGHT = 2  # encoded shards waiting to be stored while the next is prepared
 
 
 def weights_path(layout_id: str) -> str:
@@ -106,8 +108,10 @@ class RowAppender:
     """Appends models' weights to a sharded array as consecutive rows, a whole shard at a time.
 
     The first row is the array's next shard boundary (:attr:`start`), so no shard already
-    written is touched; the array is resized to hold ``n_rows`` more rows from there. At most
-    one shard's rows are held in memory.
+    written is touched; the array is resized to hold ``n_rows`` more rows from there. A full
+    shard is written in the background while the caller reads the next models; at most one
+    shard's rows and :data:`WRITES_IN_FLIGHT` encoded shards are held in memory.
+    :meth:`close` waits for every write and raises the first error.
     """
 
     def __init__(self, array: zarr.Array, n_rows: int) -> None:
@@ -119,6 +123,8 @@ class RowAppender:
         array.resize((self.start + n_rows,) + array.shape[1:])
         self._rows: list[np.ndarray] = []
         self._next = self.start
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="weightzoo-shards")
+        self._writes: list[Future] = []
 
     def add(self, weights: np.ndarray) -> int:
         """Append one model's float32 ``[n_snapshots, n_params]``; return its row."""
@@ -134,19 +140,34 @@ class RowAppender:
         return self._next - 1
 
     def close(self) -> None:
-        """Write the last, partly filled shard."""
-        self._flush()
+        """Write the last, partly filled shard; wait for every write (the first error is raised)."""
+        try:
+            self._flush()
+            for write in self._writes:
+                write.result()
+        finally:
+            self._writer.shutdown(wait=True, cancel_futures=True)
+
+    def __enter__(self) -> "RowAppender":
+        return self
+
+    def __exit__(self, kind, error, traceback) -> None:
+        if kind is None:
+            self.close()
+        else:  # the caller failed: stop writing (the uncommitted session is thrown away)
+            self._writer.shutdown(wait=True, cancel_futures=True)
 
     def _flush(self) -> None:
         if not self._rows:
             return
         shard = (self._next - 1) // self.geometry.rows
         n_columns = -(-max(w.shape[0] for w in self._rows) // self.geometry.snapshots)
-        prototype = default_buffer_prototype()
         for column in range(n_columns):
             key = f"{self.array.store_path.path}/{self.array.metadata.encode_chunk_key((shard, column, 0))}"
-            data = encode_shard(self.geometry, self._rows, column)
-            sync(self.array.store_path.store.set(key, prototype.buffer.from_bytes(data)))
+            data = default_buffer_prototype().buffer.from_array_like(encode_shard(self.geometry, self._rows, column))
+            while len(self._writes) >= WRITES_IN_FLIGHT:
+                self._writes.pop(0).result()
+            self._writes.append(self._writer.submit(sync, self.array.store_path.store.set(key, data)))
         self._rows = []
 
 
@@ -168,9 +189,7 @@ def _create_array(store, layout_id: str, n_snapshots: int, n_params: int) -> zar
 
 
 def _copy_rows(source: WeightsReader, target: zarr.Array, n_rows: int) -> None:
-    appender = RowAppender(target, n_rows)
-    for start in range(0, n_rows, appender.geometry.rows):
-        rows = range(start, min(n_rows, start + appender.geometry.rows))
-        for weights in source.read(rows):
-            appender.add(weights)
-    appender.close()
+    with RowAppender(target, n_rows) as appender:
+        for start in range(0, n_rows, appender.geometry.rows):
+            for weights in source.read(range(start, min(n_rows, start + appender.geometry.rows))):
+                appender.add(weights)
