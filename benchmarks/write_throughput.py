@@ -3,9 +3,9 @@
 What it measures
     MB/s (float32 weight bytes) of three ways to get N models' weights onto disk:
 
-    S  ``stage_model`` per model as a training task stages its group (one ``.wzs`` file per
-       model, written under a temporary name and renamed; one filesystem sync per group of
-       ``--group`` models, as ``pipelines.build.train_group`` does);
+    S  ``stage_models`` per group of ``--group`` models, as ``pipelines.build.train_group``
+       stages a trained group: one ``.wzs`` file per group written under a temporary name,
+       one name (hard link) per model, one filesystem sync per group;
     P  ``publish_version`` of the staged models: every staged file read once and checked
        (sha256), one Icechunk commit of whole shards (one crc32c per (model, snapshot)
        chunk), the Parquet tables, the manifest and the tag. The dataset card (plots; about a
@@ -46,7 +46,7 @@ from weightzoo.core.layout import WeightLayout
 from weightzoo.io.handle import ZooHandle
 from weightzoo.io.publish import PublishRequest, publish_version
 from weightzoo.io.records import StagedRecord
-from weightzoo.io.staging import stage_model, sync_staging
+from weightzoo.io.staging import StageItem, stage_models, sync_staging
 from weightzoo.io.verify import verify_version
 
 
@@ -80,9 +80,9 @@ def run_once(inputs: list[dict], group: int) -> dict:
 
         def stage():
             for first in range(0, len(inputs), group):
-                fingerprints.extend(stage_model(zoo.staging, StagedRecord.from_dict(x["record"]), weights=x["weights"],
-                                                snapshots=x["snapshots"], layout=x["layout"], durable=False).fingerprint
-                                    for x in inputs[first:first + group])
+                items = [StageItem(StagedRecord.from_dict(x["record"]), x["weights"], x["snapshots"], x["layout"])
+                         for x in inputs[first:first + group]]
+                fingerprints.extend(r.fingerprint for r in stage_models(zoo.staging, items, durable=False))
                 sync_staging(zoo.staging)
         stage_s = _timed(stage)
         publish_s = _timed(lambda: result.update(published=publish_version(zoo, PublishRequest(tuple(fingerprints)))))

@@ -147,19 +147,22 @@ def _snapshot(k: int, rng, diverged: bool) -> dict:
 
 
 def flip_member_byte(path, member: str) -> None:
-    """Flip one byte in the middle of array ``member``'s data inside a staged model's file
-    (the ``.wzs`` format of weightzoo.io.staging: magic, two uint32 lengths, head and meta JSON,
-    arrays from the next 64-byte boundary)."""
+    """Flip one byte in the middle of array ``member`` of the model staged as ``path`` (the
+    ``.wzs`` format of weightzoo.io.staged_file: directory, then one section per model)."""
     import json
     import struct
 
+    from weightzoo.io.staged_file import aligned
+
     data = bytearray(path.read_bytes())
-    head_length, meta_length = struct.unpack_from("<II", data, 8)
-    head = json.loads(bytes(data[16:16 + head_length]))
-    dtype, shape, offset = head["arrays"][member]
-    start = -(-(16 + head_length + meta_length) // 64) * 64 + offset
-    nbytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
-    data[start + nbytes // 2] ^= 0xFF
+    (length,) = struct.unpack_from("<I", data, 8)
+    directory = json.loads(bytes(data[16:16 + length]))
+    offset, head_length, meta_length, _ = directory["models"][path.name.removesuffix(".wzs")]
+    section = aligned(16 + length) + offset
+    head = json.loads(bytes(data[section:section + head_length]))
+    dtype, shape, array_offset = head["arrays"][member]
+    start = section + aligned(head_length + meta_length) + array_offset
+    data[start + int(np.prod(shape)) * np.dtype(dtype).itemsize // 2] ^= 0xFF
     path.write_bytes(bytes(data))
 
 
