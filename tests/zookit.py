@@ -147,14 +147,64 @@ def _snapshot(k: int, rng, diverged: bool) -> dict:
 
 
 def flip_member_byte(path, member: str) -> None:
-    """Flip one byte in the middle of ``member``'s data inside a staged model's npz file."""
+    """Flip one byte in the middle of array ``member`` of the model staged as ``path`` (the
+    ``.wzs`` format of weightzoo.io.staged_file: directory, then one section per model)."""
+    import json
     import struct
-    import zipfile
 
-    with zipfile.ZipFile(path) as archive:
-        info = archive.getinfo(member)
+    from weightzoo.io.staged_file import aligned
+
     data = bytearray(path.read_bytes())
-    name_length, extra_length = struct.unpack("<HH", data[info.header_offset + 26:info.header_offset + 30])
-    start = info.header_offset + 30 + name_length + extra_length
-    data[start + info.compress_size // 2] ^= 0xFF
+    (length,) = struct.unpack_from("<I", data, 8)
+    directory = json.loads(bytes(data[16:16 + length]))
+    offset, head_length, meta_length, _ = directory["models"][path.name.removesuffix(".wzs")]
+    section = aligned(16 + length) + offset
+    head = json.loads(bytes(data[section:section + head_length]))
+    dtype, shape, array_offset = head["arrays"][member]
+    start = section + aligned(head_length + meta_length) + array_offset
+    data[start + int(np.prod(shape)) * np.dtype(dtype).itemsize // 2] ^= 0xFF
     path.write_bytes(bytes(data))
+
+
+def stored_rows(zoo, layout_id: str) -> list[int]:
+    """Rows of ``weights/<layout_id>`` at ``zoo``'s version that hold at least one stored chunk
+    (read from every shard's index: rows a publish skipped to start at a shard boundary hold none)."""
+    from zarr.abc.store import RangeByteRequest
+    from zarr.core.buffer import default_buffer_prototype
+    from zarr.core.sync import sync
+
+    from weightzoo.io.shards import ABSENT, ShardGeometry, decode_index
+
+    array = zoo.weights_array(layout_id)
+    geometry = ShardGeometry.of_array(array)
+    assert geometry is not None, f"weights/{layout_id} is not sharded"
+    rows = set()
+    for i in range(-(-array.shape[0] // geometry.rows)):
+        for j in range(-(-array.shape[1] // geometry.snapshots)):
+            key = f"{array.store_path.path}/{array.metadata.encode_chunk_key((i, j, 0))}"
+            data = sync(array.store_path.store.get(key, default_buffer_prototype(),
+                                                   RangeByteRequest(0, geometry.index_bytes)))
+            if data is not None:
+                index = decode_index(geometry, data.as_numpy_array()).reshape(geometry.rows, geometry.snapshots, 2)
+                rows.update(i * geometry.rows + r for r in np.flatnonzero((index[:, :, 0] != ABSENT).any(axis=1)))
+    return sorted(int(r) for r in rows)
+
+
+def flip_inner_chunk_byte(zoo, path) -> tuple[int, int]:
+    """Flip the middle byte of the first stored inner chunk in shard file ``path`` of ``zoo``'s
+    repository; return the (model row, snapshot k) it holds."""
+    from weightzoo.io.shards import ABSENT, ShardGeometry, decode_index
+
+    data = bytearray(path.read_bytes())
+    for layout_id in zoo.models["layout_id"].unique():
+        geometry = ShardGeometry.of_array(zoo.weights_array(layout_id))
+        try:
+            index = decode_index(geometry, np.frombuffer(bytes(data[:geometry.index_bytes]), np.uint8))
+        except ValueError:
+            continue  # a shard of another layout
+        position = int(np.flatnonzero(index[:, 0] != ABSENT)[np.argmin(index[index[:, 0] != ABSENT, 0])])
+        offset, length = (int(v) for v in index[position])
+        data[offset + length // 2] ^= 0x01
+        path.write_bytes(bytes(data))
+        return position // geometry.snapshots, position % geometry.snapshots
+    raise AssertionError(f"{path} is not a weights shard of {zoo}")

@@ -80,11 +80,13 @@ def assert_rows_match_staged(zoo_root: Path) -> None:
     """The latest version holds one array row per model, each equal to the model's staged weights."""
     import numpy as np
 
+    from zookit import stored_rows
+
     from weightzoo.io.reader import open_zoo
     from weightzoo.io.staging import load_staged
 
     zoo = open_zoo(zoo_root)
     for layout_id, group in zoo.models.groupby("layout_id"):
-        assert zoo.weights_array(layout_id).shape[0] == len(group), f"orphan or duplicate rows in {layout_id}"
+        assert stored_rows(zoo, layout_id) == sorted(group["row"]), f"orphan or duplicate rows in {layout_id}"
     for model in zoo.models.itertuples():
         np.testing.assert_array_equal(zoo.weights(model.model_id), load_staged(zoo_root / "staging", model.fingerprint).weights)

@@ -8,6 +8,7 @@ import json
 import pytest
 
 from faultkit import chunk_files, flip_byte, load_io_test_module, publish
+from zookit import flip_inner_chunk_byte
 from weightzoo.cli import main
 from weightzoo.io.reader import open_zoo
 from weightzoo.errors import CorruptChunkError
@@ -26,8 +27,9 @@ def zoo(zoo_root, stage):
 
 
 def damaged_model(zoo) -> tuple[str, str]:
-    """Flip a byte of one chunk; return (model_id, layout_id) of the one model that fails to read."""
-    flip_byte(chunk_files(zoo.location.local_path())[0])
+    """Flip a byte of one inner chunk; return (model_id, layout_id) of the one model that fails to read."""
+    row, k = flip_inner_chunk_byte(zoo, chunk_files(zoo.location.local_path())[0])
+    assert k == 0, "the first chunk of a shard is snapshot 0 of its first row"
     failing = []
     for model in zoo.models.itertuples():
         try:
@@ -36,34 +38,37 @@ def damaged_model(zoo) -> tuple[str, str]:
             failing.append((model.model_id, model.layout_id, str(error)))
     assert len(failing) == 1, f"exactly one model holds the flipped chunk: {failing}"
     model_id, layout_id, message = failing[0]
-    assert repr(model_id) in message and "snapshots k=0..2" in message and f"weights/{layout_id}" in message
+    assert repr(model_id) in message and "snapshot k=0)" in message and f"weights/{layout_id}" in message
     return model_id, layout_id
 
 
 def test_a_clean_zoo_verifies_every_chunk_and_table(zoo, zoo_root, capsys):
     report = verify_version(ZooHandle.at(zoo_root), "v0002")
     assert report.problems == [] and report.tables_checked == 3
-    assert report.chunks_checked == len(zoo.models) == 6
+    assert report.models_checked == len(zoo.models) == 6
+    assert report.chunks_checked == zoo.models["n_snapshots"].sum() == 18, "one chunk per (model, snapshot)"
     assert report.bytes_read == sum(zoo.weights(m).nbytes for m in zoo.models["model_id"])
 
     assert main(["verify", f"{zoo_root}", "--all"]) == 0
     out, err = capsys.readouterr()
-    assert f"{zoo_root}@v0001: ok (3 tables, 5 chunks" in out and f"{zoo_root}@v0002: ok" in out
-    assert "verify v0002: 6/6 chunks" in err, "progress goes to stderr"
+    assert f"{zoo_root}@v0001: ok (3 tables, 5 models, 15 chunks" in out and f"{zoo_root}@v0002: ok" in out
+    assert "verify v0002: 6/6 rows" in err, "progress goes to stderr"
 
 
 def test_flipped_chunk_byte_is_named_by_readers_and_verify(zoo, zoo_root, capsys):
     model_id, layout_id = damaged_model(zoo)
 
     selection = zoo.select(status=None, layout_id=layout_id)
-    with pytest.raises(CorruptChunkError, match=rf"model '{model_id}' \(row \d+, snapshots k=0\.\.2\)"):
+    with pytest.raises(CorruptChunkError, match=rf"model '{model_id}' \(row \d+, snapshot k=0\)"):
         selection.to_numpy()
+    assert zoo.select(status=None, layout_id=layout_id, snapshots=[1, 2]).to_numpy().shape[0] > 0, \
+        "a selection without the damaged snapshot reads"
 
     report = verify_version(ZooHandle.at(zoo_root), "v0002")
     (problem,) = report.problems
-    assert (problem.kind, problem.model_id, problem.snapshots) == ("chunk", model_id, "snapshots k=0..2")
-    assert problem.file.startswith(f"weights/{layout_id} chunk c/")
-    assert report.chunks_checked == 6, "the other chunks are still checked"
+    assert (problem.kind, problem.model_id, problem.snapshots) == ("chunk", model_id, "snapshot k=0")
+    assert problem.file.startswith(f"weights/{layout_id} shard c/") and "crc32c" in problem.message
+    assert report.models_checked == 6, "the other chunks are still checked"
 
     assert main(["verify", f"{zoo_root}@v0002", "--json", "--quiet"]) == 1
     result = json.loads(capsys.readouterr().out)
@@ -113,7 +118,8 @@ def test_trace_chunks_are_checked_and_named(zoo_root, stage, make_inputs):
         traced.append(inputs["record"]["model_id"])
     publish(zoo_root, [make_inputs("mlp", i)["fingerprint"] for i in range(2)] + stage("conv", [0]))
     report = verify_version(ZooHandle.at(zoo_root), "v0001")
-    assert report.problems == [] and report.chunks_checked == 3 + 2, "3 weight rows and 2 trace rows"
+    assert report.problems == [] and report.models_checked == 3
+    assert report.chunks_checked == 3 * 3 + 2, "3 snapshots of 3 models and 2 trace rows"
 
     for chunk in chunk_files(zoo_root):
         flip_byte(chunk)

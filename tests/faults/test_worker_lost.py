@@ -91,7 +91,7 @@ def test_worker_killed_during_training_is_retried_and_version_is_complete(dask_c
 
 
 def _receipts(zoo_dir: Path) -> list[Path]:
-    return list((zoo_dir / "staging").glob("*.npz"))
+    return list((zoo_dir / "staging").glob("*.wzs"))
 
 
 def _wait_for(condition, what: str, timeout: float = 90):

@@ -107,8 +107,8 @@ def _wait_for_receipts(zoo_dir: Path, process, at_least: int, timeout: float = 3
 
 
 def _staged_receipts(zoo_dir: Path) -> list[Path]:
-    """Completely staged models (a kill may leave a file still being written: ``*.npz.incomplete-*``)."""
-    return list((zoo_dir / "staging").glob("*.npz"))
+    """Completely staged models (a kill may leave a file still being written: ``*.wzs.incomplete-*``)."""
+    return list((zoo_dir / "staging").glob("*.wzs"))
 
 
 def model_params(row) -> dict:

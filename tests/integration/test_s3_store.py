@@ -1,7 +1,8 @@
 """Zoos in object storage, against a real local S3 server (moto's server app on 127.0.0.1).
 
 The server counts what it serves, so lazy reads are measured, not assumed: a selection of a
-few models fetches only their chunk objects (one per model row).
+few models and snapshots fetches only their chunks (one per (model, snapshot), inside shards
+of many models), and bytes in proportion to what it asks for.
 """
 
 from __future__ import annotations
@@ -91,13 +92,36 @@ def test_a_small_selection_fetches_only_its_chunks(remote_zoo, s3):
     traffic.reset()
     everything = zoo.select().to_numpy()
     all_bytes, all_requests = traffic.bytes_sent(containing="/chunks/"), traffic.count(containing="/chunks/")
-    print(f"\nselection of 2/{N_MODELS} models: {small_requests} chunk GETs, {small_bytes} bytes; whole zoo: "
-          f"{all_requests} GETs, {all_bytes} bytes; stored chunks {total} bytes; "
+    print(f"\nselection of 2/{N_MODELS} models, 2/{N_SNAPSHOTS} snapshots: {small_requests} chunk GETs, "
+          f"{small_bytes} bytes; whole zoo: {all_requests} GETs, {all_bytes} bytes; stored chunks {total} bytes; "
           f"ratio {small_bytes / all_bytes:.3f}")
     assert small.shape == (4, everything.shape[1])
-    assert small_requests == 2 and all_requests == N_MODELS
-    assert all_bytes == total, "reading everything fetches every chunk once"
-    assert small_bytes < 3 * total / N_MODELS, "two chunks of similar size"
+    assert small_bytes <= 1.5 * small.nbytes, "bytes in proportion to the 4 (model, snapshot) chunks asked for"
+    assert all_bytes == total, "reading everything fetches every stored byte once"
+    assert all_requests <= 2 * N_SNAPSHOTS + 2, "a few large requests, not one per chunk"
+
+
+def test_one_snapshot_of_twenty_fetches_its_share(s3, tmp_path):
+    """Issue 15, item 5: pulling 1 of 20 snapshots of N networks fetches at most 1.5 × N × one
+    snapshot's bytes; so does a selection of that snapshot."""
+    _, traffic = s3
+    url, n_models, n_snapshots = fresh_url(), 40, 20
+    fingerprints = [_stage_random_model(url, i, n_snapshots) for i in range(n_models)]
+    publish_staged(url, fingerprints, staging=ZooHandle.at(url).staging)
+    zoo = open_zoo(url)
+    snapshot_bytes = 4 * int(zoo.models["n_params"].iloc[0])
+    traffic.reset()
+    values = zoo.select(snapshots=[7]).to_numpy()
+    selected = traffic.bytes_sent(containing="/chunks/")
+    traffic.reset()
+    report = pull_zoo(open_zoo(url), ZooHandle.at(tmp_path / "one"), snapshots=[7])
+    pulled = traffic.bytes_sent(containing="/chunks/")
+    budget = n_models * snapshot_bytes
+    print(f"\n1 of {n_snapshots} snapshots of {n_models} networks: selection {selected / budget:.3f}, "
+          f"pull {pulled / budget:.3f} × N × one snapshot's bytes ({budget} bytes)")
+    assert values.shape == (n_models, snapshot_bytes // 4) and report["n_copied"] == n_models
+    assert selected <= 1.5 * budget and pulled <= 1.5 * budget
+    np.testing.assert_array_equal(open_zoo(tmp_path / "one").weights("mlp-003"), zoo.weights("mlp-003", [7]))
 
 
 def test_a_slice_pulled_from_s3_fetches_a_fraction(remote_zoo, s3, tmp_path):
@@ -111,8 +135,7 @@ def test_a_slice_pulled_from_s3_fetches_a_fraction(remote_zoo, s3, tmp_path):
           f"{chunk_bytes} chunk bytes of {total} stored ({chunk_bytes / total:.3f}); {all_bytes} bytes served in "
           f"{traffic.count()} GETs in all; copied {report['bytes_copied']} weight bytes")
     assert (report["n_models"], report["n_copied"]) == (4, 4)
-    assert traffic.count(containing="/chunks/") == 4
-    assert chunk_bytes < 6 * total / N_MODELS
+    assert report["bytes_copied"] <= chunk_bytes <= 1.5 * report["bytes_copied"], "only the 2 snapshots asked for"
     copy, source = open_zoo(tmp_path / "slice"), open_zoo(remote_zoo)
     for model_id in copy.models["model_id"]:
         np.testing.assert_array_equal(copy.weights(model_id), source.weights(model_id)[2:4])
@@ -121,41 +144,43 @@ def test_a_slice_pulled_from_s3_fetches_a_fraction(remote_zoo, s3, tmp_path):
 
 def test_a_resumed_pull_from_s3_fetches_only_the_models_left(remote_zoo, s3, tmp_path, monkeypatch):
     _, traffic = s3
+    model_bytes = 4 * N_SNAPSHOTS * int(open_zoo(remote_zoo).models["n_params"].iloc[0])
     traffic.reset()
     with monkeypatch.context() as patches:
         crash_pull_after(patches, 5)
         with pytest.raises(SimulatedCrash):
             pull_zoo(open_zoo(remote_zoo), ZooHandle.at(tmp_path / "copy"))
-    assert traffic.count(containing="/chunks/") == 5
+    assert 5 * model_bytes <= traffic.bytes_sent(containing="/chunks/") <= 1.5 * 5 * model_bytes
     traffic.reset()
     report = pull_zoo(open_zoo(remote_zoo), ZooHandle.at(tmp_path / "copy"))
     assert (report["n_copied"], report["n_resumed"]) == (N_MODELS - 5, 5)
-    assert traffic.count(containing="/chunks/") == N_MODELS - 5, "staged models are not fetched again"
+    left = (N_MODELS - 5) * model_bytes
+    assert left <= traffic.bytes_sent(containing="/chunks/") <= 1.5 * left, "staged models are not fetched again"
     source, copy = open_zoo(remote_zoo), open_zoo(tmp_path / "copy")
     for model_id in source.models["model_id"]:
         np.testing.assert_array_equal(copy.weights(model_id), source.weights(model_id))
 
 
-def _stage_random_model(url: str, index: int) -> str:
+def _stage_random_model(url: str, index: int, n_snapshots: int = N_SNAPSHOTS) -> str:
     """Stage :func:`_random_model` in the zoo's (local) staging folder; its fingerprint."""
-    model = _random_model(index)
+    model = _random_model(index, n_snapshots)
     record = StagedRecord.from_dict(model["record"])
     return stage_model(ZooHandle.at(url).staging, record, weights=model["weights"], snapshots=model["snapshots"],
                        layout=model["layout"]).fingerprint
 
 
-def _random_model(index: int) -> dict:
-    """A seeded random 16-32-10 MLP with N_SNAPSHOTS snapshots: record, weights, snapshots, layout."""
+def _random_model(index: int, n_snapshots: int = N_SNAPSHOTS) -> dict:
+    """A seeded random 16-32-10 MLP with ``n_snapshots`` snapshots: record, weights, snapshots, layout."""
     layout = WeightLayout.from_module(nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 10)))
     rng = np.random.default_rng(index)
     model_id, fingerprint = f"mlp-{index:03d}", f"fp-mlp-{index:03d}"
     hyperparameters = {"lr": float(rng.uniform(1e-3, 1e-1)), "seed": index}
     record = {"model_id": model_id, "fingerprint": fingerprint, "status": "ok", "message": "",
               "hyperparameters": hyperparameters, "config": {"architecture": "mlp", **hyperparameters},
-              "training": {"epochs": N_SNAPSHOTS - 1}, "spec_name": "random", "layout_id": layout.layout_id,
+              "training": {"epochs": n_snapshots - 1}, "spec_name": "random", "layout_id": layout.layout_id,
               "n_params": layout.n_params, "code_version": "test"}
-    snapshots = [{"k": k, "epoch": k, "step": 10 * k, "test_acc": float(rng.uniform())} for k in range(N_SNAPSHOTS)]
-    weights = rng.standard_normal((N_SNAPSHOTS, layout.n_params)).astype(np.float32)
+    snapshots = [{"k": k, "epoch": k, "step": 10 * k, "test_acc": float(rng.uniform())} for k in range(n_snapshots)]
+    weights = rng.standard_normal((n_snapshots, layout.n_params)).astype(np.float32)
     return {"fingerprint": fingerprint, "weights": weights, "snapshots": snapshots, "record": record, "layout": layout}
 
 
@@ -175,7 +200,8 @@ def test_a_study_of_an_s3_zoo_keeps_its_results_in_the_local_staging_root(remote
 
 def test_verify_checks_a_zoo_in_s3_and_finds_a_changed_table(remote_zoo, s3):
     report = verify_version(ZooHandle.at(remote_zoo), "v0001")
-    assert not report.problems and report.tables_checked == 3 and report.chunks_checked == N_MODELS
+    assert not report.problems and report.tables_checked == 3 and report.models_checked == N_MODELS
+    assert report.chunks_checked == N_MODELS * N_SNAPSHOTS
     location = ZooHandle.at(remote_zoo).location
     original = location.read_bytes("versions/v0001/layouts.parquet")
     try:

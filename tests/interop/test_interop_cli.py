@@ -62,7 +62,7 @@ def test_import_flow_runs_through_prefect_and_reuses_what_is_staged(prefect_api,
     assert first.returncode == 0, first.stderr[-2000:]
     first_report = json.loads(first.stdout)
     assert first_report["version"] == "v0001" and first_report["n_reused"] == 0
-    staged = {p: p.stat().st_mtime_ns for p in (tmp_path / "zoo" / "staging").glob("*.npz")}
+    staged = {p: p.stat().st_mtime_ns for p in (tmp_path / "zoo" / "staging").glob("*.wzs")}
     again = subprocess.run(argv, capture_output=True, text=True, env=dict(os.environ), timeout=600)
     assert again.returncode == 0, again.stderr[-2000:]
     report = json.loads(again.stdout)

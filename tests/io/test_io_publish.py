@@ -10,9 +10,10 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from zookit import publish_staged
+from zookit import publish_staged, stored_rows
 
 from weightzoo.errors import StagingError
+from weightzoo.io.shards import ShardGeometry
 from weightzoo.io.reader import list_versions, open_zoo
 from weightzoo.io.staging import load_staged
 from weightzoo.io.tables import assign_split
@@ -26,7 +27,8 @@ def publish(zoo_root, fingerprints, **kwargs):
 
 
 def assert_zoo_matches_staging(zoo, zoo_root):
-    """Every model's weights read back equal to its staged weights; rows are 0..n-1 per layout."""
+    """Every model's weights read back equal to its staged weights (through weightzoo and through
+    plain zarr); the arrays hold exactly the models' rows."""
     for model in zoo.models.itertuples():
         staged = load_staged(zoo_root / "staging", model.fingerprint)
         np.testing.assert_array_equal(zoo.weights(model.model_id), staged.weights, err_msg=model.model_id)
@@ -34,7 +36,7 @@ def assert_zoo_matches_staging(zoo, zoo_root):
         np.testing.assert_array_equal(row[:model.n_snapshots], staged.weights)
         assert np.isnan(row[model.n_snapshots:]).all(), "padding is NaN"
     for layout_id, group in zoo.models.groupby("layout_id"):
-        assert sorted(group["row"]) == list(range(zoo.weights_array(layout_id).shape[0])), layout_id
+        assert stored_rows(zoo, layout_id) == sorted(group["row"]), layout_id
 
 
 def test_first_publish_tables_match_arrays(zoo_root, stage):
@@ -46,8 +48,13 @@ def test_first_publish_tables_match_arrays(zoo_root, stage):
     assert_zoo_matches_staging(zoo, zoo_root)
     for layout_id, group in zoo.models.groupby("layout_id"):
         array = zoo.weights_array(layout_id)
-        assert array.chunks == (1,) + array.shape[1:], "one chunk per model row"
-        assert zoo.layout(layout_id).n_params == array.shape[2] == group["n_params"].iloc[0]
+        n_params = zoo.layout(layout_id).n_params
+        assert array.chunks == (1, 1, n_params), "one inner chunk per (model, snapshot)"
+        assert array.shards == (ShardGeometry.choose(array.shape[1], n_params).rows, array.shape[1], n_params)
+        assert n_params == array.shape[2] == group["n_params"].iloc[0]
+        assert sorted(group["row"]) == list(range(len(group))), "a first publish starts at row 0"
+        assert zoo.manifest.arrays[f"weights/{layout_id}"] == {**ShardGeometry.of_array(array).to_dict(),
+                                                               "shape": list(array.shape)}
     assert len(zoo.snapshots) == 4 * 3 + 3 * 2
     assert set(zoo.models["version_added"]) == {"v0001"}
 
@@ -131,8 +138,10 @@ def test_more_snapshots_regrow_the_array_without_touching_old_versions(zoo_root,
 
     new, old = open_zoo(zoo_root, "v0002"), open_zoo(zoo_root, "v0001")
     layout_id = new.models["layout_id"].iloc[0]
-    assert new.weights_array(layout_id).chunks[:2] == (1, 5)
+    array = new.weights_array(layout_id)
+    assert array.shape[1] == 5 and array.shards[1] == 2, "a second shard column along the snapshot axis"
     assert old.weights_array(layout_id).shape[:2] == (2, 2)
+    assert list(new.models["row"]) == [0, 1, array.shards[0], array.shards[0] + 1], "v0002 starts a new shard"
     assert_zoo_matches_staging(new, zoo_root)
     assert_zoo_matches_staging(old, zoo_root)
 

@@ -102,7 +102,7 @@ def test_an_interrupted_pull_resumes_without_copying_again(source, tmp_path, mon
         crash_pull_after(patches, 2)
         with pytest.raises(SimulatedCrash):
             pull(source, dest)
-    staged = sorted(staging_dir(dest).glob("*.npz"))
+    staged = sorted(staging_dir(dest).glob("*.wzs"))
     assert len(staged) == 2 and not (dest / "versions").exists()
     report = pull(source, dest)
     assert (report["n_copied"], report["n_resumed"], report["n_models"]) == (4, 2, 6)
@@ -121,9 +121,9 @@ def test_a_corrupt_staged_model_is_caught_on_resume(source, tmp_path, monkeypatc
         crash_pull_after(patches, 1)
         with pytest.raises(SimulatedCrash):
             pull(source, dest)
-    (staged,) = staging_dir(dest).glob("*.npz")
-    flip_member_byte(staged, "weights.npy")
-    with pytest.raises(StagingError, match=f"{staged.name} is damaged"):
+    (staged,) = staging_dir(dest).glob("*.wzs")
+    flip_member_byte(staged, "weights")
+    with pytest.raises(StagingError, match=f"{staged.name} is corrupt: the sha256"):
         pull(source, dest)
 
 

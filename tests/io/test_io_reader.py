@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from weightzoo.core.layout import WeightLayout
-from zookit import publish_staged, stage_inputs
+from zookit import flip_inner_chunk_byte, publish_staged, stage_inputs
 
 from weightzoo.io.reader import list_versions, open_zoo
 from weightzoo.errors import CorruptChunkError, NotAZooError, VersionNotFound
@@ -50,11 +50,9 @@ def test_list_versions_describes_each_version(zoo, zoo_root):
     assert entry["created_at"] == zoo.manifest.created_at
 
 
-def test_flipped_byte_in_a_chunk_names_the_model(zoo, zoo_root):
+def test_flipped_byte_in_a_chunk_names_the_model_and_snapshot(zoo, zoo_root):
     chunk = sorted((zoo_root / "repo" / "chunks").iterdir())[0]
-    data = bytearray(chunk.read_bytes())
-    data[len(data) // 2] ^= 0x01
-    chunk.write_bytes(bytes(data))
+    row, k = flip_inner_chunk_byte(zoo, chunk)
 
     failures = []
     for model in zoo.models.itertuples():
@@ -64,7 +62,10 @@ def test_flipped_byte_in_a_chunk_names_the_model(zoo, zoo_root):
             failures.append((model, str(error)))
     assert len(failures) == 1, "exactly the model whose chunk was changed fails"
     model, message = failures[0]
-    assert model.model_id in message and f"weights/{model.layout_id}" in message
+    assert model.row == row and model.model_id in message and f"weights/{model.layout_id}" in message
+    assert f"(row {row}, snapshot k={k})" in message and "crc32c" in message
+    other = next(i for i in range(model.n_snapshots) if i != k)
+    assert zoo.weights(model.model_id, other).shape == (model.n_params,), "its other snapshots still read"
 
 
 def test_load_model_reproduces_the_snapshot(zoo, builder):

@@ -98,10 +98,11 @@ def test_extending_with_a_longer_trace_keeps_old_rows_and_versions(zoo_root, sta
     assert_trace_equal(old.traces(m0), trace0)
     layout_id = new.models["layout_id"].iloc[0]
     grown, before = new.trace_array(layout_id, "0.bias"), old.trace_array(layout_id, "0.bias")
-    assert grown.shape[:2] == (3, 12) and before.shape[:2] == (1, 5)
+    assert grown.shape[:2] == (new.models["row"].max() + 1, 12) and before.shape[:2] == (1, 5)
     assert np.isnan(grown[0, 5:]).all(), "the old row reads NaN past its end after the step axis grew"
     weight = new.trace_array(layout_id, "2.weight")
-    assert np.isnan(weight[0]).all() and not np.isnan(weight[1]).any(), "an untraced tensor reads NaN"
+    rows = new.models.set_index("model_id")["row"]
+    assert np.isnan(weight[rows[m0]]).all() and not np.isnan(weight[rows[m1]]).any(), "an untraced tensor reads NaN"
     assert new.trace_array(layout_id, STEPS_ARRAY).attrs["columns"] == ["step", "epoch", "lr", "loss"]
     with pytest.raises(KeyError, match="traced: \\['0.bias'\\]"):
         old.trace_array(layout_id, "2.weight")
@@ -135,7 +136,7 @@ def test_staged_traces_are_checked(zoo_root, make_inputs, stage_traced):
     staged = load_staged_traces(zoo_root / "staging", fingerprint)
     assert staged.steps_per_epoch == 3 and staged.every == 1
     np.testing.assert_array_equal(staged.tensors["2.weight"], trace.tensors["2.weight"])
-    path = zoo_root / "staging" / f"{fingerprint}.npz"
-    flip_member_byte(path, "trace.tensor:2.weight.npy")
-    with pytest.raises(StagingError, match=f"{path.name} is damaged"):
+    path = zoo_root / "staging" / f"{fingerprint}.wzs"
+    flip_member_byte(path, "trace.tensor:2.weight")
+    with pytest.raises(StagingError, match=f"{path.name} is corrupt: its traces"):
         publish(zoo_root, [fingerprint])

@@ -46,7 +46,7 @@ def _verify(args) -> int:
             print(problem)
         for report in reports:
             state = f"{len(report.problems)} PROBLEMS" if report.problems else "ok"
-            print(f"{path}@{report.version}: {state} ({report.tables_checked} tables, "
+            print(f"{path}@{report.version}: {state} ({report.tables_checked} tables, {report.models_checked} models, "
                   f"{report.chunks_checked} chunks, {report.bytes_read / 1e6:.1f} MB decoded)")
     return 1 if problems else 0
 
@@ -59,5 +59,5 @@ def _progress(version: str):
         now = time.monotonic()
         if now - last[0] >= PROGRESS_SECONDS or done == total:
             last[0] = now
-            print(f"verify {version}: {done}/{total} chunks", file=sys.stderr, flush=True)
+            print(f"verify {version}: {done}/{total} rows", file=sys.stderr, flush=True)
     return report

@@ -16,6 +16,7 @@ module built from a config by position, shape, role and kind, and renames it.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from dataclasses import dataclass
@@ -60,7 +61,7 @@ class WeightLayout:
 
     tensors: tuple[TensorSpec, ...]
 
-    @property
+    @functools.cached_property
     def layout_id(self) -> str:
         """A short content hash: equal layouts get equal ids across zoos."""
         canonical = json.dumps(

@@ -39,11 +39,8 @@ from weightzoo.io.card import write_card
 from weightzoo.io.handle import ZooHandle
 from weightzoo.io import environment
 from weightzoo.io.records import Manifest, Receipt, SplitSettings, to_jsonable
-from weightzoo.io.staging import find_staged, load_staged, load_staged_traces
+from weightzoo.io.staging import find_staged, iter_staged, load_staged, load_staged_traces
 from weightzoo.io.version_tables import TABLE_NAMES, ParentRows, VersionTablesWriter
-
-WRITE_BLOCK_MODELS = 64
-
 
 @dataclass(frozen=True)
 class PublishRequest:
@@ -67,7 +64,7 @@ class PublishResult:
     n_models: int
     n_new: int
     published: bool
-    seconds: dict = field(default_factory=dict, compare=False)  # weights, tables, card
+    seconds: dict = field(default_factory=dict, compare=False)  # weights (with the new rows' metadata), tables, card, tag
 
 
 def publish_version(zoo: ZooHandle, request: PublishRequest) -> PublishResult:
@@ -88,22 +85,22 @@ def publish_version(zoo: ZooHandle, request: PublishRequest) -> PublishResult:
         with atomic_directory(zoo.location, f"versions/{version}", replace=True, last="manifest.json",
                               clean_leftovers=True) as folder:
             # no tag names this version yet: whatever was there is a crashed attempt's leftover
+            clock = _Clock()
             writer = VersionTablesWriter(folder, ParentRows(parent.files, keep, resplit), version, split)
             summary = environment.TrainingSummary()
             base = repo.lookup_tag(parent.version) if parent.version else store.root_snapshot_id(repo)
-            clock = time.perf_counter()
             snapshot_id = _commit_weights(staging, repo, version, new, base, writer, summary)
-            seconds = {"weights": time.perf_counter() - clock}
-            clock = time.perf_counter()
+            clock.lap("weights")
             counts = writer.finish()
-            seconds["tables"] = time.perf_counter() - clock
             manifest = _manifest(version, parent.version if request.keep_parent else None, snapshot_id, counts,
-                                 request, split, new, summary)
-            clock = time.perf_counter()
+                                 request, split, new, summary, _array_layouts(repo, snapshot_id, counts))
+            manifest = manifest.with_tables({name: sha256_file(folder / name) for name in TABLE_NAMES})
+            clock.lap("tables")
             _write_version_files(folder, manifest, parent)
-            seconds["card"] = time.perf_counter() - clock
+            clock.lap("card")
         _tag(repo, version, snapshot_id)
-    return PublishResult(version, manifest.parent, manifest.n_models, len(new), True, seconds)
+        clock.lap("tag")
+    return PublishResult(version, manifest.parent, manifest.n_models, len(new), True, clock.seconds)
 
 
 def models_digest(model_ids) -> str:
@@ -193,17 +190,15 @@ def _by_layout(new: list[Receipt]) -> dict[str, list[Receipt]]:
 
 
 def _write_layout_rows(staging, repo, session, base, layout_id, group: list[Receipt], writer, summary) -> None:
+    """Append one layout's new models, reading each staged file once (its weights to the array,
+    its metadata to the tables); at most one shard of rows is held in memory."""
     first = load_staged(staging, group[0].fingerprint, weights=False)
     n_snapshots = max(r.n_snapshots for r in group)
     array = store.prepare_weights_array(repo, session, base, layout_id, n_snapshots, first.layout.n_params)
-    start = array.shape[0]
-    for offset in range(0, len(group), WRITE_BLOCK_MODELS):
-        block = group[offset:offset + WRITE_BLOCK_MODELS]
-        staged = [load_staged(staging, r.fingerprint) for r in block]
-        store.append_rows(array, start + offset, [model.weights for model in staged])
-        for index, (receipt, model) in enumerate(zip(block, staged)):
-            _add(writer, summary, receipt, model, start + offset + index)
-    traced = [(start + i, r) for i, r in enumerate(group) if r.n_trace_steps]
+    with store.RowAppender(array, len(group)) as appender:
+        for receipt, model in zip(group, iter_staged(staging, group)):
+            _add(writer, summary, receipt, model, appender.add(model.weights))
+    traced = [(appender.start + i, r) for i, r in enumerate(group) if r.n_trace_steps]
     if traced:
         _write_layout_traces(staging, session, first.layout, traced)
 
@@ -226,8 +221,15 @@ def _recovered_layouts(repo, head: str, new: list[Receipt]):
         yield layout_id, group, end - len(group)
 
 
+def _array_layouts(repo, snapshot_id: str, counts) -> dict:
+    """The manifest's ``arrays``: the layout, shape and chunking of each weights array the version uses."""
+    session = repo.readonly_session(snapshot_id=snapshot_id)
+    return {store.weights_path(layout_id): store.array_layout(store.open_weights_array(session.store, layout_id))
+            for layout_id in sorted(counts.by_layout)}
+
+
 def _manifest(version, parent, snapshot_id, counts, request: PublishRequest, split: SplitSettings,
-              new: list[Receipt], summary) -> Manifest:
+              new: list[Receipt], summary, arrays: dict) -> Manifest:
     return Manifest(
         version=version, parent=parent, icechunk_snapshot_id=snapshot_id,
         created_at=datetime.now(timezone.utc).isoformat(),
@@ -238,13 +240,25 @@ def _manifest(version, parent, snapshot_id, counts, request: PublishRequest, spl
         # the training settings come from the staged records: captured where training ran
         **summary.result(len(new)),
         source=to_jsonable(request.source) if request.source is not None else None,
-        tables={},
+        tables={}, arrays=arrays,
     )
 
 
+class _Clock:
+    """Seconds per step of a publish, for :attr:`PublishResult.seconds`."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self._last = time.perf_counter()
+
+    def lap(self, step: str) -> None:
+        now = time.perf_counter()
+        self.seconds[step] = round(now - self._last, 4)
+        self._last = now
+
+
 def _write_version_files(folder: Path, manifest: Manifest, parent: _Parent) -> None:
-    """The dataset card and, last, the manifest with the tables' checksums."""
-    manifest = manifest.with_tables({name: sha256_file(folder / name) for name in TABLE_NAMES})
+    """The dataset card and, last, the manifest (with the tables' checksums)."""
     parent_tables = ({"models": parent.files["models.parquet"], "snapshots": parent.files["snapshots.parquet"]}
                      if parent.files and manifest.parent else None)
     write_card(folder, {name: folder / name for name in TABLE_NAMES}, manifest, parent_tables)

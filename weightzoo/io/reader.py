@@ -6,7 +6,7 @@ tag is a crashed publish and is ignored. Weights are read from
 
 A zoo in object storage (``open_zoo("s3://bucket/prefix")``, see :mod:`weightzoo.io.location`)
 is opened lazily: opening reads the manifest; tables are fetched when first used, and
-weights chunk by chunk (one model row per chunk) as selections ask for them.
+weights chunk by chunk (one snapshot of one model per chunk) as selections ask for them.
 """
 
 from __future__ import annotations
@@ -120,22 +120,19 @@ class Zoo:
             raise KeyError(f"no weights array for layout {layout_id!r} in {self.version}")
         return array
 
-    def weights(self, model_id: str, k: int | None = None) -> np.ndarray:
-        """A model's weights: [n_snapshots, n_params], or [n_params] for snapshot ``k``."""
+    def weights(self, model_id: str, k=None) -> np.ndarray:
+        """A model's weights: [n_snapshots, n_params]; [n_params] for snapshot ``k``; [len(k), n_params]
+        for a list of snapshots ``k``. Only those snapshots are fetched."""
+        from weightzoo.io.selection import read_rows
+
         row = self._model(model_id)
         n_snapshots = int(row["n_snapshots"])
-        if k is not None and not 0 <= k < n_snapshots:
-            raise IndexError(f"model {model_id!r} has snapshots 0..{n_snapshots - 1}; asked for k={k}")
-        array = self.weights_array(row["layout_id"])
-        try:
-            # Reading the whole row is one chunk either way; slicing happens in memory.
-            values = array[int(row["row"])]
-        except Exception as error:  # codec errors surface as ValueError/RuntimeError/IcechunkError
-            # one chunk is the whole row, so every snapshot of the model is lost with it
-            raise CorruptChunkError(f"cannot read weights of model {model_id!r}, snapshots k=0..{n_snapshots - 1} "
-                                    f"(row {int(row['row'])} of weights/{row['layout_id']}, version "
-                                    f"{self.version}): {error}") from error
-        return values[:n_snapshots] if k is None else values[k]
+        ks = range(n_snapshots) if k is None else [k] if np.ndim(k) == 0 else list(k)
+        outside = [int(i) for i in ks if not 0 <= int(i) < n_snapshots]
+        if outside:
+            raise IndexError(f"model {model_id!r} has snapshots 0..{n_snapshots - 1}; asked for k={outside}")
+        (values,) = read_rows(self.handle, self.version, row["layout_id"], [int(row["row"])], [ks])
+        return values[0] if k is not None and np.ndim(k) == 0 else values
 
     def trace_array(self, layout_id: str, name: str) -> zarr.Array:
         """The read-only ``traces/<layout_id>/<name>`` array as of this version's tag

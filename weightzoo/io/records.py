@@ -13,9 +13,10 @@ raises RecordError naming ``where`` and the field when something is missing or m
 
 from __future__ import annotations
 
+import functools
 import json
 import math
-from dataclasses import MISSING, asdict, dataclass, field, fields, replace
+from dataclasses import MISSING, dataclass, field, fields, replace
 from typing import Mapping
 
 import numpy as np
@@ -26,16 +27,24 @@ from weightzoo.io.tables import SPLITS, check_fractions
 STATUSES = ("ok", "diverged", "failed")
 
 
+_PLAIN = frozenset({str, int, bool, type(None)})
+
+
 def to_jsonable(value):
     """Numpy scalars/arrays, tuples and non-finite floats as strict-JSON values (NaN → None)."""
-    if isinstance(value, Mapping):
+    kind = type(value)
+    if kind in _PLAIN:  # exact types first: records are mostly plain values, and ABC checks are slow
+        return value
+    if kind is float:
+        return value if math.isfinite(value) else None
+    if kind is dict or isinstance(value, Mapping):
         return {str(k): to_jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
+    if kind is list or kind is tuple or isinstance(value, (list, tuple)):
         return [to_jsonable(v) for v in value]
     if isinstance(value, np.ndarray):
         return to_jsonable(value.tolist())
     if isinstance(value, np.generic):
-        value = value.item()
+        return to_jsonable(value.item())
     if isinstance(value, float) and not math.isfinite(value):
         return None
     return value
@@ -43,18 +52,30 @@ def to_jsonable(value):
 
 def dumps(value, *, indent: int | None = None) -> str:
     """Strict, sorted-key JSON of ``value`` (after :func:`to_jsonable`)."""
-    return json.dumps(to_jsonable(value), sort_keys=True, allow_nan=False, indent=indent)
+    try:  # plain values need no conversion: let the C encoder do all of it
+        return json.dumps(value, sort_keys=True, allow_nan=False, indent=indent)
+    except (TypeError, ValueError):  # numpy values, NaN, keys of mixed types
+        return json.dumps(to_jsonable(value), sort_keys=True, allow_nan=False, indent=indent)
 
 
 def _require(cls, data, where: str) -> dict:
     if not isinstance(data, Mapping):
         raise RecordError(f"{where}: expected a JSON object for a {cls.__name__}, got {type(data).__name__}")
-    names = {f.name for f in fields(cls)}
-    required = [f.name for f in fields(cls) if f.default is MISSING and f.default_factory is MISSING]
+    names, required = _field_names(cls), _required_names(cls)
     missing = [name for name in required if name not in data]
     if missing:
         raise RecordError(f"{where}: {cls.__name__} lacks {missing}")
     return {key: value for key, value in data.items() if key in names}
+
+
+@functools.lru_cache(maxsize=None)
+def _field_names(cls) -> tuple[str, ...]:
+    return tuple(f.name for f in fields(cls))
+
+
+@functools.lru_cache(maxsize=None)
+def _required_names(cls) -> tuple[str, ...]:
+    return tuple(f.name for f in fields(cls) if f.default is MISSING and f.default_factory is MISSING)
 
 
 class _Record:
@@ -62,7 +83,8 @@ class _Record:
 
     def to_dict(self) -> dict:
         """The record as strict-JSON values."""
-        return to_jsonable(asdict(self))
+        # to_jsonable copies every container, so asdict's deep copy would be paid twice
+        return to_jsonable({name: getattr(self, name) for name in _field_names(type(self))})
 
     @classmethod
     def from_dict(cls, data, where: str = "record"):
@@ -164,6 +186,7 @@ class Manifest(_Record):
     environment: dict = field(default_factory=dict)  # publish platform, training environments
     fleets: list = field(default_factory=list)
     source: dict | None = None  # pulled versions: where from
+    arrays: dict = field(default_factory=dict)  # array path → its layout, shape, chunking (empty before shards)
     extra: dict = field(default_factory=dict)  # fields of newer code, kept as read
 
     @property

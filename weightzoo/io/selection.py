@@ -12,8 +12,9 @@ Parts: ``"conv"`` = tensors of kind ``conv`` (weights and biases of conv layers)
 kind ``linear``, ``"all"`` = everything. Batch-norm tensors belong to neither conv nor fc;
 select them with ``part="all"`` (plus ``layers``/``tensors``).
 
-Reading: one storage chunk is one model row ``[snapshot, param]``, so every reader reads
-whole rows and slices snapshots and features in memory: arrays (:meth:`Selection.to_dask`,
+Reading: weights are read through :class:`weightzoo.io.weights.WeightsReader`, which fetches
+only the (model, snapshot) chunks a read asks for (a whole shard at once when a read needs all
+of it); features are sliced in memory: arrays (:meth:`Selection.to_dask`,
 :meth:`Selection.to_numpy`), torch batches, or model by model with
 :meth:`Selection.iter_models`. Readers open the version's
 read-only Icechunk session themselves from ``(zoo handle, version)`` (cached per process), so
@@ -33,12 +34,13 @@ from weightzoo.core.snapshots import SnapshotChoice
 from weightzoo.io import store
 from weightzoo.errors import CorruptChunkError, InputError
 from weightzoo.io.tables import SPLITS
+from weightzoo.io.weights import ChunkErrors, WeightsReader
 
 PARTS = {"conv": ["conv"], "fc": ["linear"], "all": None}
 # Bulky or bookkeeping columns that are never labels.
 _NOT_LABELS = ("fingerprint", "message", "config_json", "training_json")
-_ARRAYS: dict = {}
-BLOCK_BYTES = 64 * 2**20  # whole model rows read at once by Selection.iter_models
+_READERS: dict = {}
+BLOCK_BYTES = 64 * 2**20  # weights read at once by Selection.iter_models
 
 
 def select(zoo, where: str | None = None, *, snapshots=None, part: str | None = None,
@@ -181,26 +183,27 @@ class Selection:
         read together, about ``block_bytes`` at a time (one request per block).
         """
         models = list(self.models.itertuples())
-        for block in self._groups(lambda m: 4 * int(m.n_snapshots) * int(m.n_params), block_bytes):
+        n_read = (lambda m: int(m.n_snapshots)) if all_snapshots else (lambda m: len(self._ks[m.model_id]))
+        for block in self._groups(lambda m: 4 * n_read(m) * int(m.n_params), block_bytes):
             for position, weights in zip(block, self.read_models(block, all_snapshots=all_snapshots)):
                 yield models[position], self._ks[models[position].model_id], weights
 
     def read_models(self, positions, *, all_snapshots: bool = False) -> list[np.ndarray]:
         """The weights of the models at ``positions`` (indices into :attr:`models`), in that order:
         float32 ``[len(ks), n_features]`` each (``[n_snapshots, n_features]`` with ``all_snapshots``).
-        Rows are read in storage order, one request per layout."""
+        Only the selected snapshots are fetched; rows are read in storage order, one read per layout."""
         positions = [int(p) for p in positions]
         result: dict[int, np.ndarray] = {}
         models = self.models
         for layout_id in dict.fromkeys(models["layout_id"].iloc[positions]):
             mine = sorted((p for p in positions if models.at[p, "layout_id"] == layout_id),
                           key=lambda p: models.at[p, "row"])  # storage order: contiguous reads when possible
-            data = read_rows(self.handle, self.version, layout_id, [int(models.at[p, "row"]) for p in mine])
+            ks = [range(int(models.at[p, "n_snapshots"])) if all_snapshots else self._ks[models.at[p, "model_id"]]
+                  for p in mine]
+            data = read_rows(self.handle, self.version, layout_id, [int(models.at[p, "row"]) for p in mine], ks)
             columns = self._features[layout_id]
-            whole = columns.size == data.shape[2]  # every position: no copy of the columns
+            whole = columns.size == self.layouts[layout_id].n_params  # every position: no copy of the columns
             for p, values in zip(mine, data):
-                values = (values[:int(models.at[p, "n_snapshots"])] if all_snapshots
-                          else values[self._ks[models.at[p, "model_id"]]])
                 result[p] = values if whole else values[:, columns]
         return [result[p] for p in positions]
 
@@ -208,7 +211,7 @@ class Selection:
         """Read tasks over consecutive model rows of one layout, each ≥ ``chunk_samples`` if possible.
 
         A block is ``(handle, version, layout_id, rows, ks, column_ranges)``; pass it to
-        :func:`read_block`. Blocks never split a model row (one storage chunk).
+        :func:`read_block`. Blocks never split a model's snapshots.
         """
         return [self._block(group) for group in self._groups(lambda m: len(self._ks[m.model_id]), chunk_samples)]
 
@@ -292,48 +295,58 @@ class Selection:
 def read_block(block: tuple) -> np.ndarray:
     """Read one block from :meth:`Selection.blocks`: float32 [sum of len(ks), n_features]."""
     handle, version, layout_id, rows, ks, column_ranges = block
-    data = read_rows(handle, version, layout_id, rows)
     columns = _ranges_index(column_ranges)
-    return np.concatenate([data[i][list(k)][:, columns] for i, k in enumerate(ks)]).astype(np.float32, copy=False)
+    data = read_rows(handle, version, layout_id, rows, ks)
+    return np.concatenate([values[:, columns] for values in data]).astype(np.float32, copy=False)
 
 
-def read_rows(handle, version: str, layout_id: str, rows) -> np.ndarray:
-    """Whole model rows [len(rows), n_snapshot, n_param] of ``weights/<layout_id>`` at ``version``."""
-    array = weights_array(handle, version, layout_id)
-    rows = list(rows)
+def read_rows(handle, version: str, layout_id: str, rows, ks=None) -> list[np.ndarray]:
+    """Snapshots ``ks[i]`` (default: every snapshot of the array) of model rows ``rows`` of
+    ``weights/<layout_id>`` at ``version``: float32 ``[len(ks[i]), n_params]`` each. Only those
+    chunks are fetched; CorruptChunkError names the models and snapshots of damaged chunks."""
+    rows = [int(r) for r in rows]
     try:
-        if rows == list(range(rows[0], rows[0] + len(rows))):
-            return array[rows[0]:rows[0] + len(rows)]  # contiguous: one request, chunks fetched concurrently
-        return array.get_orthogonal_selection((rows, slice(None), slice(None)))
-    except Exception as error:  # codec/checksum errors surface as several exception types
-        raise CorruptChunkError(f"cannot read rows {rows} of weights/{layout_id} in {handle} "
-                                f"version {version}: {_bad_models(array, handle, version, layout_id, rows)}"
-                                f"{error}") from error
+        return weights_reader(handle, version, layout_id).read(rows, ks)
+    except ChunkErrors as error:
+        raise CorruptChunkError(f"cannot read rows {rows} of weights/{layout_id} in {handle} version {version}: "
+                                f"{bad_chunks_text(handle, version, layout_id, error.bad)}; {error}") from error
 
 
-def _bad_models(array, handle, version: str, layout_id: str, rows: list[int]) -> str:
-    """Error path only: the models (and their snapshots) whose chunks fail, re-read one row at a time."""
-    bad = []
-    for row in rows:
-        try:
-            array[row]
-        except Exception:  # noqa: BLE001 - the same codec errors as the caller's
-            bad.append(row)
+def bad_chunks_text(handle, version: str, layout_id: str, bad: list) -> str:
+    """The models (and snapshots) of damaged chunks, named from the version's models table."""
     models = handle.location.read_table(f"versions/{version}/models.parquet",
                                         columns=["model_id", "layout_id", "row", "n_snapshots"]).to_pandas()
-    models = models[(models["layout_id"] == layout_id) & models["row"].isin(bad)]
-    # one chunk is a whole model row: every snapshot of the model is in it
-    names = [f"model {m.model_id!r} (row {m.row}, snapshots k=0..{m.n_snapshots - 1})" for m in models.itertuples()]
-    return f"damaged chunk of {', '.join(names)}; " if names else ""
+    by_row = {int(m.row): m for m in models[models["layout_id"] == layout_id].itertuples()}
+    names = []
+    for row in dict.fromkeys(row for row, _, _ in bad):
+        model = by_row.get(row)
+        if model is None:
+            continue
+        names.append(f"model {model.model_id!r} (row {row}, {snapshots_text(bad, row, model.n_snapshots)})")
+    return f"damaged chunk of {', '.join(names)}" if names else "damaged chunk"
 
 
-def weights_array(handle, version: str, layout_id: str):
-    """The read-only array, opened once per process (after fork, a worker reopens its own)."""
+def snapshots_text(bad: list, row: int, n_snapshots: int) -> str:
+    """The snapshots of ``row`` that ``bad`` chunks hold: ``snapshot k=3``, ``snapshots k=1,4``, or
+    every snapshot (``snapshots k=0..n-1``) for a whole-row chunk of the plain layout."""
+    ks = [k for r, k, _ in bad if r == row]
+    if None in ks:
+        return f"snapshots k=0..{int(n_snapshots) - 1}"
+    ks = sorted(set(ks))
+    return f"snapshot{'s' * (len(ks) > 1)} k={','.join(str(k) for k in ks)}"
+
+
+def weights_reader(handle, version: str, layout_id: str) -> WeightsReader:
+    """The version's reader of a layout's weights, opened once per process (after fork, a
+    worker reopens its own); KeyError when the version has no such array."""
     key = (os.getpid(), handle.url, version, layout_id)
-    if key not in _ARRAYS:
+    if key not in _READERS:
         session = handle.repository().readonly_session(tag=version)
-        _ARRAYS[key] = store.open_weights_array(session.store, layout_id)
-    return _ARRAYS[key]
+        array = store.open_weights_array(session.store, layout_id)
+        if array is None:
+            raise KeyError(f"no weights array for layout {layout_id!r} in {version}")
+        _READERS[key] = WeightsReader(array)
+    return _READERS[key]
 
 
 def _check_column(name: str, columns: list[str]) -> None:

@@ -53,9 +53,9 @@ def trace_arrays(trace: Trace, prefix: str = "") -> dict[str, np.ndarray]:
 
 
 def trace_from_arrays(data, prefix: str = "") -> Trace:
-    """The trace of :func:`trace_arrays` back from a mapping of arrays (e.g. an opened npz)."""
+    """The trace of :func:`trace_arrays` back from a mapping of names to arrays."""
     head = f"{prefix}{_TENSOR_PREFIX}"
-    tensors = {key[len(head):]: data[key] for key in data.files if key.startswith(head)}
+    tensors = {key[len(head):]: data[key] for key in data if key.startswith(head)}
     steps_per_epoch, every = (int(v) for v in data[f"{prefix}meta"])
     return Trace(tensors=tensors, step=data[f"{prefix}step"], epoch=data[f"{prefix}epoch"], lr=data[f"{prefix}lr"],
                  loss=data[f"{prefix}loss"], steps_per_epoch=steps_per_epoch, every=every)

@@ -1,12 +1,15 @@
 """Checking a published version end to end: every table against its manifest checksum and
 every stored chunk by decoding it.
 
-A chunk is one model row ``[snapshot, param]`` of ``weights/<layout_id>`` (or one row of a
-trace array), stored as bytes → zstd → crc32c; decoding it checks the crc32c, so a flipped
-byte anywhere in the chunk is found. Rows are read in blocks (one request each, chunks
-fetched concurrently); a block that fails is re-read row by row to name the models whose
-chunks are bad. Nothing is written: verifying a zoo never changes it. The zoo may be local
-or in object storage (tables are read through :mod:`weightzoo.io.location`).
+Weights are stored in shards of model rows with one inner chunk per (model, snapshot), each
+with its crc32c, and each shard's index with its own (:mod:`weightzoo.io.shards`); arrays of
+versions published before shards hold one chunk per model row (bytes → zstd → crc32c).
+Checking reads every chunk the version's models use, whole shards at a time, and checks every
+checksum, so a flipped byte anywhere is found and named by model and snapshot. A model
+missing a chunk for one of its snapshots is a problem too, and so is an array whose layout
+differs from the one the manifest records. Trace arrays (one chunk per model row) are decoded
+row by row. Nothing is written: verifying a zoo never changes it. The zoo may be local or in
+object storage (tables are read through :mod:`weightzoo.io.location`).
 """
 
 from __future__ import annotations
@@ -23,6 +26,8 @@ from weightzoo.io import store, trace_store
 from weightzoo.io.handle import ZooHandle
 from weightzoo.io.location import ZooLocation
 from weightzoo.io.records import Manifest
+from weightzoo.io.selection import snapshots_text
+from weightzoo.io.weights import WeightsReader
 
 BLOCK_ROWS = 64
 TABLES = ("models.parquet", "snapshots.parquet", "layouts.parquet")
@@ -50,7 +55,8 @@ class VersionReport:
 
     version: str
     tables_checked: int = 0
-    chunks_checked: int = 0
+    models_checked: int = 0
+    chunks_checked: int = 0  # stored chunks decoded: one per (model, snapshot), per plain row, per trace row
     bytes_read: int = 0
     problems: list[Problem] | None = None
 
@@ -88,7 +94,7 @@ def verify_version(zoo: ZooHandle, version: str,
     contents = _check_tables(root, version, manifest, report)
     models = _read_models(root, version, contents, report)
     if models is not None:
-        _check_chunks(repo.readonly_session(tag=version).store, version, models, report, progress)
+        _check_chunks(repo.readonly_session(tag=version).store, version, manifest, models, report, progress)
     return report
 
 
@@ -135,7 +141,8 @@ def _read_models(root: ZooLocation, version: str, contents: dict[str, bytes], re
         return None
 
 
-def _check_chunks(zarr_store, version: str, models: pd.DataFrame, report: VersionReport, progress) -> None:
+def _check_chunks(zarr_store, version: str, manifest: Manifest, models: pd.DataFrame, report: VersionReport,
+                  progress) -> None:
     traced = _traced(models)
     total, done = len(models) + len(traced), 0
     for layout_id, group in models.sort_values("row").groupby("layout_id", sort=True):
@@ -146,9 +153,12 @@ def _check_chunks(zarr_store, version: str, models: pd.DataFrame, report: Versio
                                            f"its files under repo/ damaged); {len(group)} models use it"))
             done += len(group)
             continue
-        for start in range(0, len(group), BLOCK_ROWS):
-            block = group.iloc[start:start + BLOCK_ROWS]
-            _check_block(array, f"weights/{layout_id}", version, block, report)
+        _check_array_layout(version, manifest, layout_id, array, report)
+        reader = WeightsReader(array)
+        block_rows = reader.geometry.rows if reader.geometry else BLOCK_ROWS
+        for start in range(0, len(group), block_rows):
+            block = group.iloc[start:start + block_rows]
+            _check_block(reader, f"weights/{layout_id}", version, block, report)
             done += len(block)
             if progress:
                 progress(done, total)
@@ -159,29 +169,29 @@ def _check_chunks(zarr_store, version: str, models: pd.DataFrame, report: Versio
             progress(done, total)
 
 
-def _check_block(array, path: str, version: str, block: pd.DataFrame, report: VersionReport) -> None:
-    rows = [int(r) for r in block["row"]]
-    if rows[-1] >= array.shape[0]:
-        for model in block[block["row"] >= array.shape[0]].itertuples():
-            report.problems.append(_chunk_problem(version, path, model, f"row {model.row} is beyond the "
-                                                  f"array's {array.shape[0]} rows"))
-        block = block[block["row"] < array.shape[0]]
-        rows = [int(r) for r in block["row"]]
-    if not rows:
+def _check_array_layout(version: str, manifest: Manifest, layout_id: str, array, report: VersionReport) -> None:
+    recorded = manifest.arrays.get(store.weights_path(layout_id))
+    if recorded is not None and recorded != store.array_layout(array):
+        report.problems.append(Problem(version, "manifest", f"versions/{version}/manifest.json",
+                                       f"records {store.weights_path(layout_id)} as {recorded}, but the array "
+                                       f"is {store.array_layout(array)}"))
+
+
+def _check_block(reader: WeightsReader, path: str, version: str, block: pd.DataFrame, report: VersionReport) -> None:
+    beyond = block[block["row"] >= reader.shape[0]]
+    for model in beyond.itertuples():
+        report.problems.append(_chunk_problem(version, path, reader, model, [(model.row, None, "")],
+                                              f"row {model.row} is beyond the array's {reader.shape[0]} rows"))
+    block = block[block["row"] < reader.shape[0]]
+    if block.empty:
         return
-    try:
-        values = array.get_orthogonal_selection((rows, slice(None), slice(None)))
-        report.chunks_checked += len(rows)
-        report.bytes_read += values.nbytes
-        return
-    except Exception:  # noqa: BLE001 - a bad chunk in the block: find which, row by row
-        pass
-    for model in block.itertuples():
-        try:
-            report.bytes_read += array[int(model.row)].nbytes
-        except Exception as error:  # noqa: BLE001 - codec/checksum errors come as several types
-            report.problems.append(_chunk_problem(version, path, model, _first_line(error)))
-        report.chunks_checked += 1
+    bad, nbytes = reader.check(block["row"], block["n_snapshots"])
+    report.models_checked += len(block)
+    report.chunks_checked += len(block) if reader.geometry is None else int(block["n_snapshots"].sum())
+    report.bytes_read += nbytes
+    for model in block[block["row"].isin({row for row, _, _ in bad})].itertuples():
+        mine = [b for b in bad if b[0] == model.row]
+        report.problems.append(_chunk_problem(version, path, reader, model, mine, mine[0][2]))
 
 
 def _check_trace_row(zarr_store, version: str, model, report: VersionReport) -> None:
@@ -196,11 +206,15 @@ def _check_trace_row(zarr_store, version: str, model, report: VersionReport) -> 
     report.chunks_checked += 1
 
 
-def _chunk_problem(version: str, path: str, model, message: str) -> Problem:
-    # One chunk is one model row holding all of its snapshots.
-    snapshots = f"snapshots k=0..{int(model.n_snapshots) - 1}"
-    return Problem(version, "chunk", f"{path} chunk c/{int(model.row)}/0/0", message,
-                   model_id=model.model_id, snapshots=snapshots)
+def _chunk_problem(version: str, path: str, reader: WeightsReader, model, bad: list, message: str) -> Problem:
+    row = int(model.row)
+    if reader.geometry is None:  # the plain layout: one chunk per model row
+        where = f"{path} chunk c/{row}/0/0"
+    else:
+        k = next((k for _, k, _ in bad if k is not None), 0)
+        where = f"{path} shard c/{'/'.join(str(c) for c in reader.geometry.position(row, k)[0])}/0"
+    return Problem(version, "chunk", where, message, model_id=model.model_id,
+                   snapshots=snapshots_text(bad, row, int(model.n_snapshots)))
 
 
 def _traced(models: pd.DataFrame) -> pd.DataFrame:

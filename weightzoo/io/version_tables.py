@@ -85,7 +85,8 @@ class VersionTablesWriter:
             self.kinds.setdefault(name, set()).add(tables.value_kind(value))
         self._rows.append({**{n: values[n] for n in tables.RESERVED}, _HYPER: json.dumps(hyper)})
         self._snapshot_rows += tables.snapshot_rows(record.model_id, staged.snapshots)
-        self.layouts.setdefault(staged.layout.layout_id, tables.layout_rows(staged.layout))
+        if staged.layout.layout_id not in self.layouts:
+            self.layouts[staged.layout.layout_id] = tables.layout_rows(staged.layout)
         if len(self._rows) >= BATCH_ROWS:
             self._flush()
 

@@ -29,7 +29,7 @@ from weightzoo.io.environment import training_environment
 from weightzoo.io.handle import ZooHandle
 from weightzoo.io.publish import PublishRequest, PublishResult, publish_version
 from weightzoo.io.records import Receipt, SplitSettings, StagedRecord
-from weightzoo.io.staging import find_staged, stage_model, staged_fingerprints, sync_staging
+from weightzoo.io.staging import StageItem, find_staged, stage_models, staged_fingerprints, sync_staging
 from weightzoo.pipelines.runner import Runner
 from weightzoo.train.fleet import train_fleet
 from weightzoo.train.single import train_model
@@ -194,10 +194,11 @@ def train_group(staging, group: TrainGroup, threads: int | None = None, *, fleet
             # captured here, in the process that trained (see weightzoo.io.environment)
             environment = training_environment(pending[0].training.device)
             started = time.perf_counter()
-            for config, result in zip(pending, results):
-                stage_model(staging, trained_record(config, result, together, environment), weights=result.weights,
-                            snapshots=result.snapshots, layout=result.layout, traces=result.traces, durable=False)
-            sync_staging(staging)  # the group's models are durable: one sync, not one per file
+            # one staged file for the group (one name per model) and one sync, not one per file
+            stage_models(staging, [StageItem(trained_record(config, result, together, environment), result.weights,
+                                             result.snapshots, result.layout, result.traces)
+                                   for config, result in zip(pending, results)], durable=False)
+            sync_staging(staging)
             seconds["staging"] = time.perf_counter() - started
     return StagedGroup(tuple(find_staged(staging, fp) for fp in group.fingerprints), len(pending), seconds)
 

@@ -3,7 +3,7 @@
 ``pull_zoo(source, dest, where=..., snapshots="1:3")`` with ``source`` an opened version, ``dest``
 a zoo handle and ``snapshots`` any form of :class:`weightzoo.core.snapshots.SnapshotChoice`:
 
-1. the source version is read lazily: only the chunks of the selected models are fetched;
+1. the source version is read lazily: only the chunks of the selected models and snapshots are fetched;
 2. write the pull's plan to ``<dest work folder>/.pull.json``; an unfinished pull into the same
    destination must be the same plan (re-run it to resume, or delete the staging folder);
 3. stage each selected model under its fingerprint in the destination's local staging folder
@@ -149,8 +149,7 @@ def _stage_one(zoo: Zoo, staging: Path, row: dict, ks: list[int], counts: dict) 
     if find_staged(staging, fingerprint) is not None:
         counts["resumed"] += 1
         return _sha256(load_staged(staging, fingerprint).weights)  # checks the file's sha256 too
-    full = zoo.weights(row["model_id"])  # one chunk; crc32c checked by the codec
-    weights = np.ascontiguousarray(full[ks])
+    weights = np.ascontiguousarray(zoo.weights(row["model_id"], ks))  # only these snapshots; crc32c checked
     digest = _sha256(weights)
     stage_model(staging, _record(row), weights=weights, snapshots=_snapshots(row, ks),
                 layout=zoo.layout(row["layout_id"]), traces=_traces(zoo, row))
