@@ -64,7 +64,7 @@ class PublishResult:
     n_models: int
     n_new: int
     published: bool
-    seconds: dict = field(default_factory=dict, compare=False)  # weights (with the new rows' metadata), tables, card, tag
+    seconds: dict = field(default_factory=dict, compare=False)  # weights (with the rows' metadata), commit, tables, card, tag
 
 
 def publish_version(zoo: ZooHandle, request: PublishRequest) -> PublishResult:
@@ -89,8 +89,8 @@ def publish_version(zoo: ZooHandle, request: PublishRequest) -> PublishResult:
             writer = VersionTablesWriter(folder, ParentRows(parent.files, keep, resplit), version, split)
             summary = environment.TrainingSummary()
             base = repo.lookup_tag(parent.version) if parent.version else store.root_snapshot_id(repo)
-            snapshot_id = _commit_weights(staging, repo, version, new, base, writer, summary)
-            clock.lap("weights")
+            snapshot_id = _commit_weights(staging, repo, version, new, base, writer, summary, clock)
+            clock.lap("commit")
             counts = writer.finish()
             manifest = _manifest(version, parent.version if request.keep_parent else None, snapshot_id, counts,
                                  request, split, new, summary, _array_layouts(repo, snapshot_id, counts))
@@ -154,7 +154,7 @@ def _collect_receipts(staging: Path, fingerprints) -> list[Receipt]:
 
 
 def _commit_weights(staging: Path, repo: icechunk.Repository, version: str, new: list[Receipt], base: str,
-                    writer: VersionTablesWriter, summary) -> str:
+                    writer: VersionTablesWriter, summary, clock: "_Clock") -> str:
     """Append the new models' rows in one commit, reading each staged file once (its weights go
     to the array, its metadata to ``writer`` and ``summary``); return the snapshot id."""
     digest = models_digest(r.model_id for r in new)
@@ -171,6 +171,7 @@ def _commit_weights(staging: Path, repo: icechunk.Repository, version: str, new:
     session = repo.writable_session(store.BRANCH)
     for layout_id, group in _by_layout(new).items():
         _write_layout_rows(staging, repo, session, base, layout_id, group, writer, summary)
+    clock.lap("weights")
     if not session.has_uncommitted_changes:
         return base
     return session.commit(f"weightzoo {version}: {len(new)} new models",

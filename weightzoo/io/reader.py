@@ -125,7 +125,7 @@ class Zoo:
         for a list of snapshots ``k``. Only those snapshots are fetched."""
         from weightzoo.io.selection import read_rows
 
-        row = self._model(model_id)
+        row = self._storage_row(model_id)
         n_snapshots = int(row["n_snapshots"])
         ks = range(n_snapshots) if k is None else [k] if np.ndim(k) == 0 else list(k)
         outside = [int(i) for i in ks if not 0 <= int(i) < n_snapshots]
@@ -232,6 +232,17 @@ class Zoo:
     @cached_property
     def _positions(self) -> dict[str, int]:
         return {model_id: i for i, model_id in enumerate(self.models["model_id"])}
+
+    @cached_property
+    def _storage_rows(self) -> dict[str, dict]:
+        # where each model's weights are, without reading the whole models table
+        columns = ["model_id", "layout_id", "row", "n_snapshots"]
+        return {r["model_id"]: r for r in self.location.read_table(f"{self.folder}/models.parquet", columns).to_pylist()}
+
+    def _storage_row(self, model_id: str) -> dict:
+        if model_id not in self._storage_rows:
+            raise KeyError(f"no model {model_id!r} in {self.handle} version {self.version}")
+        return self._storage_rows[model_id]
 
     def _model(self, model_id: str) -> pd.Series:
         if model_id not in self._positions:

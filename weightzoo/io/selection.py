@@ -195,12 +195,13 @@ class Selection:
         positions = [int(p) for p in positions]
         result: dict[int, np.ndarray] = {}
         models = self.models
-        for layout_id in dict.fromkeys(models["layout_id"].iloc[positions]):
-            mine = sorted((p for p in positions if models.at[p, "layout_id"] == layout_id),
-                          key=lambda p: models.at[p, "row"])  # storage order: contiguous reads when possible
-            ks = [range(int(models.at[p, "n_snapshots"])) if all_snapshots else self._ks[models.at[p, "model_id"]]
-                  for p in mine]
-            data = read_rows(self.handle, self.version, layout_id, [int(models.at[p, "row"]) for p in mine], ks)
+        layout_ids, rows = models["layout_id"].to_numpy(), models["row"].to_numpy()
+        n_snapshots, model_ids = models["n_snapshots"].to_numpy(), models["model_id"].to_numpy()
+        for layout_id in dict.fromkeys(layout_ids[positions]):
+            mine = sorted((p for p in positions if layout_ids[p] == layout_id),
+                          key=lambda p: rows[p])  # storage order: contiguous reads when possible
+            ks = [range(int(n_snapshots[p])) if all_snapshots else self._ks[model_ids[p]] for p in mine]
+            data = read_rows(self.handle, self.version, layout_id, [int(rows[p]) for p in mine], ks)
             columns = self._features[layout_id]
             whole = columns.size == self.layouts[layout_id].n_params  # every position: no copy of the columns
             for p, values in zip(mine, data):

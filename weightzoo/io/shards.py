@@ -153,6 +153,31 @@ def decode_chunk(geometry: ShardGeometry, data) -> np.ndarray:
     return data[:-CRC_BYTES].view("<f4")
 
 
+def decode_chunks(geometry: ShardGeometry, data: np.ndarray, start: int, offsets: np.ndarray,
+                  lengths: np.ndarray) -> tuple[np.ndarray, dict[int, str]]:
+    """Many inner chunks at once: ``data`` holds a shard's bytes from byte ``start`` on; the
+    chunks are at ``offsets`` (of the shard) with ``lengths``. Returns float32 ``[n, params]``
+    (NaN where a chunk is bad) and {position in ``offsets``: why that chunk is bad}."""
+    size, n = geometry.chunk_bytes, len(offsets)
+    relative = offsets.astype(np.int64) - start
+    fits = (lengths == size) & (relative >= 0) & (relative + size <= data.size)
+    bad = {int(i): f"the shard index gives {int(lengths[i])} bytes at {int(offsets[i])}, not {size} bytes "
+                   f"inside the shard" for i in np.flatnonzero(~fits)}
+    relative = relative[fits]
+    if relative.size and (relative % size == relative[0] % size).all():  # chunks on one grid: one gather
+        first = int(relative[0] % size)
+        stored = data[first:first + (data.size - first) // size * size].reshape(-1, size)[(relative - first) // size]
+    else:
+        stored = np.stack([data[r:r + size] for r in relative]) if relative.size else np.zeros((0, size), np.uint8)
+    computed = np.fromiter((google_crc32c.value(chunk[:-CRC_BYTES]) for chunk in stored), np.uint32, len(stored))
+    good = computed == stored[:, -CRC_BYTES:].copy().view("<u4").reshape(-1)
+    values = np.full((n, geometry.params), np.nan, np.float32)
+    where = np.flatnonzero(fits)
+    values[where[good]] = stored[good, :-CRC_BYTES].view("<f4")
+    bad.update({int(i): "inner chunk fails its crc32c checksum" for i in where[~good]})
+    return values, bad
+
+
 def _bytes(data) -> np.ndarray:
     # google_crc32c takes numpy arrays and bytes, not memoryviews
     return data if isinstance(data, np.ndarray) and data.dtype == np.uint8 else np.frombuffer(data, np.uint8)

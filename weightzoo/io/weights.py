@@ -18,7 +18,6 @@ for sharded arrays.
 from __future__ import annotations
 
 import asyncio
-import bisect
 import threading
 from collections import OrderedDict
 
@@ -28,7 +27,7 @@ from zarr.abc.store import RangeByteRequest
 from zarr.core.buffer import default_buffer_prototype
 from zarr.core.sync import sync
 
-from weightzoo.io.shards import ABSENT, ShardGeometry, decode_chunk, decode_index
+from weightzoo.io.shards import ABSENT, ShardGeometry, decode_chunks, decode_index
 
 INDEX_CACHE_BYTES = 16 * 2**20  # shard indexes kept per reader
 INDEX_SHARE = 0.25  # a shard's whole index is read when it adds at most this share to a read
@@ -51,15 +50,11 @@ class WeightsReader:
 
     def __init__(self, array: zarr.Array) -> None:
         self.array = array
+        self.shape: tuple[int, int, int] = array.shape  # a read-only session's array does not change
         self.geometry = ShardGeometry.of_array(array)
         self.bytes_fetched = 0  # bytes fetched by sharded reads, for reports
         self._indexes: OrderedDict = OrderedDict()
         self._lock = threading.Lock()  # Dask threads and prefetch threads share a reader
-
-    @property
-    def shape(self) -> tuple[int, int, int]:
-        """The array's shape ``(model rows, snapshots, params)``."""
-        return self.array.shape
 
     def read(self, rows, ks=None) -> list[np.ndarray]:
         """Per row of ``rows``: float32 ``[len(ks[i]), params]`` (``ks`` None: every snapshot of the
@@ -219,21 +214,26 @@ class WeightsReader:
         return bad
 
     def _place(self, index, pieces: list[tuple[int, np.ndarray]], items, out, present) -> list:
-        """Decode each asked-for chunk from the fetched ``pieces`` (start offset, bytes) into ``out``."""
-        bad, starts = [], [start for start, _ in pieces]
-        for position, p, slot, row, k in items:
-            offset, length = index[position]
-            if offset == ABSENT:
-                continue
-            start, data = pieces[max(0, bisect.bisect_right(starts, int(offset)) - 1)]
-            try:
-                if not start <= offset or offset + length - start > len(data):
-                    raise ValueError(f"the shard index points past the stored bytes ({int(offset)}+{int(length)})")
-                out[p][slot] = decode_chunk(self.geometry, data[offset - start:offset - start + length])
+        """Decode the asked-for chunks from the fetched ``pieces`` (start offset, bytes) into ``out``."""
+        table = np.array([(position, p, slot, row, k) for position, p, slot, row, k in items], np.int64).reshape(-1, 5)
+        offsets, lengths = index[table[:, 0], 0], index[table[:, 0], 1]
+        table, offsets, lengths = table[offsets != ABSENT], offsets[offsets != ABSENT], lengths[offsets != ABSENT]
+        starts = np.array([start for start, _ in pieces], np.int64)
+        which = np.searchsorted(starts, offsets.astype(np.int64), side="right") - 1
+        bad = []
+        for piece, (start, data) in enumerate(pieces):
+            mine = np.flatnonzero(which == piece)
+            values, reasons = decode_chunks(self.geometry, data, start, offsets[mine], lengths[mine])
+            bad += [(int(table[mine[i], 3]), int(table[mine[i], 4]), reason) for i, reason in reasons.items()]
+            good = np.setdiff1d(np.arange(mine.size), list(reasons), assume_unique=True)
+            rows = table[mine[good]]
+            for p in np.unique(rows[:, 1]):  # one copy per output row
+                chosen = rows[:, 1] == p
+                out[p][rows[chosen, 2]] = values[good[chosen]]
                 if present is not None:
-                    present[p][slot] = True
-            except ValueError as error:
-                bad.append((row, k, str(error)))
+                    present[p][rows[chosen, 2]] = True
+        missing = np.flatnonzero(which < 0)
+        bad += [(int(table[i, 3]), int(table[i, 4]), "the shard index points before the stored bytes") for i in missing]
         return bad
 
     def _fetch(self, requests: list) -> list:
