@@ -35,10 +35,13 @@ def dask_runner(workers: int = 2, address: str | None = None) -> DaskTaskRunner:
         return DaskTaskRunner(address=address)
     # local workers share this machine's GPU (if any): a CUDA task must never wait for a
     # resource no local worker advertises
-    # everything a local command starts listens on 127.0.0.1 only (":0" would bind every interface)
+    # everything a local command starts listens on 127.0.0.1 only (":0" would bind every interface);
+    # the cluster is the command's own and ends with it: its processes' shutdown chatter (heartbeats
+    # to a scheduler that has gone, "still alive after 4.0 seconds") is not the user's business,
+    # while a task's failure reaches the user through Prefect, not through Dask's log
     return DaskTaskRunner(cluster_kwargs={"n_workers": workers, "threads_per_worker": 1, "processes": True,
                                           "host": "127.0.0.1", "dashboard_address": "127.0.0.1:0",
-                                          "resources": {"GPU": 1}})
+                                          "resources": {"GPU": 1}, "silence_logs": logging.CRITICAL})
 
 
 def device_resources(device: str) -> dict[str, int]:
