@@ -152,3 +152,46 @@ def test_a_closed_pipe_ends_the_command_quietly(smoke_zoo, capsys, monkeypatch):
     assert main(["versions", str(smoke_zoo)]) == 0
     monkeypatch.undo()
     assert capsys.readouterr().err == ""
+
+
+# Issue 18 item 5: destinations are checked before anything starts (one line, exit 2).
+@pytest.fixture
+def no_server(monkeypatch):
+    """Fail the test if a command reaches Prefect or Dask."""
+    import weightzoo.cli.common as common
+    from weightzoo.cli import build as cli_build, interop as cli_interop, regenerate as cli_regenerate
+
+    def started(*args, **kwargs):
+        pytest.fail("a server or flow was started for a bad destination")
+
+    for module in (common, cli_build, cli_interop, cli_regenerate):
+        monkeypatch.setattr(module, "run_flow", started)
+
+
+@pytest.mark.parametrize("argv", [
+    ["build", "--preset", "smoke", "--out", "{file}"],
+    ["build", "--preset", "smoke", "--out", "{file}/zoo"],
+    ["build", "--preset", "smoke", "--out", "{file}", "--in-process"],
+    ["import", "bundle", "{bundle}", "--out", "{file}"],
+    ["import", "bundle", "{bundle}", "--out", "{file}", "--in-process"],
+    ["regenerate", "{zoo}", "--sample", "1", "--scratch", "{file}"],
+    ["export", "{zoo}", "--format", "bundle", "--out", "{file}/x.npz"],
+    ["export", "{zoo}", "--format", "modelzoos", "--out", "{file}/x"],
+    ["pull", "{zoo}", "{file}"],
+    ["pull", "{zoo}", "{file}/sub"],
+])
+def test_a_plain_file_as_destination_is_one_line_exit_2_before_anything_starts(
+        argv, smoke_zoo, tmp_path, capsys, no_server):
+    plain = tmp_path / "plain"
+    plain.write_text("not a folder\n")
+    bundle = tmp_path / "in.npz"
+    bundle.write_bytes(b"")
+    argv = [part.format(file=plain, zoo=smoke_zoo, bundle=bundle) for part in argv]
+    assert main(argv) == 2
+    captured = capsys.readouterr()
+    error = captured.err.strip()
+    assert len(error.splitlines()) == 1, error
+    assert str(plain) in error and ("is a file, not a directory" in error), error
+    assert "Traceback" not in captured.err and "File exists" not in error
+    assert plain.read_text() == "not a folder\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.npz", "plain"]

@@ -79,9 +79,12 @@ def _export(args) -> int:
     from weightzoo.interop.export import export_bundle, export_modelzoos
     from weightzoo.interop.smallcnnzoo import export_smallcnnzoo
 
+    from weightzoo.io.location import check_local_destination
+
     zoo = open_version(args.zoo)
     if args.out.exists():
         raise UsageError(f"--out: {args.out} exists already; exports never overwrite")
+    check_local_destination(args.out, "--out", folder=False)  # its parent: a writable directory
     exporters = {"bundle": export_bundle, "modelzoos": export_modelzoos, "smallcnnzoo": export_smallcnnzoo}
     result = exporters[args.format](zoo, args.out)
     if args.json:

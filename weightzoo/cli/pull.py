@@ -28,6 +28,7 @@ def _pull(args) -> int:
     from weightzoo.pipelines.pull import pull_zoo
 
     target = zoo_handle(args.dest)
+    target.check_destination("DEST")  # a plain file: one line, exit 2, nothing read or created
     zoo = open_version(args.source)  # clear errors for a bad source before anything is copied
     zoo.select(args.where, snapshots=args.snapshots, status=None)  # a --where or --snapshots that does not fit
     progress = None if args.json else (lambda line: print(f"\r{line}", end="", file=sys.stderr, flush=True))

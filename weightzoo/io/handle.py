@@ -99,6 +99,18 @@ class ZooHandle:
             return False
         return True
 
+    def check_destination(self, what: str = "--out") -> None:
+        """Refuse (UsageError, exit 2, before anything starts) a zoo that cannot be written here:
+        its local folder, or the local work folder of staging/ and analyses/, is a plain file,
+        lies below one, or is not writable."""
+        from weightzoo.io.location import check_local_destination
+
+        local = self.location.local_path()
+        if local is not None:
+            check_local_destination(local, what)
+        if local is None or self.work.resolve() != local.resolve():
+            check_local_destination(self.work, f"{what} (its local work folder)")
+
     def repository(self, *, create: bool = False) -> icechunk.Repository:
         """The zoo's Icechunk repository; NotAZooError names the location when there is none
         (``create=True`` makes an empty one instead)."""

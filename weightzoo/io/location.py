@@ -32,6 +32,25 @@ import pyarrow.parquet as pq
 
 from weightzoo.errors import UsageError
 
+def check_local_destination(path, what: str, *, folder: bool = True) -> None:
+    """Refuse, with one line (UsageError, exit 2), a local destination that cannot be written:
+    ``path`` a plain file (when ``folder``), a path below a plain file, or a first existing
+    ancestor that is not a writable directory. Called before anything starts (no server, no
+    cluster, no folder created)."""
+    path = Path(path).expanduser()
+    if folder and path.exists() and not path.is_dir():
+        raise UsageError(f"{what} {path} is a file, not a directory: give a directory (new or a zoo)")
+    ancestor = path if folder else path.parent
+    while not ancestor.exists():
+        if ancestor.is_symlink():
+            raise UsageError(f"{what} {path}: {ancestor} is a broken symbolic link")
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise UsageError(f"{what} {path}: {ancestor} is a file, not a directory")
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise UsageError(f"{what} {path}: {ancestor} is not writable")
+
+
 S3_PATTERN = re.compile(r"^s3://(?P<bucket>[^/]+)/?(?P<prefix>.*?)/*$")
 DEFAULT_REGION = "us-east-1"
 

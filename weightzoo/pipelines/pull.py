@@ -55,6 +55,7 @@ def pull_zoo(zoo: Zoo, target: ZooHandle, *, where: str | None = None, snapshots
     n_resumed, bytes_copied (float32 weights staged by this run), source_repo_bytes,
     dest_repo_bytes, checksums {model_id: sha256 of its float32 weights}.
     """
+    target.check_destination("destination")
     selection = zoo.select(where, snapshots=snapshots, status=None)
     if not len(selection.models):
         raise PullError(f"--where {where!r} selects no model of {zoo.handle}@{zoo.version}")

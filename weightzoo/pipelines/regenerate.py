@@ -254,6 +254,10 @@ def run_regeneration(plan: RegenerationPlan, runner: Runner, scratch=None) -> di
 
 def check_scratch(zoo: ZooHandle, scratch) -> None:
     """Refuse a scratch directory inside the zoo: a regeneration must not touch what it checks."""
+    if scratch is not None:
+        from weightzoo.io.location import check_local_destination
+
+        check_local_destination(scratch, "--scratch")
     inside = [folder for folder in (zoo.location.local_path(), zoo.work) if folder is not None]
     if scratch is not None and any(Path(scratch).resolve().is_relative_to(f.resolve()) for f in inside):
         raise RegenerationError(f"--scratch {scratch}: choose a directory outside the zoo {zoo}")
