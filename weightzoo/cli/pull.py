@@ -14,7 +14,7 @@ from weightzoo.cli.common import add_snapshots_option, open_version, print_json,
 def add_commands(sub) -> None:
     """Add ``pull`` to the ``weightzoo`` parser's subparsers."""
     pull = sub.add_parser("pull", help="copy a selection of a zoo (local or s3://bucket/prefix) into a new zoo "
-                                       "with its own first version (the chosen snapshots renumbered from k=0); "
+                                       "with its own first version (the chosen snapshots keep their k); "
                                        "interrupted pulls resume")
     pull.add_argument("source", help="SOURCE or SOURCE@VERSION (a directory or s3://bucket/prefix)")
     pull.add_argument("dest", help="the new zoo: a directory (or s3://bucket/prefix to publish there)")

@@ -16,9 +16,11 @@ a zoo handle and ``snapshots`` any form of :class:`weightzoo.core.snapshots.Snap
 5. read every published row back and compare its sha256 with the one read from the source;
    then delete the staged copies (they only serve resuming).
 
-The chosen snapshots of each model are renumbered ``k = 0, 1, ...`` (``1:3`` keeps snapshots 1
-and 2 as k = 0 and 1; epoch and step keep their values; ``source.snapshots`` records the
-choice's text, e.g. ``"1:3"``). Dense traces are copied whole.
+A snapshot's k is its identity: the chosen snapshots keep their k (``1:3`` keeps snapshots
+k = 1 and 2, with their epoch, step and metrics; ``source.snapshots`` records the choice's
+text, e.g. ``"1:3"``). Readers find snapshot k at its rank among the model's stored k
+(:meth:`weightzoo.io.reader.Zoo.snapshot_ks`); studies that need the initialisation (k = 0,
+epoch 0) refuse a slice without it. Dense traces are copied whole.
 The destination may also be ``s3://...``: pulling a local zoo there publishes it to object storage.
 """
 
@@ -144,7 +146,7 @@ def _training_records(manifest) -> dict[str, dict]:
 
 
 def _stage_one(zoo: Zoo, staging: Path, row: dict, ks: list[int], counts: dict) -> str:
-    """Stage snapshots ``ks`` of one model as k = 0, 1, ... (unless an earlier run did); return
+    """Stage snapshots ``ks`` of one model, keeping their k (unless an earlier run did); return
     the sha256 of its staged weights."""
     fingerprint = row["fingerprint"]
     if find_staged(staging, fingerprint) is not None:
@@ -180,7 +182,7 @@ def _record(row: dict) -> StagedRecord:
 
 def _snapshots(row: dict, ks: list[int]) -> list[dict]:
     by_k = {snap["k"]: snap for snap in row["snapshot_rows"]}
-    return [dict(by_k.get(k, {}), k=new_k) for new_k, k in enumerate(ks)]
+    return [dict(by_k.get(k, {}), k=k) for k in ks]
 
 
 def _traces(zoo: Zoo, row: dict) -> Trace | None:
