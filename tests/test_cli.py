@@ -195,3 +195,36 @@ def test_a_plain_file_as_destination_is_one_line_exit_2_before_anything_starts(
     assert "Traceback" not in captured.err and "File exists" not in error
     assert plain.read_text() == "not a folder\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.npz", "plain"]
+
+
+# Issue 18 item 4: say what happened, and publish no version equal to its parent.
+def test_extend_to_fewer_models_and_unchanged_reruns_say_so_and_publish_nothing(tmp_path, capsys, monkeypatch):
+    from weightzoo.io.handle import ZooHandle
+    from weightzoo.io.reader import list_versions
+    from weightzoo.pipelines import build as pipeline
+
+    zoo = tmp_path / "zoo"
+    assert main(["build", "--preset", "smoke", "--models", "4", "--out", str(zoo), "--in-process"]) == 0
+    assert "published" in capsys.readouterr().out
+    for extra in (["--models", "2"], ["--models", "4"], []):  # --models is the total, not the number to add
+        assert main(["build", "--preset", "smoke", *extra, "--extend", "--out", str(zoo), "--in-process"]) == 0
+        last = capsys.readouterr().out.strip().splitlines()[-1]
+        wanted = extra[1] if extra else "4"
+        assert last.startswith(f"nothing new to train: the zoo already has 4 ≥ {wanted} models"), last
+        assert last.endswith("nothing published"), last
+    assert [v["version"] for v in list_versions(zoo)] == ["v0001"]
+    assert main(["build", "--preset", "smoke", "--models", "2", "--extend", "--out", str(zoo), "--in-process",
+                 "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert (report["published"], report["trained"], report["reused"], report["version"]) == (False, 0, 0, "v0001")
+
+    # two more models staged by a run that stopped before publishing: the rerun trains nothing
+    plan = pipeline.plan_build(ZooHandle.at(zoo), "smoke", 6, extend=True)
+    for group in plan.work:
+        pipeline.train_group(plan.zoo.staging, group)
+    assert main(["build", "--preset", "smoke", "--models", "6", "--extend", "--out", str(zoo), "--in-process"]) == 0
+    out = capsys.readouterr().out
+    last = out.strip().splitlines()[-1]
+    assert "reused 2 staged models" in last and "trained" not in last, last
+    assert "building 2 new models" not in out and "reusing 2 staged models" in out, out
+    assert [v["version"] for v in list_versions(zoo)] == ["v0001", "v0002"]

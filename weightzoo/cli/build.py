@@ -46,9 +46,13 @@ def _build(args) -> int:
         return _print_plan(args, plan, planning)
     if not plan.work:
         return _report(args, None, plan, planning, started)
-    staged = f"; {plan.n_staged} staged by an earlier run are reused" if plan.n_staged else ""
-    say(args, f"building {plan.n_new} new models of spec {plan.spec.name!r} in {len(plan.work)} groups into "
-              f"{plan.zoo}{staged}")
+    if plan.n_staged == plan.n_new:
+        say(args, f"reusing {plan.n_staged} staged models of spec {plan.spec.name!r} (staged by an earlier run; "
+                  f"nothing to train) and publishing them into {plan.zoo}")
+    else:
+        staged = f"; {plan.n_staged} staged by an earlier run are reused" if plan.n_staged else ""
+        say(args, f"building {plan.n_new} new models of spec {plan.spec.name!r} in {len(plan.work)} groups into "
+                  f"{plan.zoo}{staged}")
     flow_called = time.time()
     if args.in_process:
         from weightzoo.pipelines.build import run_build
@@ -70,15 +74,24 @@ def _report(args, report, plan, planning: float, started: float) -> int:
                     "trained": report.n_trained if report else 0, "reused": report.n_reused if report else 0,
                     "seconds": round(seconds, 1), "stages": stages, **summary})
     elif report is None:
-        print(f"nothing new to train: {plan.zoo}@{plan.parent} already holds the {plan.n_models} models of "
-              f"this plan (--models is the total, not the number to add)")
+        print(f"nothing new to train: the zoo already has {summary['n_models']} ≥ {plan.n_models} models "
+              f"({plan.zoo}@{plan.parent} holds every model of this plan; --models is the total, not the number "
+              f"to add); nothing published")
     elif not report.published:
-        print(f"nothing new to publish: {plan.zoo}@{report.version} already holds every trained model")
+        print(f"nothing new to publish: {plan.zoo}@{report.version} already holds every trained model; "
+              f"no version published")
     else:
+        done = [f"trained {report.n_trained}"] * bool(report.n_trained) + \
+               [f"reused {report.n_reused} staged models"] * bool(report.n_reused)
         print(f"published {plan.zoo}@{report.version}: {summary['n_models']} models ({report.n_new} new: "
-              f"{report.n_trained} trained, {report.n_reused} reused from staging), {summary['n_snapshots']} "
-              f"snapshots in {seconds:.0f}s; by status {summary.get('by_status')}")
+              f"{', '.join(done) or 'none'}), {summary['n_snapshots']} snapshots in {seconds:.0f}s; "
+              f"by status {_plain(summary.get('by_status'))}")
     return 0
+
+
+def _plain(counts) -> str:
+    """``{"ok": 4}`` as ``ok 4``."""
+    return ", ".join(f"{key} {value}" for key, value in (counts or {}).items()) or "-"
 
 
 def _print_plan(args, plan, planning: float) -> int:
