@@ -228,3 +228,50 @@ def test_extend_to_fewer_models_and_unchanged_reruns_say_so_and_publish_nothing(
     assert "reused 2 staged models" in last and "trained" not in last, last
     assert "building 2 new models" not in out and "reusing 2 staged models" in out, out
     assert [v["version"] for v in list_versions(zoo)] == ["v0001", "v0002"]
+
+
+# Issue 18 items 12 and 10: spellings that match the command line; presets.
+def test_build_help_lists_every_preset_of_the_presets_folder(capsys):
+    from pathlib import Path
+
+    import weightzoo.presets
+
+    names = sorted(p.stem for p in Path(weightzoo.presets.__file__).parent.glob("*.yaml"))
+    assert len(names) >= 7
+    with pytest.raises(SystemExit):
+        main(["build", "--help"])
+    text = " ".join(capsys.readouterr().out.split()).replace("- ", "-")  # argparse wraps at hyphens
+    assert all(name in text for name in names), (names, text)
+
+
+def test_presets_json_and_grid_presets_have_model_counts(capsys):
+    from weightzoo.core.sampling import grid_size
+    from weightzoo.core.spec import load_spec
+
+    assert main(["presets", "--json"]) == 0
+    rows = {row["name"]: row for row in json.loads(capsys.readouterr().out)}
+    assert rows["smoke"]["models"] == 4 and rows["smoke"]["sampling"] == "random"
+    grids = [name for name, row in rows.items() if row["sampling"] == "grid"]
+    assert grids, "some preset samples a grid"
+    for name in grids:
+        spec = load_spec(name)
+        assert rows[name]["models"] == (spec.models or grid_size(spec)) > 0
+    assert main(["presets"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == len(rows)
+    for line in lines:
+        name, count, word = line.split()[:3]
+        assert word == "models" and int(count) == rows[name]["models"], line
+
+
+def test_projections_without_conv_layers_names_the_cli_option(smoke_zoo, capsys, monkeypatch):
+    from weightzoo.analysis.projections import NothingToAnalyse, projection_table
+    from weightzoo.cli import studies
+
+    monkeypatch.setattr(studies, "run_flow", lambda *a, **k: pytest.fail("started a flow"))
+    assert main(["projections", str(smoke_zoo)]) == 2
+    error = capsys.readouterr().err.strip()
+    assert len(error.splitlines()) == 1
+    assert "pass --include-linear to analyse linear layers" in error and "include_linear=True" not in error
+    with pytest.raises(NothingToAnalyse, match="pass include_linear=True"):  # Python callers get their spelling
+        projection_table(open_zoo(smoke_zoo))

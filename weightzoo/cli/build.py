@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 from weightzoo.cli.common import add_cluster_options, positive, print_json, run_flow, say, task_threads, zoo_handle
+from weightzoo.presets import list_presets
 
 MAX_LAYOUTS_SHOWN = 10
 
@@ -19,7 +20,8 @@ def add_commands(sub) -> None:
     """Add ``build`` and ``presets`` to the ``weightzoo`` parser's subparsers."""
     build = sub.add_parser("build", help="train a zoo (default: the demo preset into ./zoo) and publish a version")
     source = build.add_mutually_exclusive_group()
-    source.add_argument("--preset", help="a preset name (see `weightzoo presets`)")
+    source.add_argument("--preset", help=f"a shipped preset: {', '.join(list_presets())} (default: demo; "
+                                         f"`weightzoo presets` describes them)")
     source.add_argument("--spec", type=Path, help="a spec file (YAML or JSON)")
     build.add_argument("--out", default="zoo", help="the zoo: a directory or s3://bucket/prefix (default: ./zoo)")
     build.add_argument("--models", type=positive, help="number of models in total (default: the spec's)")
@@ -32,6 +34,7 @@ def add_commands(sub) -> None:
     build.add_argument("--json", action="store_true", help="print the result as JSON")
     build.set_defaults(handler=_build)
     presets = sub.add_parser("presets", help="list the shipped presets")
+    presets.add_argument("--json", action="store_true", help="print them as a JSON list of objects")
     presets.set_defaults(handler=_presets)
 
 
@@ -120,7 +123,20 @@ def _presets(args) -> int:
     from weightzoo.core.spec import load_spec
     from weightzoo.presets import list_presets
 
+    from weightzoo.core.sampling import grid_size
+
+    rows = []
     for name in list_presets():
         spec = load_spec(name)
-        print(f"{name:16} {spec.models or '-':>6} models  {spec.description}")
+        method = spec.sampling["method"]
+        # a grid spec without ``models`` builds its whole grid (grid points × seeds)
+        models = spec.models if spec.models is not None else grid_size(spec) if method == "grid" else None
+        rows.append({"name": name, "models": models, "sampling": method, "architecture": spec.architecture,
+                     "description": spec.description})
+    if args.json:
+        print_json(rows)
+        return 0
+    for row in rows:
+        print(f"{row['name']:18} {row['models'] if row['models'] is not None else '?':>6} models  "
+              f"{row['sampling']:6}  {row['description']}")
     return 0
