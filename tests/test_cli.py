@@ -275,3 +275,67 @@ def test_projections_without_conv_layers_names_the_cli_option(smoke_zoo, capsys,
     assert "pass --include-linear to analyse linear layers" in error and "include_linear=True" not in error
     with pytest.raises(NothingToAnalyse, match="pass include_linear=True"):  # Python callers get their spelling
         projection_table(open_zoo(smoke_zoo))
+
+
+# Issue 18 item 10: small messages, each a line of a test.
+def test_pull_progress_is_plain_lines_off_a_terminal_and_a_resumed_pull_knows_its_bytes(smoke_zoo, tmp_path, capsys):
+    import io
+
+    from weightzoo.cli.pull import Progress
+
+    assert main(["pull", str(smoke_zoo), str(tmp_path / "copy")]) == 0
+    captured = capsys.readouterr()
+    assert "\r" not in captured.err and "\r" not in captured.out
+    assert "4/4 models staged" in captured.err.splitlines()
+    assert "None" not in captured.out and "of the source's" in captured.out
+    assert main(["pull", str(smoke_zoo), str(tmp_path / "copy")]) == 0  # finished already: the same report
+    again = capsys.readouterr().out
+    assert "None" not in again and "4 resumed" in again and "of the source's" in again
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    terminal, log = Terminal(), io.StringIO()
+    for stream in (terminal, log):
+        progress = Progress(stream)
+        for i in range(1, 101):
+            progress(f"{i}/100 models staged")
+        progress.close()
+    assert terminal.getvalue().count("\r") == 100 and terminal.getvalue().endswith("\n")
+    assert "\r" not in log.getvalue() and len(log.getvalue().splitlines()) == 10
+
+
+def test_an_unreachable_s3_endpoint_is_named(monkeypatch, capsys):
+    import socket
+
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    monkeypatch.setenv("WEIGHTZOO_S3_ENDPOINT", f"http://127.0.0.1:{port}")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "x")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "y")
+    assert main(["versions", "s3://bucket/zoo"]) == 1
+    error = capsys.readouterr().err.strip()
+    assert len(error.splitlines()) == 1
+    assert f"S3 endpoint http://127.0.0.1:{port} (from WEIGHTZOO_S3_ENDPOINT) does not answer" in error, error
+
+
+def test_info_prints_readable_values(smoke_zoo, capsys):
+    assert main(["info", str(smoke_zoo)]) == 0
+    out = capsys.readouterr().out
+    assert "{" not in out and "'" not in out, out
+    fields = {line.split(":", 1)[0].strip(): line.split(":", 1)[1].strip() for line in out.splitlines()}
+    assert fields["by_status"] == "ok 4" and fields["datasets"] == "digits 4"
+    assert fields["test_acc_last"].startswith("mean 0.") and "4 models" in fields["test_acc_last"]
+    assert fields["repo_bytes"].endswith("MiB)")
+
+
+def test_a_failed_import_leaves_nothing_behind(tmp_path, capsys):
+    run = tmp_path / "runs" / "run0"
+    run.mkdir(parents=True)
+    (run / "epoch_0.pt").write_bytes(b"not a torch file")
+    (run / "metadata.json").write_text("{}")
+    assert main(["import", "torch", str(tmp_path / "runs"), "--out", str(tmp_path / "zoo"), "--in-process"]) == 2
+    assert "none of the 1 networks" in capsys.readouterr().err
+    assert not (tmp_path / "zoo").exists(), "no .zoo-id, staging or repository left behind"

@@ -174,7 +174,17 @@ def _open_repository(location: ZooLocation, *, create: bool) -> icechunk.Reposit
     if not create and folder is not None and not folder.is_dir():
         raise missing  # before opening the storage, which would create the folder
     storage = location.icechunk_storage()
-    if icechunk.Repository.exists(storage):
+    if location.remote:
+        from weightzoo.io.location import StoreUnreachable, check_reachable, endpoint_name
+
+        check_reachable(location)
+        try:
+            if icechunk.Repository.exists(storage):
+                return icechunk.Repository.open(storage)
+        except Exception as error:  # IcechunkError: an endpoint that answers but fails, bad credentials
+            first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            raise StoreUnreachable(f"cannot open {location.url} at the {endpoint_name()}: {first}") from error
+    elif icechunk.Repository.exists(storage):
         return icechunk.Repository.open(storage)
     if not create:
         raise missing

@@ -62,7 +62,7 @@ def pull_zoo(zoo: Zoo, target: ZooHandle, *, where: str | None = None, snapshots
     if not len(selection.models):
         raise PullError(f"--where {where!r} selects no model of {zoo.handle}@{zoo.version}")
     plan = _plan(zoo, where, selection.snapshots.text, list(selection.models["model_id"]))
-    finished = _finished_pull(target, plan)
+    finished = _finished_pull(zoo, target, plan)
     if finished is not None:
         (target.work / PLAN_FILE).unlink(missing_ok=True)
         return finished
@@ -92,7 +92,7 @@ def _plan(zoo: Zoo, where, snapshots: str, model_ids: list[str]) -> dict:
             "model_ids": model_ids}
 
 
-def _finished_pull(target: ZooHandle, plan: dict) -> dict | None:
+def _finished_pull(zoo: Zoo, target: ZooHandle, plan: dict) -> dict | None:
     """The report of an identical pull already published into ``target`` (re-running it is a no-op)."""
     if not target.exists():
         return None
@@ -102,7 +102,7 @@ def _finished_pull(target: ZooHandle, plan: dict) -> dict | None:
     done = target.open(versions[0]["version"])
     if len(versions) == 1 and done.manifest.source == plan:
         checksums = {mid: _sha256(done.weights(mid)) for mid in done.models["model_id"]}
-        return _report(None, target, versions[0]["version"], plan, checksums,
+        return _report(zoo, target, versions[0]["version"], plan, checksums,
                        {"copied": 0, "resumed": len(checksums), "bytes_copied": 0})
     raise PullError(f"{target} already holds version(s) {[v['version'] for v in versions]}; "
                     f"pull into a new location")
