@@ -237,6 +237,43 @@ class Zoo:
             raise ValueError(f"{mismatch}: missing {missing}, unexpected {result.unexpected_keys}")
         return module.eval()
 
+    def dataset(self, model_id: str):
+        """The model's own data: a :class:`weightzoo.data.datasets.TaskData` (``x_train``,
+        ``y_train``, ``x_test``, ``y_test``, ``task``, ...) of its dataset with the loader options
+        of its spec and the split seed and test fraction of its record, exactly as it was trained
+        (train labels with the label noise it was trained on; test labels are never corrupted).
+
+        InputError for a model whose record names no built-in dataset (e.g. an imported one).
+        """
+        from weightzoo.core.spec import TrainingSettings
+        from weightzoo.train.tasks import model_task
+
+        row = self._model(model_id)
+        config = json.loads(row["config_json"] or "{}")
+        stored = json.loads(row["training_json"] or "{}") if "training_json" in row else {}
+        if not config.get("dataset") or not config.get("architecture"):
+            raise InputError(f"model {model_id!r} has no training config naming a dataset (imported?): "
+                             f"its own data is not known")
+        split = {name: stored[name] for name in ("split_seed", "test_fraction") if name in stored}
+        training = TrainingSettings(epochs=int(stored.get("epochs", 0) or 0),
+                                    snapshot_epochs=tuple(stored.get("snapshots", {}).get("epochs", ())), **split)
+        options = {}
+        for spec in self.manifest.specs:
+            if spec.get("name") == row.get("spec_name"):
+                options = dict(spec.get("dataset_options", {}).get(config["dataset"], {}))
+        return model_task(config, training, options)
+
+    def evaluate(self, model_id: str, k: int) -> dict:
+        """Snapshot ``k`` of ``model_id`` evaluated on its own test data (:meth:`dataset`):
+        ``{"model_id", "k", "test_acc", "test_loss", "n_test"}``; ``test_acc`` is NaN for a
+        regression task. Reproduces the ``test_acc`` and ``test_loss`` stored in snapshots.parquet."""
+        from weightzoo.train.evaluate import evaluate_model
+
+        task = self.dataset(model_id)
+        module = self.load_model(model_id, k)
+        loss, accuracy = evaluate_model(module, task.x_test, task.y_test, task.task)  # accuracy NaN: regression
+        return {"model_id": model_id, "k": int(k), "test_acc": accuracy, "test_loss": loss, "n_test": len(task.y_test)}
+
     def select(self, where: str | None = None, *, snapshots=None, part: str | None = None,
                layers: list[int] | None = None, tensors: list[str] | None = None,
                split: str | list[str] | None = None, status: str | None = "ok", model_ids=None,
