@@ -204,3 +204,16 @@ def test_a_pulled_build_keeps_how_its_members_were_trained(smoke_zoo, tmp_path):
     assert copy.manifest.environment["training"] == [dict(environment, n_models=1)]
     (fleet,) = [f for f in original.manifest.fleets if first in f["models"]]
     assert copy.manifest.fleets == [dict(fleet, environment=0)]
+
+
+def test_a_slice_keeps_its_k_through_export_and_import(source, tmp_path, capsys):
+    """Issue 18 item 11: k survives pull, export (bundle) and import."""
+    pull(source, tmp_path / "slice", where="dataset == 'digits'", snapshots="1:")
+    assert main(["export", str(tmp_path / "slice"), "--format", "bundle", "--out", str(tmp_path / "slice.npz")]) == 0
+    assert main(["import", "bundle", str(tmp_path / "slice.npz"), "--out", str(tmp_path / "back"),
+                 "--in-process"]) == 0
+    capsys.readouterr()
+    original, back = open_zoo(source), open_zoo(tmp_path / "back")
+    assert sorted(set(back.snapshots["k"])) == list(range(1, N_SNAPSHOTS))
+    for row in back.models.itertuples():
+        np.testing.assert_array_equal(back.weights(row.model_id, 2), original.weights(row.source_model_id, 2))
