@@ -39,10 +39,12 @@ def add_commands(sub) -> None:
 
 
 def _build(args) -> int:
+    started = time.perf_counter()
+    zoo = zoo_handle(args.out)
+    zoo.check_destination()  # before torch and the planner are imported: a bad --out fails at once
     from weightzoo.pipelines.build import plan_build
 
-    started = time.perf_counter()
-    plan = plan_build(zoo_handle(args.out), args.spec or args.preset or "demo", args.models,
+    plan = plan_build(zoo, args.spec or args.preset or "demo", args.models,
                       max_group=args.max_group, min_groups=args.workers, extend=args.extend or args.dry_run)
     planning = time.perf_counter() - started
     if args.dry_run:

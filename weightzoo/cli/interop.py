@@ -46,10 +46,12 @@ def add_commands(sub) -> None:
 
 
 def _import(args) -> int:
+    zoo = zoo_handle(args.out)
+    zoo.check_destination()  # before torch and the importers are imported: a bad --out fails at once
     from weightzoo.pipelines.importing import plan_import, run_import
     from weightzoo.pipelines.runner import InProcessRunner
 
-    plan = plan_import(zoo_handle(args.out), args.format, args.source, extend=args.extend,
+    plan = plan_import(zoo, args.format, args.source, extend=args.extend,
                        chunk_size=args.chunk_size)  # clear errors before any server starts
     if args.in_process:
         report = run_import(plan, InProcessRunner())

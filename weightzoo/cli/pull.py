@@ -25,10 +25,10 @@ def add_commands(sub) -> None:
 
 
 def _pull(args) -> int:
-    from weightzoo.pipelines.pull import pull_zoo
-
     target = zoo_handle(args.dest)
     target.check_destination("DEST")  # a plain file: one line, exit 2, nothing read or created
+    from weightzoo.pipelines.pull import pull_zoo
+
     zoo = open_version(args.source)  # clear errors for a bad source before anything is copied
     zoo.select(args.where, snapshots=args.snapshots, status=None)  # a --where or --snapshots that does not fit
     progress = None if args.json else Progress(sys.stderr)
