@@ -173,7 +173,10 @@ class Zoo:
     def sparse_snapshot_ks(self) -> dict[str, np.ndarray]:
         """model_id → its stored k (ascending) for the models whose k are not 0..n-1 (slices
         pulled with ``--snapshots``); empty for every built or imported version."""
-        table = self.location.read_table(f"{self.folder}/snapshots.parquet", ["model_id", "k"]).to_pandas()
+        if "snapshots" in self.__dict__:  # read already: no second read of the file
+            table = self.snapshots[["model_id", "k"]]
+        else:
+            table = self.location.read_table(f"{self.folder}/snapshots.parquet", ["model_id", "k"]).to_pandas()
         if table.empty:
             return {}
         stats = table.groupby("model_id")["k"].agg(["min", "max", "count"])
