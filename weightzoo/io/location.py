@@ -37,7 +37,17 @@ def check_local_destination(path, what: str, *, folder: bool = True) -> None:
     ``path`` a plain file (when ``folder``), a path below a plain file, or a first existing
     ancestor that is not a writable directory. Called before anything starts (no server, no
     cluster, no folder created)."""
-    path = Path(path).expanduser()
+    try:
+        _check_local_destination(Path(path).expanduser(), what, folder)
+    except UsageError:
+        raise
+    except (ValueError, OSError) as error:  # an embedded NUL byte, a name too long, ...
+        raise UsageError(f"{what} {str(path)!r}: not a usable path ({error})") from None
+
+
+def _check_local_destination(path: Path, what: str, folder: bool) -> None:
+    if "\x00" in str(path):
+        raise ValueError("embedded null byte")
     if folder and path.exists() and not path.is_dir():
         raise UsageError(f"{what} {path} is a file, not a directory: give a directory (new or a zoo)")
     ancestor = path if folder else path.parent
