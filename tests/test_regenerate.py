@@ -145,3 +145,13 @@ def test_regenerate_command_runs_the_flow_on_dask(prefect_api, dropout_zoo, tmp_
     bad = subprocess.run([sys.executable, "-m", "weightzoo.cli", "regenerate", str(dropout_zoo), "--sample", "9"],
                          capture_output=True, text=True, env=dict(os.environ), timeout=120)
     assert bad.returncode == 2 and "--sample 9" in bad.stderr
+
+
+def test_a_pulled_slice_regenerates_its_kept_snapshots_bit_for_bit(smoke_zoo, tmp_path):
+    """Issue 18 item 11: a slice keeps its k, so its snapshots are compared with the same k of the rerun."""
+    from weightzoo.pipelines.pull import pull_zoo
+
+    pull_zoo(open_zoo(smoke_zoo), ZooHandle.at(tmp_path / "slice"), snapshots="1:")
+    result = regenerate_in_process(tmp_path / "slice", sample=4, seed=0)
+    assert result["n_members"] == 4 and result["all_exact"], result
+    assert result["max_abs_diff"] == 0.0 and set(result["metrics_max_abs_diff"].values()) == {0.0}

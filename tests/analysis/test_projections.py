@@ -197,3 +197,42 @@ def test_a_selection_without_spatial_filters_is_an_error_naming_the_tensors(cnn_
     assert set(linear["kind"]) == {"linear"} and set(linear["kind_index"]) == {0, 1}
     with pytest.raises(ValueError, match="no models match"):
         projection_table(cnn_zoo, where="filter_size == 7")
+
+
+# Issue 18 item 11: the distance from init needs the initialisation itself, never a slice's first snapshot.
+def test_a_slice_without_its_initialisation_is_refused(cnn_zoo, tmp_path, capsys):
+    from weightzoo.cli import main
+    from weightzoo.errors import InputError
+    from weightzoo.io.handle import ZooHandle
+    from weightzoo.pipelines.pull import pull_zoo
+
+    pull_zoo(cnn_zoo, ZooHandle.at(tmp_path / "slice"), snapshots="1:")
+    sliced = open_zoo(tmp_path / "slice")
+    assert sorted(set(sliced.snapshots["k"])) == [1]
+    with pytest.raises(InputError, match=r"projections \(distance from init\) needs each model's initialisation "
+                                         r"\(snapshot k = 0 at epoch 0\).*first stored snapshot is k = 1, epoch 1"):
+        projection_table(sliced, where="filter_size == 3")
+    assert main(["projections", str(tmp_path / "slice"), "--where", "filter_size == 3"]) == 2
+    error = capsys.readouterr().err.strip()
+    assert len(error.splitlines()) == 1 and "needs each model's initialisation" in error
+    # a slice that keeps k = 0 still works, with the original k in its rows
+    pull_zoo(cnn_zoo, ZooHandle.at(tmp_path / "with-init"), snapshots="0,1")
+    table = projection_table(open_zoo(tmp_path / "with-init"), where="filter_size == 3")
+    assert set(table["k"]) == {0, 1}
+
+
+def test_an_older_renumbered_slice_is_refused_by_its_epoch(tmp_path):
+    """Pulls before issue 18 renumbered a slice from k = 0 but kept the epochs: k = 0 at epoch 1 is no init."""
+    from weightzoo.errors import InputError
+
+    root = tmp_path / "old-slice"
+    layout = WeightLayout.from_module(nn.Sequential(nn.Conv2d(1, 2, 2), nn.Flatten(), nn.Linear(8, 3)))
+    weights = np.random.default_rng(0).standard_normal((2, layout.n_params)).astype(np.float32)
+    snapshots = [{"k": k, "epoch": float(k + 1), "step": k + 1} for k in range(2)]
+    record = StagedRecord(model_id="m0", fingerprint="fp0", status="ok",
+                          hyperparameters={"activation": "relu", "architecture": "planted"}, config={}, training={},
+                          spec_name="planted", layout_id=layout.layout_id, n_params=layout.n_params, code_version="test")
+    stage_model(root / "staging", record, weights=weights, snapshots=snapshots, layout=layout)
+    publish_staged(root, ["fp0"])
+    with pytest.raises(InputError, match="first stored snapshot is k = 0, epoch 1"):
+        projection_table(open_zoo(root))

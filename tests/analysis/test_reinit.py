@@ -139,3 +139,24 @@ def test_networks_are_those_zoo_select_chooses(cnn_zoo):
                         .models["model_id"])
         chosen = reinit_table(cnn_zoo, resets=(0,), **filters)
         assert list(dict.fromkeys(chosen["model_id"])) == expected, filters
+
+
+def test_resets_to_init_refuse_a_slice_without_it(cnn_zoo, tmp_path, capsys):
+    """Issue 18 item 11: --resets 0 needs k = 0 at epoch 0; other resets use the original k."""
+    from weightzoo.cli import main
+    from weightzoo.io.handle import ZooHandle
+    from weightzoo.io.reader import open_zoo
+    from weightzoo.pipelines.pull import pull_zoo
+
+    model_id = cnn_zoo.models["model_id"].iloc[0]
+    pull_zoo(cnn_zoo, ZooHandle.at(tmp_path / "slice"), snapshots="1:", where=f"model_id == '{model_id}'")
+    sliced = open_zoo(tmp_path / "slice")
+    with pytest.raises(ValueError, match=r"reinit --resets 0 needs each model's initialisation"):
+        reinit_table(sliced, resets=(0,))
+    assert main(["reinit", str(tmp_path / "slice"), "--resets", "0"]) == 2
+    assert "needs each model's initialisation" in capsys.readouterr().err
+    last = int(cnn_zoo.snapshots["k"].max())
+    table = reinit_table(sliced, resets=(last,))  # the trained snapshot: nothing lost, k kept
+    assert set(table["trained_k"]) == {last} and (table["drop"] == 0).all()
+    whole = reinit_table(cnn_zoo, model_ids=[model_id], resets=(last,))
+    np.testing.assert_allclose(table["acc_trained"], whole["acc_trained"])

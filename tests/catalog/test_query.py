@@ -137,3 +137,60 @@ def test_cli_json_keeps_list_columns_as_lists(catalog_zoo, capsys, tables_of):
     rows = json.loads(capsys.readouterr().out)
     expected = tables_of(catalog_zoo, "v0003")["layouts"].sort_values("index")
     assert [row["shape"] for row in rows] == [list(shape) for shape in expected["shape"]]
+
+
+# Issue 18 item 3: the query connection is a sandbox (the zoo's own files only).
+@pytest.mark.parametrize("sql", [
+    "select * from read_text('/etc/passwd')",
+    "select * from read_csv('/etc/passwd')",
+    "select * from read_blob('/etc/passwd')",
+    "select * from glob('~/*')",
+    "select * from read_parquet('https://example.com/weights.parquet')",
+    "select count(*) from read_parquet('{zoo}/versions/v0001/models.parquet')",  # another version's file
+    "select * from read_parquet('{zoo}/versions/*/models.parquet')",
+])
+def test_query_reads_no_file_beyond_the_versions_own(catalog_zoo, capsys, tmp_path, monkeypatch, sql):
+    monkeypatch.setenv("HOME", str(tmp_path))  # an autoinstall would create ~/.duckdb here
+    assert main(["query", f"{catalog_zoo}@v0002", sql.format(zoo=catalog_zoo)]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    error = captured.err.strip()
+    assert len(error.splitlines()) == 1, error
+    assert "refused: a query reads only this version's tables" in error and "root:" not in error
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("sql", [
+    "COPY models TO '{target}' (FORMAT csv)",
+    "ATTACH '{target}' AS other",
+    "INSTALL httpfs",
+    "LOAD httpfs",
+    "SET enable_external_access = true",
+    "PRAGMA enable_profiling",
+])
+def test_query_refuses_copy_attach_install_and_settings(catalog_zoo, capsys, tmp_path, monkeypatch, sql):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    target = tmp_path / "out.db"
+    assert main(["query", str(catalog_zoo), sql.format(target=target)]) == 2
+    error = capsys.readouterr().err.strip()
+    assert len(error.splitlines()) == 1 and "only read-only queries" in error
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_locked_connection_cannot_be_unlocked_and_still_reads_every_view(catalog_zoo):
+    from weightzoo.io.query import connect
+
+    connection, names, unreadable = connect(open_zoo(catalog_zoo, "v0002"))
+    try:
+        assert unreadable == []
+        for name in names:  # every view reads (projections_networks may hold no rows on this zoo)
+            connection.execute(f'select * from "{name}"').fetchall()
+        assert connection.execute("select count(*) from models").fetchone()[0] == 6
+        for setting in ("enable_external_access = true", "autoinstall_known_extensions = true",
+                        "allowed_directories = ['/']"):
+            with pytest.raises(Exception, match="locked"):
+                connection.execute(f"SET {setting}")
+        with pytest.raises(Exception, match="disabled"):
+            connection.execute("select * from read_text('/etc/passwd')")
+    finally:
+        connection.close()

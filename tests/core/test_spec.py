@@ -237,3 +237,12 @@ def test_junk_in_a_valid_spec_only_ever_raises_spec_error(path, value):
         load_spec(spec)
     except SpecError:
         pass
+
+
+def test_a_misspelt_required_top_level_key_gets_a_did_you_mean():
+    """Issue 18 item 10: `hyperparamters:` names the misspelling, not only the missing field."""
+    spec = spec_with()
+    spec["hyperparamters"] = spec.pop("hyperparameters")
+    with pytest.raises(SpecError, match=r"unknown field 'hyperparamters'; did you mean 'hyperparameters'\?") as info:
+        load_spec(spec)
+    assert info.value.field == "hyperparamters"

@@ -210,3 +210,17 @@ def test_verify_checks_a_zoo_in_s3_and_finds_a_changed_table(remote_zoo, s3):
         assert problem.file == "versions/v0001/layouts.parquet" and "sha256" in problem.message
     finally:
         location.write_bytes("versions/v0001/layouts.parquet", original)
+
+
+def test_query_reads_a_zoo_in_s3_and_stays_sandboxed(remote_zoo, capsys, tmp_path, monkeypatch):
+    """Issue 18 item 3: the tables of an S3 zoo are fetched by the reader, the locked connection
+    still answers over them, and no other file or URL can be read."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    sql = "select count(*) as n, count(distinct k) as k from models join snapshots using (model_id)"
+    assert main(["query", remote_zoo, sql, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == [{"n": N_MODELS * N_SNAPSHOTS, "k": N_SNAPSHOTS}]
+    assert main(["query", remote_zoo, "select * from read_text('/etc/passwd')"]) == 2
+    assert "refused: a query reads only this version's tables" in capsys.readouterr().err
+    assert main(["query", remote_zoo, f"select * from read_parquet('{remote_zoo}/versions/v0001/models.parquet')"]) == 2
+    assert "refused" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []

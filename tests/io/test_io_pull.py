@@ -66,8 +66,13 @@ def test_a_pulled_slice_keeps_ids_splits_and_values(source, tmp_path):
         np.testing.assert_array_equal(copy.weights(model_id), original.weights(model_id)[1:3])
         before = original.snapshots[original.snapshots["model_id"] == model_id].iloc[1:3].reset_index(drop=True)
         after = copy.snapshots[copy.snapshots["model_id"] == model_id].reset_index(drop=True)
-        assert after["k"].tolist() == [0, 1], "a slice is renumbered from k=0"
-        assert after.drop(columns="k").equals(before.drop(columns="k")), "epoch, step and metrics kept"
+        assert after["k"].tolist() == [1, 2], "a snapshot's k is its identity: kept through the pull"
+        assert after.equals(before), "k, epoch, step and metrics kept"
+        np.testing.assert_array_equal(copy.weights(model_id, 2), original.weights(model_id, 2))
+        np.testing.assert_array_equal(copy.weights(model_id, [1, 2]), original.weights(model_id, [1, 2]))
+        assert copy.snapshot_ks(model_id).tolist() == [1, 2]
+        with pytest.raises(IndexError, match="has snapshots k = 1,2; asked for k=\\[0\\]"):
+            copy.weights(model_id, 0)
     n_params = original.layout(mlps["layout_id"][0]).n_params
     assert report["bytes_copied"] == 3 * 2 * n_params * 4
     assert copy.manifest.source == {
@@ -78,13 +83,42 @@ def test_a_pulled_slice_keeps_ids_splits_and_values(source, tmp_path):
     assert not any(staging_dir(tmp_path / "copy").iterdir()), "staged copies are removed once verified"
 
 
-def test_any_snapshot_choice_is_renumbered_from_zero(source, tmp_path):
+def test_any_snapshot_choice_keeps_the_original_k(source, tmp_path):
     report = pull(source, tmp_path / "copy", where="dataset == 'digits'", snapshots="last")
     original, copy = open_zoo(source), open_zoo(tmp_path / "copy")
     assert report["snapshots"] == "last" and (copy.models["n_snapshots"] == 1).all()
+    last = N_SNAPSHOTS - 1
     for model_id in copy.models["model_id"]:
-        np.testing.assert_array_equal(copy.weights(model_id, 0), original.weights(model_id, N_SNAPSHOTS - 1))
-    assert copy.snapshots["k"].tolist() == [0] * len(copy.models)
+        np.testing.assert_array_equal(copy.weights(model_id, last), original.weights(model_id, last))
+        np.testing.assert_array_equal(copy.weights(model_id), original.weights(model_id, [last]))
+    assert copy.snapshots["k"].tolist() == [last] * len(copy.models)
+
+
+def test_a_slice_with_gaps_reads_by_k_everywhere(source, tmp_path):
+    """Issue 18 item 11: selections, arrays, batches and a pull of a pull all index by k."""
+    pull(source, tmp_path / "copy", where="dataset == 'digits'", snapshots="0,2,3")
+    original, copy = open_zoo(source), open_zoo(tmp_path / "copy")
+    assert sorted(set(copy.snapshots["k"])) == [0, 2, 3]
+    for choice, ks in (("all", [0, 2, 3]), ("last", [3]), ("2:", [2, 3]), ("2:4", [2, 3]), ("0,3", [0, 3]), (2, [2])):
+        selection = copy.select(snapshots=choice)
+        assert selection.rows["k"].tolist() == ks * len(copy.models), choice
+        expected = original.select(model_ids=list(copy.models["model_id"]), snapshots=ks).to_numpy()
+        np.testing.assert_array_equal(selection.to_numpy(), expected, err_msg=str(choice))
+        batch = next(iter(selection.torch_batches(len(selection))))
+        order = np.argsort(batch["index"].numpy())
+        assert batch["k"].numpy()[order].tolist() == selection.rows["k"].tolist()
+        np.testing.assert_array_equal(batch["weights"].numpy()[order], expected)
+    for bad in ("1", "1:3", "0:2", "1:"):
+        with pytest.raises(ValueError, match=r"has snapshots k = 0,2,3"):
+            copy.select(snapshots=bad)
+    for model, ks, weights in copy.select(snapshots="last").iter_models(all_snapshots=True):
+        assert ks.tolist() == [3] and weights.shape[0] == 4 and np.isnan(weights[1]).all()
+        np.testing.assert_array_equal(weights[[0, 2, 3]], original.weights(model.model_id, [0, 2, 3]))
+    pull(tmp_path / "copy", tmp_path / "again", snapshots="2:")
+    again = open_zoo(tmp_path / "again")
+    assert sorted(set(again.snapshots["k"])) == [2, 3]
+    for model_id in again.models["model_id"]:
+        np.testing.assert_array_equal(again.weights(model_id), original.weights(model_id, [2, 3]))
 
 
 def test_traces_are_copied_whole(source, tmp_path):
@@ -170,3 +204,16 @@ def test_a_pulled_build_keeps_how_its_members_were_trained(smoke_zoo, tmp_path):
     assert copy.manifest.environment["training"] == [dict(environment, n_models=1)]
     (fleet,) = [f for f in original.manifest.fleets if first in f["models"]]
     assert copy.manifest.fleets == [dict(fleet, environment=0)]
+
+
+def test_a_slice_keeps_its_k_through_export_and_import(source, tmp_path, capsys):
+    """Issue 18 item 11: k survives pull, export (bundle) and import."""
+    pull(source, tmp_path / "slice", where="dataset == 'digits'", snapshots="1:")
+    assert main(["export", str(tmp_path / "slice"), "--format", "bundle", "--out", str(tmp_path / "slice.npz")]) == 0
+    assert main(["import", "bundle", str(tmp_path / "slice.npz"), "--out", str(tmp_path / "back"),
+                 "--in-process"]) == 0
+    capsys.readouterr()
+    original, back = open_zoo(source), open_zoo(tmp_path / "back")
+    assert sorted(set(back.snapshots["k"])) == list(range(1, N_SNAPSHOTS))
+    for row in back.models.itertuples():
+        np.testing.assert_array_equal(back.weights(row.model_id, 2), original.weights(row.source_model_id, 2))

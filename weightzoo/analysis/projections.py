@@ -34,6 +34,7 @@ import pandas as pd
 from weightzoo.analysis.records import json_records, json_safe
 from weightzoo.analysis.results import StudyResult
 from weightzoo.core.layout import TensorSpec, WeightLayout
+from weightzoo.errors import InputError
 
 HIST_BINS = np.linspace(-1.0, 1.0, 41)
 KIND_ORDER = {"conv": 0, "linear": 1}
@@ -127,12 +128,7 @@ def scan_projections(zoo, *, where: str | None = None, snapshots=None, include_l
     """
     selection = zoo.select(where, snapshots=snapshots, status=status)
     selection.require_samples()
-    plan, skipped = {}, []
-    for layout_id, layout in selection.layouts.items():
-        plan[layout_id], left_out = projection_tensors(layout, include_linear=include_linear)
-        skipped += [dict(record, layout_id=layout_id) for record in left_out]
-    if not any(plan.values()):
-        raise ValueError(_nothing_to_analyse(selection, include_linear))
+    plan, skipped = check_projection_inputs(zoo, selection, include_linear=include_linear)
     stats, samples, networks, total = [], [], [], len(selection.models)
     # every snapshot of a model: snapshot 0 is the reference whether selected or not
     for i, (model, ks, weights) in enumerate(selection.iter_models(all_snapshots=True), start=1):
@@ -151,6 +147,27 @@ def scan_projections(zoo, *, where: str | None = None, snapshots=None, include_l
     return ProjectionScan(_with_labels(pd.DataFrame(stats), selection.rows, STAT_COLUMNS),
                           pd.concat(samples, ignore_index=True), skipped,
                           _with_labels(network_table, selection.rows, NETWORK_COLUMNS))
+
+
+class NothingToAnalyse(InputError):
+    """No selected layout has a tensor the projections can analyse; ``option`` names how the
+    caller turns on linear layers (``include_linear=True`` in Python, ``--include-linear``)."""
+
+
+def check_projection_inputs(zoo, selection, *, include_linear: bool = False,
+                            option: str = "include_linear=True") -> tuple[dict, list]:
+    """The tensors to analyse per layout and the ones left out, after the checks that need no
+    weights: some tensor to analyse (NothingToAnalyse naming ``option``, the caller's spelling
+    of "include linear layers") and each model's initialisation (k = 0 at epoch 0; the distance
+    from init never takes a slice's first snapshot as init)."""
+    plan, skipped = {}, []
+    for layout_id, layout in selection.layouts.items():
+        plan[layout_id], left_out = projection_tensors(layout, include_linear=include_linear)
+        skipped += [dict(record, layout_id=layout_id) for record in left_out]
+    if not any(plan.values()):
+        raise NothingToAnalyse(_nothing_to_analyse(selection, include_linear, option))
+    zoo.require_initialisation(selection.models["model_id"], "projections (distance from init)")
+    return plan, skipped
 
 
 def network_statistics(weights: np.ndarray, tensors: list[TensorSpec], ks) -> list[dict]:
@@ -308,7 +325,7 @@ def _row_cosines(rows: np.ndarray) -> np.ndarray:
 
 def _skip_reason(spec: TensorSpec, include_linear: bool) -> str:
     if spec.kind == "linear" and not include_linear:
-        return "linear layer (pass include_linear=True to analyse it)"
+        return "linear layer (left out unless linear layers are included: --include-linear, include_linear=True)"
     if len(spec.shape) < 2:
         return f"weight of shape {list(spec.shape)} has no filter axis"
     if spec.kind == "conv" and math.prod(spec.shape[2:]) == 1:
@@ -352,7 +369,7 @@ def _layer_keys(frame: pd.DataFrame) -> list[tuple[str, int]]:
     return sorted(pairs, key=lambda pair: (KIND_ORDER.get(pair[0], len(KIND_ORDER)), pair[1]))
 
 
-def _nothing_to_analyse(selection, include_linear: bool) -> str:
+def _nothing_to_analyse(selection, include_linear: bool, option: str = "include_linear=True") -> str:
     seen = []
     for layout_id, layout in selection.layouts.items():
         models = selection.models[selection.models["layout_id"] == layout_id]
@@ -361,7 +378,7 @@ def _nothing_to_analyse(selection, include_linear: bool) -> str:
         tensors = [f"{t.name} ({t.kind} {t.role} {list(t.shape)})" for t in layout.tensors]
         seen.append(f"{layout_id} [{', '.join(architectures) or 'architecture unknown'}]: {', '.join(tensors)}")
     wanted = "conv weights with kernels larger than 1x1" + (" or linear weights" if include_linear else "")
-    hint = "" if include_linear else "; pass include_linear=True to analyse linear layers"
+    hint = "" if include_linear else f"; pass {option} to analyse linear layers"
     return f"no {wanted} in the selected models{hint}. Layouts seen: " + "; ".join(seen)
 
 

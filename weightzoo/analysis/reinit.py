@@ -125,8 +125,10 @@ def reinit_table(zoo, *, where: str | None = None, model_ids=None, resets=(0, RA
                            model_ids=model_ids, max_models=max_models)
     selection.require_samples()
     models = selection.models
+    if 0 in resets:  # resetting to the initialisation needs each model's own k = 0 at epoch 0
+        zoo.require_initialisation(models["model_id"], "reinit --resets 0")
     for model in models.itertuples():  # every reset k must exist before anything is evaluated
-        _check_reset_snapshots(model, resets, trained_k)
+        _check_reset_snapshots(model, resets, trained_k, zoo.snapshot_ks(model.model_id))
     tasks: dict[str, object] = {}  # prepared test data per (dataset, data options): loaded once per call
     recorded = zoo.snapshots.set_index(["model_id", "k"])["test_acc"]  # indexed once, not scanned per model
     rows = []
@@ -210,12 +212,13 @@ def _check_resets(resets) -> list:
     return sorted(dict.fromkeys(r if r == RANDOM else int(r) for r in values), key=_reset_order)
 
 
-def _check_reset_snapshots(model, resets: list, trained_k: int | None) -> None:
-    """Every snapshot k a reset asks for must exist for the model."""
-    n_snapshots = int(model.n_snapshots)
-    missing = [r for r in resets if r != RANDOM and r >= n_snapshots]
+def _check_reset_snapshots(model, resets: list, trained_k: int | None, stored) -> None:
+    """Every snapshot k a reset asks for must be stored for the model (``stored``: its k)."""
+    stored = [int(k) for k in stored]
+    missing = [r for r in resets if r != RANDOM and r not in stored]
     if missing:
-        raise InputError(f"model {model.model_id!r} has snapshots k = 0..{n_snapshots - 1}; "
+        have = f"0..{stored[-1]}" if stored == list(range(len(stored))) else ",".join(map(str, stored))
+        raise InputError(f"model {model.model_id!r} has snapshots k = {have}; "
                          f"asked for k = {missing} (trained_k={trained_k!r}, resets={resets!r})")
 
 

@@ -72,8 +72,23 @@ def _info(args) -> int:
         print_json(summary)
     else:
         for key, value in summary.items():
-            print(f"{key:>18}: {value}")
+            print(f"{key:>18}: {_readable(key, value)}")
     return 0
+
+
+def _readable(key: str, value) -> str:
+    """One ``info`` value as text: counts as ``ok 4, diverged 1``, statistics as ``mean 0.486
+    (min 0.198, median 0.416, max 0.914; 4 models)``, bytes with their unit; never a dict repr."""
+    if isinstance(value, dict) and "mean" in value:
+        if not value.get("count"):
+            return "- (no values)"
+        return (f"mean {value['mean']:.3f} (min {value['min']:.3f}, median {value['median']:.3f}, "
+                f"max {value['max']:.3f}; {value['count']} models)")
+    if isinstance(value, dict):
+        return ", ".join(f"{name} {count}" for name, count in value.items()) or "-"
+    if key.endswith("_bytes") and isinstance(value, int):
+        return f"{value:,} bytes ({value / 2**20:.2f} MiB)"
+    return "-" if value is None else str(value)
 
 
 def _query(args) -> int:

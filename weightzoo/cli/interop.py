@@ -46,10 +46,12 @@ def add_commands(sub) -> None:
 
 
 def _import(args) -> int:
+    zoo = zoo_handle(args.out)
+    zoo.check_destination()  # before torch and the importers are imported: a bad --out fails at once
     from weightzoo.pipelines.importing import plan_import, run_import
     from weightzoo.pipelines.runner import InProcessRunner
 
-    plan = plan_import(zoo_handle(args.out), args.format, args.source, extend=args.extend,
+    plan = plan_import(zoo, args.format, args.source, extend=args.extend,
                        chunk_size=args.chunk_size)  # clear errors before any server starts
     if args.in_process:
         report = run_import(plan, InProcessRunner())
@@ -79,9 +81,12 @@ def _export(args) -> int:
     from weightzoo.interop.export import export_bundle, export_modelzoos
     from weightzoo.interop.smallcnnzoo import export_smallcnnzoo
 
+    from weightzoo.io.location import check_local_destination
+
     zoo = open_version(args.zoo)
     if args.out.exists():
         raise UsageError(f"--out: {args.out} exists already; exports never overwrite")
+    check_local_destination(args.out, "--out", folder=False)  # its parent: a writable directory
     exporters = {"bundle": export_bundle, "modelzoos": export_modelzoos, "smallcnnzoo": export_smallcnnzoo}
     result = exporters[args.format](zoo, args.out)
     if args.json:

@@ -122,8 +122,12 @@ def _properties(args) -> int:
 
 
 def _projections(args) -> int:
+    from weightzoo.analysis.projections import check_projection_inputs
+
     zoo = open_version(args.zoo)
-    zoo.select(args.where, snapshots=args.snapshots).require_samples()  # input errors before any server
+    selection = zoo.select(args.where, snapshots=args.snapshots)
+    selection.require_samples()  # input errors before any server
+    check_projection_inputs(zoo, selection, include_linear=args.include_linear, option="--include-linear")
     options = {"where": args.where, "snapshots": snapshot_text(args.snapshots), "include_linear": args.include_linear}
     result = run_flow("geometry:study_flow", {"zoo": zoo.handle, "study": "projections", "version": zoo.version,
                                               "options": options}, args)
@@ -138,7 +142,10 @@ def _reinit(args) -> int:
     except ValueError:
         raise UsageError(f"--resets: expected snapshot indices and/or 'random', got {args.resets!r}") from None
     trained = "last" if args.trained_k is None else args.trained_k
-    zoo.select(args.where, snapshots=trained, max_models=args.max_models).require_samples()  # before any server
+    selection = zoo.select(args.where, snapshots=trained, max_models=args.max_models)
+    selection.require_samples()  # before any server
+    if 0 in resets:
+        zoo.require_initialisation(selection.models["model_id"], "reinit --resets 0")
     options = {"resets": resets, "trained_k": args.trained_k, "whole_network": args.whole_network}
     result = run_flow("geometry:reinit_flow", {"zoo": zoo.handle, "version": zoo.version, "where": args.where,
                                                "max_models": args.max_models, "options": options,

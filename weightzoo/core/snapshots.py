@@ -144,6 +144,36 @@ class SnapshotChoice:
                              f"n_snapshots={n}{_k_range(n)}")
         return wanted.astype(np.int64)
 
+    def resolve_ks(self, stored, model: str = "the model") -> np.ndarray:
+        """The k (int64, ascending) this choice takes from a model whose stored snapshots have
+        the k values ``stored`` (ascending; a pulled slice keeps its original k, e.g. 1, 2).
+
+        For ``stored`` = 0..n-1 this is :meth:`resolve`. Otherwise ``all`` takes every stored k,
+        ``last`` the last one, ``A:`` every stored k ≥ A (A must be stored), and every k that
+        ``A:B``, ``:B``, ``K`` or a list names must be stored: InputError names the model and
+        its k values.
+        """
+        stored = np.asarray(stored, dtype=np.int64)
+        n = stored.size
+        if n == 0 or (stored[0] == 0 and stored[-1] == n - 1):
+            return self.resolve(n, model)
+        if self == ALL:
+            return stored.copy()
+        if self.kind == "last":
+            return stored[-1:].copy()
+        if self.kind == "list":
+            wanted = np.asarray(self.ks, dtype=np.int64)
+        elif self.stop is None:
+            wanted = np.concatenate([[self.start], stored[stored > self.start]]).astype(np.int64)
+        else:
+            wanted = np.arange(self.start, self.stop, dtype=np.int64)
+        missing = np.setdiff1d(wanted, stored)
+        if missing.size:
+            raise InputError(f"snapshots {self.text!r} ask for k={int(missing[0])} but model {model!r} has "
+                             f"snapshots k = {','.join(str(int(k)) for k in stored)} (a slice keeps its "
+                             f"original k)")
+        return wanted
+
 
 ALL = SnapshotChoice("range", 0, None)
 LAST = SnapshotChoice("last")

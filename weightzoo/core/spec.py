@@ -221,6 +221,11 @@ def _schema_error_to_spec_error(error: jsonschema.ValidationError) -> SpecError:
     path = list(error.absolute_path)
     if error.validator == "required":
         missing = next(r for r in error.validator_value if r not in error.instance)
+        known = error.schema.get("properties", {})
+        typo = difflib.get_close_matches(missing, [str(k) for k in error.instance if k not in known], n=1)
+        if typo:  # `hyperparamters:` is the missing `hyperparameters:` misspelt, not a second problem
+            return SpecError(_dotted(path + [typo[0]]), f"unknown field {typo[0]!r}; did you mean {missing!r}? "
+                                                        f"(required field {missing!r} is missing)")
         return SpecError(_dotted(path + [missing]), "required field is missing")
     if error.validator == "additionalProperties":
         known = error.schema.get("properties", {})

@@ -47,7 +47,8 @@ def read_network(source: Path, handle: str) -> ImportedNetwork:
         raise SourceError(where, f"no weights for row {row['row']} of layout {row['layout_id']}")
     weights = np.ascontiguousarray(array[row["row"], :row["n_snapshots"]])
     snapshots = sorted(bundle["snapshots_by_id"].get(handle, []), key=lambda s: s["k"])
-    if [s["k"] for s in snapshots] != list(range(row["n_snapshots"])):
+    ks = [int(s["k"]) for s in snapshots]
+    if len(ks) != row["n_snapshots"] or any(k < 0 for k in ks) or len(set(ks)) != len(ks):
         raise SourceError(where, f"snapshot rows k={[s['k'] for s in snapshots]} do not match n_snapshots "
                                  f"{row['n_snapshots']}")
     config = json.loads(row["config_json"])

@@ -105,10 +105,10 @@ def _export_model(zoo, row: dict, snapshots: pd.DataFrame, folder: Path) -> None
     weights = zoo.weights(row["model_id"])
     numbers = _checkpoint_numbers(snapshots)
     by_number = {}
-    for (_, snap), number in zip(snapshots.iterrows(), numbers):
+    for position, ((_, snap), number) in enumerate(zip(snapshots.iterrows(), numbers)):
         target = folder / f"checkpoint_{number:06d}"
-        target.mkdir()
-        torch.save(modelzoos_state(layout, weights[int(snap["k"])], indices), target / "checkpoints")
+        target.mkdir()  # weights are in the order of the model's sorted k (a pulled slice keeps its k)
+        torch.save(modelzoos_state(layout, weights[position], indices), target / "checkpoints")
         by_number[number] = snap
     lines = [json.dumps(json_safe(_result_line(i, by_number.get(i), params)), allow_nan=False)
              for i in range(max(numbers) + 1 if numbers else 0)]

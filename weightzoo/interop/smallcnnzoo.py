@@ -309,11 +309,11 @@ def _export_layout(zoo, layout_id: str, folder: Path) -> list[dict]:
         weights = zoo.weights(model["model_id"])
         own = snapshots.loc[model["model_id"]].sort_index()
         steps = _steps(own)
-        for k, step in zip(own.index, steps):
-            if not np.isfinite(weights[k]).all():
+        for position, (k, step) in enumerate(zip(own.index, steps)):  # weights in the order of the sorted k
+            if not np.isfinite(weights[position]).all():
                 skipped.append({"model_id": model["model_id"], "k": int(k), "reason": "non-finite weights"})
                 continue
-            rows.append(weights[k])
+            rows.append(weights[position])
             metrics.append(_metrics_row(model, own.loc[k], int(k), step))
     flat = np.stack(rows) if rows else np.zeros((0, layout.n_params), dtype=np.float32)
     parts = [_to_keras(flat[:, t.offset:t.offset + t.length], t) for t in layout.tensors]

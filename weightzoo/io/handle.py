@@ -99,6 +99,18 @@ class ZooHandle:
             return False
         return True
 
+    def check_destination(self, what: str = "--out") -> None:
+        """Refuse (UsageError, exit 2, before anything starts) a zoo that cannot be written here:
+        its local folder, or the local work folder of staging/ and analyses/, is a plain file,
+        lies below one, or is not writable."""
+        from weightzoo.io.location import check_local_destination
+
+        local = self.location.local_path()
+        if local is not None:
+            check_local_destination(local, what)
+        if local is None or self.work.resolve() != local.resolve():
+            check_local_destination(self.work, f"{what} (its local work folder)")
+
     def repository(self, *, create: bool = False) -> icechunk.Repository:
         """The zoo's Icechunk repository; NotAZooError names the location when there is none
         (``create=True`` makes an empty one instead)."""
@@ -162,7 +174,17 @@ def _open_repository(location: ZooLocation, *, create: bool) -> icechunk.Reposit
     if not create and folder is not None and not folder.is_dir():
         raise missing  # before opening the storage, which would create the folder
     storage = location.icechunk_storage()
-    if icechunk.Repository.exists(storage):
+    if location.remote:
+        from weightzoo.io.location import StoreUnreachable, check_reachable, endpoint_name
+
+        check_reachable(location)
+        try:
+            if icechunk.Repository.exists(storage):
+                return icechunk.Repository.open(storage)
+        except Exception as error:  # IcechunkError: an endpoint that answers but fails, bad credentials
+            first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            raise StoreUnreachable(f"cannot open {location.url} at the {endpoint_name()}: {first}") from error
+    elif icechunk.Repository.exists(storage):
         return icechunk.Repository.open(storage)
     if not create:
         raise missing

@@ -30,7 +30,36 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from weightzoo.errors import UsageError
+from weightzoo.errors import UsageError, WeightzooError
+
+def check_local_destination(path, what: str, *, folder: bool = True) -> None:
+    """Refuse, with one line (UsageError, exit 2), a local destination that cannot be written:
+    ``path`` a plain file (when ``folder``), a path below a plain file, or a first existing
+    ancestor that is not a writable directory. Called before anything starts (no server, no
+    cluster, no folder created)."""
+    try:
+        _check_local_destination(Path(path).expanduser(), what, folder)
+    except UsageError:
+        raise
+    except (ValueError, OSError) as error:  # an embedded NUL byte, a name too long, ...
+        raise UsageError(f"{what} {str(path)!r}: not a usable path ({error})") from None
+
+
+def _check_local_destination(path: Path, what: str, folder: bool) -> None:
+    if "\x00" in str(path):
+        raise ValueError("embedded null byte")
+    if folder and path.exists() and not path.is_dir():
+        raise UsageError(f"{what} {path} is a file, not a directory: give a directory (new or a zoo)")
+    ancestor = path if folder else path.parent
+    while not ancestor.exists():
+        if ancestor.is_symlink():
+            raise UsageError(f"{what} {path}: {ancestor} is a broken symbolic link")
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise UsageError(f"{what} {path}: {ancestor} is a file, not a directory")
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise UsageError(f"{what} {path}: {ancestor} is not writable")
+
 
 S3_PATTERN = re.compile(r"^s3://(?P<bucket>[^/]+)/?(?P<prefix>.*?)/*$")
 DEFAULT_REGION = "us-east-1"
@@ -194,6 +223,44 @@ class ZooLocation:
         files.sort(key=lambda p: p.relative_to(folder).as_posix() == last)
         return {p.relative_to(folder).as_posix(): self.write_bytes(f"{relative}/{p.relative_to(folder).as_posix()}",
                                                                     p.read_bytes()) for p in files}
+
+
+class StoreUnreachable(WeightzooError, OSError):
+    """The object store of a zoo does not answer; the message names the endpoint."""
+
+
+_REACHED: set = set()
+
+
+def endpoint_name(settings: dict | None = None) -> str:
+    """The S3 endpoint in use and where it came from, for messages."""
+    settings = settings or s3_settings()
+    for variable in ("WEIGHTZOO_S3_ENDPOINT", "AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL"):
+        if os.environ.get(variable):
+            return f"S3 endpoint {settings['endpoint']} (from {variable})"
+    return f"AWS S3 in region {settings['region']} (no endpoint set: WEIGHTZOO_S3_ENDPOINT)"
+
+
+def check_reachable(location: "ZooLocation", timeout: float = 5.0) -> None:
+    """StoreUnreachable, naming the endpoint, when a configured S3 endpoint refuses or does not
+    answer a TCP connection within ``timeout`` seconds (instead of a client's retries for half a
+    minute and an anonymous "dispatch failure"). Checked once per endpoint and process."""
+    settings = s3_settings()
+    endpoint = settings["endpoint"]
+    if not location.remote or not endpoint or endpoint in _REACHED:
+        return
+    import socket
+
+    parts = urlsplit(endpoint if "://" in endpoint else f"https://{endpoint}")
+    port = parts.port or (80 if parts.scheme == "http" else 443)
+    try:
+        with socket.create_connection((parts.hostname, port), timeout=timeout):
+            pass
+    except OSError as error:
+        reason = error.strerror or type(error).__name__
+        raise StoreUnreachable(f"cannot reach {location.url}: the {endpoint_name(settings)} does not answer "
+                               f"({reason}); check the endpoint and that the server runs") from None
+    _REACHED.add(endpoint)
 
 
 def s3_settings() -> dict:

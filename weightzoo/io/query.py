@@ -16,6 +16,12 @@ Views (created lazily over the Parquet files; nothing is copied):
 
 Only one read-only statement (SELECT, WITH, SHOW, DESCRIBE, SUMMARIZE) is run: a query
 can never overwrite a stored file (``COPY ... TO`` is refused).
+
+The connection is a sandbox: once the views exist it is locked (``enable_external_access``
+off with ``allowed_paths`` = the version's own Parquet files, no extension autoload or
+autoinstall, ``lock_configuration``). A query reads those files and nothing else: no other
+file (``read_text('/etc/passwd')``, ``read_csv``, ``read_blob``, ``glob``), no URL, no
+``ATTACH``, ``INSTALL`` or ``LOAD``; each is refused with one line (a :class:`QueryError`).
 """
 
 from __future__ import annotations
@@ -99,7 +105,20 @@ def connect(zoo) -> tuple[duckdb.DuckDBPyConnection, list[str], list[str]]:
     for view, select in views.items():
         connection.execute(f'CREATE VIEW "{view}" AS {select}')
     connection.register("analyses", _analyses_frame(files))
+    own = [str(local) for name in VERSION_TABLES
+           if (local := zoo.location.local_path(f"{zoo.folder}/{name}.parquet")) is not None]
+    _lock(connection, own + [str(f.path) for f in files])
     return connection, sorted({*views, *VERSION_TABLES, "analyses"}), unreadable
+
+
+def _lock(connection, own_files: list[str]) -> None:
+    """Sandbox ``connection``: only ``own_files`` can be read, no extension is loaded or
+    installed, and no setting can be changed back (``lock_configuration``)."""
+    paths = "[" + ", ".join(_literal(path) for path in own_files) + "]"
+    for setting in (f"allowed_paths = {paths}", "allowed_directories = []",
+                    "autoload_known_extensions = false", "autoinstall_known_extensions = false",
+                    "enable_external_access = false", "lock_configuration = true"):
+        connection.execute(f"SET {setting}")
 
 
 def run_query(zoo, sql: str) -> pd.DataFrame:
@@ -120,6 +139,10 @@ def run_query(zoo, sql: str) -> pd.DataFrame:
             raise QueryError(f"only read-only queries (SELECT, WITH, SHOW, DESCRIBE) run here, "
                              f"got a {kind.name} statement; {available}")
         return connection.execute(sql).df()
+    except duckdb.PermissionException as error:
+        message = str(error).strip().splitlines()[0]
+        raise QueryError(f"refused: a query reads only this version's tables (no other files, URLs, "
+                         f"ATTACH, INSTALL or LOAD): {message}; {available}") from None
     except duckdb.Error as error:
         message = str(error).strip().splitlines()[0]
         raise QueryError(f"{message}; {available}") from None

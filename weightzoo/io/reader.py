@@ -19,7 +19,7 @@ import pandas as pd
 import zarr
 
 from weightzoo.core.layout import WeightLayout
-from weightzoo.errors import CorruptChunkError, RecordError, TracesNotFound, VersionNotFound
+from weightzoo.errors import CorruptChunkError, InputError, RecordError, TracesNotFound, VersionNotFound
 from weightzoo.io import store, trace_store
 from weightzoo.io.handle import ZooHandle
 from weightzoo.io.location import ZooLocation
@@ -128,11 +128,63 @@ class Zoo:
         row = self._storage_row(model_id)
         n_snapshots = int(row["n_snapshots"])
         ks = range(n_snapshots) if k is None else [k] if np.ndim(k) == 0 else list(k)
-        outside = [int(i) for i in ks if not 0 <= int(i) < n_snapshots]
-        if outside:
-            raise IndexError(f"model {model_id!r} has snapshots 0..{n_snapshots - 1}; asked for k={outside}")
+        stored = None if k is None else self.sparse_snapshot_ks.get(model_id)
+        if stored is None:
+            outside = [int(i) for i in ks if not 0 <= int(i) < n_snapshots]
+            if outside:
+                raise IndexError(f"model {model_id!r} has snapshots 0..{n_snapshots - 1}; asked for k={outside}")
+        else:  # a pulled slice: snapshot k is stored at its rank among the model's k values
+            outside = [int(i) for i in ks if int(i) not in set(stored.tolist())]
+            if outside:
+                raise IndexError(f"model {model_id!r} has snapshots k = {','.join(map(str, stored.tolist()))}; "
+                                 f"asked for k={outside}")
+            ks = [int(np.searchsorted(stored, int(i))) for i in ks]
         (values,) = read_rows(self.handle, self.version, row["layout_id"], [int(row["row"])], [ks])
         return values[0] if k is not None and np.ndim(k) == 0 else values
+
+    def require_initialisation(self, model_ids, study: str) -> None:
+        """InputError unless every model of ``model_ids`` has its initialisation: snapshot k = 0
+        at epoch 0 (an unknown epoch counts as 0). A slice pulled with ``--snapshots 1:3`` keeps
+        k = 1, 2 and has none; a slice pulled by older weightzoo renumbered its first kept
+        snapshot to k = 0 but kept its epoch, which gives it away."""
+        ids = list(dict.fromkeys(model_ids))
+        snaps = self.snapshots[self.snapshots["model_id"].isin(ids)]
+        first = snaps.sort_values(["model_id", "k"]).drop_duplicates("model_id")
+        epoch = first["epoch"] if "epoch" in first.columns else pd.Series(np.nan, index=first.index)
+        lacking = first[(first["k"] != 0) | (epoch.notna() & (epoch != 0))]
+        if lacking.empty:
+            return
+        example = lacking.iloc[0]
+        epoch_text = "" if pd.isna(example.get("epoch")) else f", epoch {example['epoch']:g}"
+        raise InputError(f"{study} needs each model's initialisation (snapshot k = 0 at epoch 0), but "
+                         f"{len(lacking)} of the {len(ids)} selected models lack it in {self.handle}@{self.version}, "
+                         f"e.g. {example['model_id']!r}, whose first stored snapshot is k = {int(example['k'])}"
+                         f"{epoch_text} (a slice pulled without k = 0); pull again including k = 0, e.g. "
+                         f"--snapshots 0,{max(int(example['k']), 1)}")
+
+    def snapshot_ks(self, model_id: str) -> np.ndarray:
+        """The k of a model's stored snapshots, ascending (0..n-1, except in a pulled slice,
+        which keeps the original k: ``pull --snapshots 1:3`` stores k = 1, 2). ``weights(model_id)``
+        returns them in this order."""
+        stored = self.sparse_snapshot_ks.get(model_id)
+        return stored.copy() if stored is not None else np.arange(int(self._storage_row(model_id)["n_snapshots"]))
+
+    @cached_property
+    def sparse_snapshot_ks(self) -> dict[str, np.ndarray]:
+        """model_id → its stored k (ascending) for the models whose k are not 0..n-1 (slices
+        pulled with ``--snapshots``); empty for every built or imported version."""
+        if "snapshots" in self.__dict__:  # read already: no second read of the file
+            table = self.snapshots[["model_id", "k"]]
+        else:
+            table = self.location.read_table(f"{self.folder}/snapshots.parquet", ["model_id", "k"]).to_pandas()
+        if table.empty:
+            return {}
+        stats = table.groupby("model_id")["k"].agg(["min", "max", "count"])
+        odd = stats.index[(stats["min"] != 0) | (stats["max"] != stats["count"] - 1)]
+        if not len(odd):
+            return {}
+        table = table[table["model_id"].isin(odd)].sort_values(["model_id", "k"])
+        return {model_id: group.to_numpy(np.int64) for model_id, group in table.groupby("model_id")["k"]}
 
     def trace_array(self, layout_id: str, name: str) -> zarr.Array:
         """The read-only ``traces/<layout_id>/<name>`` array as of this version's tag
@@ -187,6 +239,43 @@ class Zoo:
         if missing or result.unexpected_keys:
             raise ValueError(f"{mismatch}: missing {missing}, unexpected {result.unexpected_keys}")
         return module.eval()
+
+    def dataset(self, model_id: str):
+        """The model's own data: a :class:`weightzoo.data.datasets.TaskData` (``x_train``,
+        ``y_train``, ``x_test``, ``y_test``, ``task``, ...) of its dataset with the loader options
+        of its spec and the split seed and test fraction of its record, exactly as it was trained
+        (train labels with the label noise it was trained on; test labels are never corrupted).
+
+        InputError for a model whose record names no built-in dataset (e.g. an imported one).
+        """
+        from weightzoo.core.spec import TrainingSettings
+        from weightzoo.train.tasks import model_task
+
+        row = self._model(model_id)
+        config = json.loads(row["config_json"] or "{}")
+        stored = json.loads(row["training_json"] or "{}") if "training_json" in row else {}
+        if not config.get("dataset") or not config.get("architecture"):
+            raise InputError(f"model {model_id!r} has no training config naming a dataset (imported?): "
+                             f"its own data is not known")
+        split = {name: stored[name] for name in ("split_seed", "test_fraction") if name in stored}
+        training = TrainingSettings(epochs=int(stored.get("epochs", 0) or 0),
+                                    snapshot_epochs=tuple(stored.get("snapshots", {}).get("epochs", ())), **split)
+        options = {}
+        for spec in self.manifest.specs:
+            if spec.get("name") == row.get("spec_name"):
+                options = dict(spec.get("dataset_options", {}).get(config["dataset"], {}))
+        return model_task(config, training, options)
+
+    def evaluate(self, model_id: str, k: int) -> dict:
+        """Snapshot ``k`` of ``model_id`` evaluated on its own test data (:meth:`dataset`):
+        ``{"model_id", "k", "test_acc", "test_loss", "n_test"}``; ``test_acc`` is NaN for a
+        regression task. Reproduces the ``test_acc`` and ``test_loss`` stored in snapshots.parquet."""
+        from weightzoo.train.evaluate import evaluate_model
+
+        task = self.dataset(model_id)
+        module = self.load_model(model_id, k)
+        loss, accuracy = evaluate_model(module, task.x_test, task.y_test, task.task)  # accuracy NaN: regression
+        return {"model_id": model_id, "k": int(k), "test_acc": accuracy, "test_loss": loss, "n_test": len(task.y_test)}
 
     def select(self, where: str | None = None, *, snapshots=None, part: str | None = None,
                layers: list[int] | None = None, tensors: list[str] | None = None,

@@ -53,7 +53,10 @@ def select(zoo, where: str | None = None, *, snapshots=None, part: str | None = 
     if part not in (None, *PARTS):
         raise InputError(f"part must be one of {list(PARTS)}; got {part!r}")
     models = models.sort_values(["layout_id", "row"]).reset_index(drop=True)
-    ks = {m.model_id: choice.resolve(m.n_snapshots, m.model_id) for m in models.itertuples()}
+    sparse = zoo.sparse_snapshot_ks  # models of a pulled slice: k kept, stored at their rank
+    stored = {m: sparse[m] for m in models["model_id"] if m in sparse}
+    ks = {m.model_id: (choice.resolve_ks(stored[m.model_id], m.model_id) if m.model_id in stored
+                       else choice.resolve(m.n_snapshots, m.model_id)) for m in models.itertuples()}
     layouts = {lid: zoo.layout(lid) for lid in models["layout_id"].unique()}
     features = {lid: _features(layout, lid, part, layers, tensors) for lid, layout in layouts.items()}
     samples = pd.DataFrame({"model_id": np.repeat(models["model_id"].to_numpy(), [len(k) for k in ks.values()]),
@@ -68,7 +71,7 @@ def select(zoo, where: str | None = None, *, snapshots=None, part: str | None = 
                    "model_ids": model_ids, "max_models": max_models, **equals}
     return Selection(zoo.handle, zoo.version, models, rows, ks, layouts, features,
                      {key: value for key, value in description.items() if value is not None},
-                     n_total=len(zoo.models), snapshots=choice)
+                     n_total=len(zoo.models), snapshots=choice, stored=stored)
 
 
 def _filter_models(zoo, where, equals: dict, split, status, model_ids, max_models) -> pd.DataFrame:
@@ -112,7 +115,7 @@ class Selection:
     """(model, snapshot) samples of one version with a per-layout choice of weight positions."""
 
     def __init__(self, handle, version, models, rows, ks, layouts, features, description, *,
-                 n_total: int, snapshots: SnapshotChoice) -> None:
+                 n_total: int, snapshots: SnapshotChoice, stored: dict | None = None) -> None:
         self.handle, self.version = handle, version
         self.models: pd.DataFrame = models  # selected models, sorted by (layout_id, row)
         self.rows: pd.DataFrame = rows  # one row per sample: model_id, layout_id, row, k, labels
@@ -122,6 +125,8 @@ class Selection:
         self._features = features  # per layout: sorted flat positions
         self._description = description
         self._n_total = n_total
+        # models whose stored snapshots are not k = 0..n-1 (a pulled slice): their stored k
+        self._stored: dict[str, np.ndarray] = {m: s for m, s in (stored or {}).items() if m in ks}
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -170,7 +175,7 @@ class Selection:
                 self.handle, self.version, models, self.rows[self.rows["layout_id"] == lid].reset_index(drop=True),
                 {m: self._ks[m] for m in models["model_id"]}, {lid: self.layouts[lid]},
                 {lid: self._features[lid]}, dict(self._description, layout_id=lid), n_total=self._n_total,
-                snapshots=self.snapshots)
+                snapshots=self.snapshots, stored=self._stored)
         return result
 
     def iter_models(self, *, all_snapshots: bool = False, block_bytes: int = BLOCK_BYTES):
@@ -178,8 +183,10 @@ class Selection:
 
         ``model`` is its row of :attr:`models` (a namedtuple), ``ks`` its selected snapshot
         indices and ``weights`` float32 ``[len(ks), n_features]`` of the selected features; with
-        ``all_snapshots``, ``[n_snapshots, n_features]`` (every snapshot, ``ks`` indexing into
-        it: e.g. the initialisation as a reference). Consecutive model rows of one layout are
+        ``all_snapshots``, indexed by k: ``[n_snapshots, n_features]`` (every snapshot, ``ks``
+        indexing into it: e.g. the initialisation as a reference); for a pulled slice whose k
+        are not 0..n-1, ``[max k + 1, n_features]`` with NaN rows for the k it lacks (see
+        :meth:`stored_ks`). Consecutive model rows of one layout are
         read together, about ``block_bytes`` at a time (one request per block).
         """
         models = list(self.models.itertuples())
@@ -187,6 +194,18 @@ class Selection:
         for block in self._groups(lambda m: 4 * n_read(m) * int(m.n_params), block_bytes):
             for position, weights in zip(block, self.read_models(block, all_snapshots=all_snapshots)):
                 yield models[position], self._ks[models[position].model_id], weights
+
+    def stored_ks(self, model_id: str) -> np.ndarray | None:
+        """The stored k of a selected model whose snapshots are not k = 0..n-1 (a pulled slice
+        keeps its original k), else None (its k are 0..n_snapshots-1)."""
+        stored = self._stored.get(model_id)
+        return None if stored is None else stored.copy()
+
+    def _positions(self, model_id: str):
+        """Storage positions of the model's selected k (k itself unless it is a pulled slice)."""
+        stored = self._stored.get(model_id)
+        ks = self._ks[model_id]
+        return ks if stored is None else np.searchsorted(stored, ks)
 
     def read_models(self, positions, *, all_snapshots: bool = False) -> list[np.ndarray]:
         """The weights of the models at ``positions`` (indices into :attr:`models`), in that order:
@@ -200,12 +219,17 @@ class Selection:
         for layout_id in dict.fromkeys(layout_ids[positions]):
             mine = sorted((p for p in positions if layout_ids[p] == layout_id),
                           key=lambda p: rows[p])  # storage order: contiguous reads when possible
-            ks = [range(int(n_snapshots[p])) if all_snapshots else self._ks[model_ids[p]] for p in mine]
+            ks = [range(int(n_snapshots[p])) if all_snapshots else self._positions(model_ids[p]) for p in mine]
             data = read_rows(self.handle, self.version, layout_id, [int(rows[p]) for p in mine], ks)
             columns = self._features[layout_id]
             whole = columns.size == self.layouts[layout_id].n_params  # every position: no copy of the columns
             for p, values in zip(mine, data):
                 result[p] = values if whole else values[:, columns]
+                stored = self._stored.get(model_ids[p])
+                if all_snapshots and stored is not None:  # indexed by k: NaN rows for the k not stored
+                    by_k = np.full((int(stored[-1]) + 1, result[p].shape[1]), np.nan, dtype=np.float32)
+                    by_k[stored] = result[p]
+                    result[p] = by_k
         return [result[p] for p in positions]
 
     def blocks(self, chunk_samples: int = 100) -> list[tuple]:
@@ -289,7 +313,7 @@ class Selection:
     def _block(self, positions: list[int]) -> tuple:
         layout_id = self.models.at[positions[0], "layout_id"]
         rows = tuple(int(self.models.at[p, "row"]) for p in positions)
-        ks = tuple(tuple(int(k) for k in self._ks[self.models.at[p, "model_id"]]) for p in positions)
+        ks = tuple(tuple(int(k) for k in self._positions(self.models.at[p, "model_id"])) for p in positions)
         return (self.handle, self.version, layout_id, rows, ks, _ranges(self._features[layout_id]))
 
 

@@ -296,8 +296,9 @@ def _check_inputs(record: StagedRecord, weights, snapshots, layout) -> None:
                            f"expected [n_snapshots, {layout.n_params}]")
     if weights.shape[0] != len(snapshots):
         raise StagingError(f"{weights.shape[0]} weight snapshots but {len(snapshots)} snapshot rows")
-    if [int(s["k"]) for s in snapshots] != list(range(len(snapshots))):
-        raise StagingError(f"snapshot k of {fingerprint!r} must be 0..{len(snapshots) - 1} in order")
+    ks = [int(s["k"]) for s in snapshots]
+    if any(k < 0 for k in ks) or any(b <= a for a, b in zip(ks, ks[1:])):
+        raise StagingError(f"snapshot k of {fingerprint!r} must be distinct, >= 0 and ascending; got {ks}")
 
 
 def _check_traces(fingerprint, traces: Trace | None, layout: WeightLayout) -> None:

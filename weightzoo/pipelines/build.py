@@ -125,6 +125,7 @@ def plan_build(zoo: ZooHandle, spec: ZooSpec | str | dict, n_models: int | None 
     fails before anything trains. Raises BuildError when the zoo holds a version and the
     plan would add models without ``extend``.
     """
+    zoo.check_destination()  # a plain file or unwritable folder: one line before anything starts
     spec = load_spec(spec)
     check_model_count(n_models, "--models")
     configs = sample_configs(spec, n_models)

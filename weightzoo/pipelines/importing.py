@@ -74,6 +74,7 @@ def importer(kind: str):
 def plan_import(zoo: ZooHandle, kind: str, source, *, extend: bool = False,
                 chunk_size: int = NETWORKS_PER_CHUNK) -> ImportPlan:
     """List the source's networks; SourceError if it does not exist or holds none."""
+    zoo.check_destination()
     path = Path(source)
     if not path.exists():
         raise SourceError(path, "no such file or directory")

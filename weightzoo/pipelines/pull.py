@@ -16,9 +16,11 @@ a zoo handle and ``snapshots`` any form of :class:`weightzoo.core.snapshots.Snap
 5. read every published row back and compare its sha256 with the one read from the source;
    then delete the staged copies (they only serve resuming).
 
-The chosen snapshots of each model are renumbered ``k = 0, 1, ...`` (``1:3`` keeps snapshots 1
-and 2 as k = 0 and 1; epoch and step keep their values; ``source.snapshots`` records the
-choice's text, e.g. ``"1:3"``). Dense traces are copied whole.
+A snapshot's k is its identity: the chosen snapshots keep their k (``1:3`` keeps snapshots
+k = 1 and 2, with their epoch, step and metrics; ``source.snapshots`` records the choice's
+text, e.g. ``"1:3"``). Readers find snapshot k at its rank among the model's stored k
+(:meth:`weightzoo.io.reader.Zoo.snapshot_ks`); studies that need the initialisation (k = 0,
+epoch 0) refuse a slice without it. Dense traces are copied whole.
 The destination may also be ``s3://...``: pulling a local zoo there publishes it to object storage.
 """
 
@@ -55,11 +57,12 @@ def pull_zoo(zoo: Zoo, target: ZooHandle, *, where: str | None = None, snapshots
     n_resumed, bytes_copied (float32 weights staged by this run), source_repo_bytes,
     dest_repo_bytes, checksums {model_id: sha256 of its float32 weights}.
     """
+    target.check_destination("destination")
     selection = zoo.select(where, snapshots=snapshots, status=None)
     if not len(selection.models):
         raise PullError(f"--where {where!r} selects no model of {zoo.handle}@{zoo.version}")
     plan = _plan(zoo, where, selection.snapshots.text, list(selection.models["model_id"]))
-    finished = _finished_pull(target, plan)
+    finished = _finished_pull(zoo, target, plan)
     if finished is not None:
         (target.work / PLAN_FILE).unlink(missing_ok=True)
         return finished
@@ -89,7 +92,7 @@ def _plan(zoo: Zoo, where, snapshots: str, model_ids: list[str]) -> dict:
             "model_ids": model_ids}
 
 
-def _finished_pull(target: ZooHandle, plan: dict) -> dict | None:
+def _finished_pull(zoo: Zoo, target: ZooHandle, plan: dict) -> dict | None:
     """The report of an identical pull already published into ``target`` (re-running it is a no-op)."""
     if not target.exists():
         return None
@@ -99,7 +102,7 @@ def _finished_pull(target: ZooHandle, plan: dict) -> dict | None:
     done = target.open(versions[0]["version"])
     if len(versions) == 1 and done.manifest.source == plan:
         checksums = {mid: _sha256(done.weights(mid)) for mid in done.models["model_id"]}
-        return _report(None, target, versions[0]["version"], plan, checksums,
+        return _report(zoo, target, versions[0]["version"], plan, checksums,
                        {"copied": 0, "resumed": len(checksums), "bytes_copied": 0})
     raise PullError(f"{target} already holds version(s) {[v['version'] for v in versions]}; "
                     f"pull into a new location")
@@ -143,7 +146,7 @@ def _training_records(manifest) -> dict[str, dict]:
 
 
 def _stage_one(zoo: Zoo, staging: Path, row: dict, ks: list[int], counts: dict) -> str:
-    """Stage snapshots ``ks`` of one model as k = 0, 1, ... (unless an earlier run did); return
+    """Stage snapshots ``ks`` of one model, keeping their k (unless an earlier run did); return
     the sha256 of its staged weights."""
     fingerprint = row["fingerprint"]
     if find_staged(staging, fingerprint) is not None:
@@ -179,7 +182,7 @@ def _record(row: dict) -> StagedRecord:
 
 def _snapshots(row: dict, ks: list[int]) -> list[dict]:
     by_k = {snap["k"]: snap for snap in row["snapshot_rows"]}
-    return [dict(by_k.get(k, {}), k=new_k) for new_k, k in enumerate(ks)]
+    return [dict(by_k.get(k, {}), k=k) for k in ks]
 
 
 def _traces(zoo: Zoo, row: dict) -> Trace | None:

@@ -220,7 +220,10 @@ def _compare_member(zoo, job: FleetJob, model_id: str, scratch) -> dict:
     config = job.group.configs[index]
     staged = load_staged(job_folder(scratch, job), config.fingerprint(CODE_VERSION))
     stored_rows = zoo.snapshots[zoo.snapshots["model_id"] == model_id]
-    weights = compare_weights(zoo.weights(model_id), staged.weights)
+    regenerated, ks = staged.weights, zoo.snapshot_ks(model_id)
+    if len(ks) != len(regenerated) and len(ks) and int(ks[-1]) < len(regenerated):
+        regenerated = regenerated[ks]  # a pulled slice keeps its k: compare those snapshots of the rerun
+    weights = compare_weights(zoo.weights(model_id), regenerated)
     return {"model_id": model_id, **weights, "metrics_max_abs_diff": compare_metrics(stored_rows, staged.snapshots),
             "status": staged.record.status, "stored_status": zoo.models.set_index("model_id").at[model_id, "status"],
             "config_matches_fingerprint": config.fingerprint(CODE_VERSION) == job.stored_fingerprints[index],
@@ -254,6 +257,10 @@ def run_regeneration(plan: RegenerationPlan, runner: Runner, scratch=None) -> di
 
 def check_scratch(zoo: ZooHandle, scratch) -> None:
     """Refuse a scratch directory inside the zoo: a regeneration must not touch what it checks."""
+    if scratch is not None:
+        from weightzoo.io.location import check_local_destination
+
+        check_local_destination(scratch, "--scratch")
     inside = [folder for folder in (zoo.location.local_path(), zoo.work) if folder is not None]
     if scratch is not None and any(Path(scratch).resolve().is_relative_to(f.resolve()) for f in inside):
         raise RegenerationError(f"--scratch {scratch}: choose a directory outside the zoo {zoo}")
