@@ -96,7 +96,7 @@ def test_a_stopped_build_leaves_nothing_running_and_listened_on_loopback_only(si
                                 str(tmp_path / "zoo"), "--workers", "1"], env=env, start_new_session=True,
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
-        running = wait_for(lambda: (t := tree(process.pid)) and any("prefect server" in c for c in t.values())
+        wait_for(lambda: (t := tree(process.pid)) and any("prefect server" in c for c in t.values())
                            and any("spawn_main" in c for c in t.values()) and t, "the server and a Dask worker")
         time.sleep(3)  # the worker picks up its task
         before = tree(process.pid)

@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 import zarr
-from zookit import flip_inner_chunk_byte, publish_staged as publish, stored_rows
+from zookit import publish_staged as publish, stored_rows
 
 from weightzoo.errors import CorruptChunkError
 from weightzoo.io import shards, store

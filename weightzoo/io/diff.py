@@ -16,6 +16,7 @@ dataset card's diff): it counts every model and lists at most ``limit`` of each 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pandas as pd
 import pyarrow as pa
