@@ -87,7 +87,7 @@ def wait_for(condition, what: str, timeout: float = 180):
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP], ids=lambda s: s.name)
 def test_a_stopped_build_leaves_nothing_running_and_listened_on_loopback_only(signum, tmp_path):
     slow = {"name": "slow", "architecture": "mlp", "models": 2, "hyperparameters": {"dataset": "digits"},
-            "training": {"epochs": 200, "snapshots": {"count": 1}}}
+            "training": {"epochs": 5000, "snapshots": {"count": 1}}}
     spec = tmp_path / "spec.json"
     spec.write_text(__import__("json").dumps(slow))
     env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}  # the command starts its own server
