@@ -26,10 +26,9 @@ from weightzoo.analysis.cache import cached_result
 from weightzoo.analysis.plots import plot_confusion
 from weightzoo.analysis.records import json_records
 from weightzoo.analysis.results import StudyResult
+from weightzoo.analysis.scoring import LOG_SCALE  # regressed as log10(value)
 from weightzoo.core.labels import is_categorical
 from weightzoo.core.snapshots import SnapshotChoice
-
-LOG_SCALE = ("lr", "weight_decay")  # regressed as log10(value)
 
 
 class SliceNet(nn.Module):
@@ -147,6 +146,29 @@ def evaluate(model: MetaClassifier, test) -> tuple[pd.DataFrame, np.ndarray, pd.
     if model.task != "classification":
         return pd.DataFrame(records), np.zeros((0, 0), np.int64), pd.DataFrame(columns=list(PER_CLASS_COLUMNS))
     return pd.DataFrame(records), _confusion(model, samples), _per_class(model, samples)
+
+
+def fit_predict(zoo, train_ids, test_ids, target: str, *, snapshots, seed: int = 0, epochs: int = 10,
+                slice_length: int = 1000, batch_size: int = 64, progress=None) -> pd.DataFrame:
+    """The evaluation protocol's entry point: train on the snapshots ``snapshots`` of the
+    networks ``train_ids``, return one global prediction per selected snapshot of ``test_ids``
+    (``model_id``, ``k``, ``prediction``: a class, or a value on the target's own scale)."""
+    train = zoo.select(snapshots=snapshots, model_ids=list(train_ids))
+    test = zoo.select(snapshots=snapshots, model_ids=list(test_ids))
+    train.require_samples()
+    test.require_samples()
+    model = train_meta_classifier(train, target, slice_length=slice_length, epochs=epochs, batch_size=batch_size,
+                                  seed=seed, progress=progress)
+    parts = []
+    for part in test.by_layout().values():
+        outputs, _ = predict_global(model, part.to_numpy())
+        if model.task == "classification":
+            values = [model.classes[i] for i in outputs.argmax(1)]
+        else:
+            values = list(10 ** outputs[:, 0] if target in LOG_SCALE else outputs[:, 0])
+        parts.append(pd.DataFrame({"model_id": part.rows["model_id"].astype(str).to_numpy(),
+                                   "k": part.rows["k"].to_numpy(), "prediction": values}))
+    return pd.concat(parts, ignore_index=True)
 
 
 PER_CLASS_COLUMNS = ("label", "class", "n", "local", "global", "precision", "predicted_share")
