@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from weightzoo.analysis import scoring
 
@@ -43,6 +44,7 @@ def plot_comparison(results: pd.DataFrame, curve: pd.DataFrame, path, *, title: 
             bottom.plot(group["k"], group["mean"], marker="o", ms=3, color=colours.get(name, "C0"), label=name)
             bottom.fill_between(group["k"], group["ci_low"].astype(float), group["ci_high"].astype(float),
                                 color=colours.get(name, "C0"), alpha=0.15)
+        bottom.xaxis.set_major_locator(MaxNLocator(integer=True))
         bottom.set_xlabel("snapshot k")
         bottom.set_ylabel(metric)
         bottom.set_title(f"{metric} against snapshot k", fontsize=9)
