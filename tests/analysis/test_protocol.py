@@ -142,3 +142,26 @@ def test_the_fixed_split_is_available(zoo):
     models = zoo.models
     assert set(results["protocol"]) == {"fixed split (train+val → test)"}
     assert set(results["n_networks"]) == {int((models["split"] == "test").sum())}
+
+
+def test_predict_and_meta_classify_score_with_the_shared_protocol_code():
+    from weightzoo.analysis.meta_classifier import MetaClassifier, _metrics
+    from weightzoo.analysis.properties import predict_properties
+
+    rng = np.random.default_rng(0)
+    n = 60  # 20 train (mostly "a"), 20 val, 20 test (all "b"): chance from train is 0, the test share 1
+    labels = np.array(["a"] * 14 + ["b"] * 6 + ["a", "b"] * 10 + ["b"] * 20, dtype=object)
+    table = pd.DataFrame({"model_id": [f"m{i // 2}" for i in range(n)], "split": ["train"] * 20 + ["val"] * 20
+                          + ["test"] * 20, "layer0.weight.mean": (labels == "b") + 0.1 * rng.normal(size=n),
+                          "label": labels})
+    results = predict_properties(table, ["label"])
+    for _, row in results.iterrows():
+        assert row["chance"] == 0.0 and row["metric_2"] == "balanced_accuracy" and row["n_test_networks"] == 10
+        assert row["ci_low"] <= row["value"] <= row["ci_high"] and row["protocol"].startswith("fixed split")
+    model = MetaClassifier(None, "optimizer", "classification", ["adam", "sgd"], 100, 1.0, [], baseline=0)
+    samples = pd.DataFrame({"model_id": np.repeat([f"m{i}" for i in range(10)], 2), "k": 1,
+                            "y": np.repeat([1] * 8 + [0] * 2, 2), "predicted": 1, "local_score": 1.0})
+    row = _metrics(model, samples, "all")  # trained on mostly adam (code 0): chance 0.2, not the test share 0.8
+    assert row["chance"] == pytest.approx(0.2) and row["global"] == pytest.approx(0.8)
+    assert row["balanced_accuracy"] == pytest.approx(0.5) and row["balanced_chance"] == pytest.approx(0.5)
+    assert row["ci_low"] < 0.8 < row["ci_high"] and row["protocol"].startswith("fixed split")
