@@ -165,3 +165,19 @@ def test_predict_and_meta_classify_score_with_the_shared_protocol_code():
     assert row["chance"] == pytest.approx(0.2) and row["global"] == pytest.approx(0.8)
     assert row["balanced_accuracy"] == pytest.approx(0.5) and row["balanced_chance"] == pytest.approx(0.5)
     assert row["ci_low"] < 0.8 < row["ci_high"] and row["protocol"].startswith("fixed split")
+
+
+def test_sane_probes_train_one_autoencoder_per_fold_on_its_training_networks(zoo, monkeypatch):
+    from weightzoo.analysis.sane import fold
+
+    seen = []
+    statistics = fold.layer_statistics
+    monkeypatch.setattr(fold, "layer_statistics", lambda *a, **kw: seen.append(set(kw["model_ids"])) or
+                        statistics(*a, **kw))
+    methods = methods_for(["majority", "sane-linear", "sane-boosted"], {"sane_epochs": 1})
+    protocol = Protocol(folds=2)
+    results, _ = evaluate(zoo, "planted", methods, protocol)
+    assert set(results["status"]) == {"ok"} and set(results["n_networks"]) == {40}
+    truth = truth_table(zoo, "planted", SnapshotChoice.parse("1:"))
+    folds = make_folds(truth, protocol, True)
+    assert seen == [set(f.train_ids) for f in folds]  # one training per fold (shared by both probes), test unseen

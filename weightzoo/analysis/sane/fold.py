@@ -4,8 +4,8 @@ the fold's training and test snapshots. No test network is ever seen in training
 without its label. Everything else is the study's own code (:mod:`.study`): tokenizer,
 standardisation, augmentation, streamed batches, training.
 
-The embeddings of the last fold are kept per process, so the linear and the boosted probe
-of one fold share one trained autoencoder.
+The embeddings of the last few folds are kept per process (they are small: 16 numbers per
+snapshot), so the linear and the boosted probe of one fold share one trained autoencoder.
 """
 
 from __future__ import annotations
@@ -22,7 +22,8 @@ from weightzoo.analysis.token_stats import layer_statistics
 from weightzoo.core.snapshots import SnapshotChoice
 from weightzoo.errors import InputError
 
-_LAST: dict = {}
+_KEPT: dict = {}
+KEEP_FOLDS = 16
 
 
 def fold_embeddings(zoo, train_ids, test_ids, *, snapshots, seed: int = 0, epochs: int = 10,
@@ -35,8 +36,8 @@ def fold_embeddings(zoo, train_ids, test_ids, *, snapshots, seed: int = 0, epoch
                                "snapshots": SnapshotChoice.of(snapshots).text})
     key = (str(zoo.handle), zoo.version, tuple(sorted(train_ids)), tuple(sorted(test_ids)),
            tuple(sorted((k, str(v)) for k, v in o.items())))
-    if key in _LAST:
-        return _LAST[key]
+    if key in _KEPT:
+        return _KEPT[key]
     everything = zoo.select(snapshots=o["snapshots"], model_ids=list(train_ids) + list(test_ids))
     layouts = sorted(everything.layouts)
     if len(layouts) != 1:
@@ -68,6 +69,7 @@ def fold_embeddings(zoo, train_ids, test_ids, *, snapshots, seed: int = 0, epoch
     rows = everything.rows[["model_id", "k"]].reset_index(drop=True)
     result = pd.concat([rows.assign(model_id=rows["model_id"].astype(str)), embedded.reset_index(drop=True)],
                        axis=1)
-    _LAST.clear()
-    _LAST[key] = result
+    while len(_KEPT) >= KEEP_FOLDS:
+        _KEPT.pop(next(iter(_KEPT)))
+    _KEPT[key] = result
     return result
