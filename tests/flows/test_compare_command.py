@@ -12,7 +12,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from weightzoo.analysis.compare import run_compare
+from weightzoo.analysis.protocol import Protocol
 from weightzoo.cli import main
+from weightzoo.io.reader import open_zoo
 from zookit import planted_zoo
 
 pytestmark = pytest.mark.slow
@@ -49,8 +52,10 @@ def test_compare_writes_the_table_plot_and_summary_and_caches(prefect_api, zoo_r
     assert sorted(curve["k"].unique()) == [1, 2]
     summary = (Path(result["path"]) / "summary.md").read_text()
     assert "interval above chance: stats-linear" in summary and "3-fold cv by network" in summary
-    again = _weightzoo(*argv)
-    assert again.returncode == 0 and json.loads(again.stdout)["cached"]
+    # the same parameters from Python read the command's cached result back (no second Dask cluster)
+    again = run_compare(open_zoo(zoo_root), "planted", methods=["majority", "stats-linear", "stats-boosted"],
+                        protocol=Protocol(folds=3))
+    assert again.cached and again.path == result["path"] and again.rows == result["rows"]
 
 
 def test_compare_names_a_bad_option(zoo_root, capsys):
