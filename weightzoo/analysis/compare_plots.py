@@ -33,7 +33,7 @@ def plot_comparison(results: pd.DataFrame, curve: pd.DataFrame, path, *, title: 
                          color=colours[row["method"]], capsize=4)
         chance = rows["chance"].dropna()
         if len(chance):
-            top.axhline(float(chance.iloc[0]), color="black", ls="--", lw=1, label="chance (training-fold majority)")
+            top.axhline(float(chance.iloc[0]), color="black", ls="--", lw=1, label="chance (training-fold " + ("mean)" if metric in scoring.REGRESSION_METRICS else "majority)"))
             top.legend(fontsize=7, loc="best")
         top.set_xticks(range(len(rows)), rows["method"], rotation=30, ha="right", fontsize=8)
         top.set_ylabel(metric + (" (lower is better)" if metric in scoring.LOWER_IS_BETTER else ""))
@@ -48,6 +48,9 @@ def plot_comparison(results: pd.DataFrame, curve: pd.DataFrame, path, *, title: 
         bottom.set_xlabel("snapshot k")
         bottom.set_ylabel(metric)
         bottom.set_title(f"{metric} against snapshot k", fontsize=9)
+        if metric == "r2" and len(part) and float(part["mean"].min()) < -1:  # k = 0: targets that barely vary
+            bottom.set_ylim(-1.05, 1.0)
+            bottom.set_title("r2 against snapshot k (below -1 not shown)", fontsize=9)
         if len(part):
             bottom.legend(fontsize=7)
     if title:
