@@ -33,7 +33,8 @@ def plot_comparison(results: pd.DataFrame, curve: pd.DataFrame, path, *, title: 
                          color=colours[row["method"]], capsize=4)
         chance = rows["chance"].dropna()
         if len(chance):
-            top.axhline(float(chance.iloc[0]), color="black", ls="--", lw=1, label="chance (training-fold " + ("mean)" if metric in scoring.REGRESSION_METRICS else "majority)"))
+            kind = "mean" if metric in scoring.REGRESSION_METRICS else "majority"
+            top.axhline(float(chance.iloc[0]), color="black", ls="--", lw=1, label=f"chance (training-fold {kind})")
             top.legend(fontsize=7, loc="best")
         top.set_xticks(range(len(rows)), rows["method"], rotation=30, ha="right", fontsize=8)
         top.set_ylabel(metric + (" (lower is better)" if metric in scoring.LOWER_IS_BETTER else ""))
