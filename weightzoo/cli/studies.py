@@ -51,8 +51,8 @@ def _compare_parser(sub) -> None:
                          help="fewer test networks in a fold give a status instead of a figure (default: 5)")
     compare.add_argument("--snapshots", type=snapshot_choice,
                          help="snapshots k to train and test on (default: 1: — the trained snapshots — for a "
-                              "training hyperparameter, all for a metric such as test_acc); also all, last, K, A:B (B exclusive), A:, :B or "
-                              "a list 0,2,4")
+                              "training hyperparameter, all for a metric such as test_acc); also all, last, K, "
+                              "A:B (B exclusive), A:, :B or a list 0,2,4")
     compare.add_argument("--meta-epochs", type=positive, help="meta-classifier epochs (default: 10)")
     compare.add_argument("--nfn-epochs", type=positive, help="neural functional epochs (default: 40)")
     compare.add_argument("--sane-epochs", type=positive, help="SANE epochs per fold (default: 10)")
