@@ -25,6 +25,7 @@ from weightzoo.io.handle import ZooHandle
 from weightzoo.pipelines.build import DEFAULT_GROUP_SIZE, plan_build
 
 from weightzoo_flows.build_zoo import run_build_flow
+from weightzoo_flows.compare import compare_flow
 from weightzoo_flows.geometry import reinit_flow, study_flow
 from weightzoo_flows.meta_classifier import meta_classifier_flow
 from weightzoo_flows.properties import properties_flow
@@ -36,7 +37,7 @@ WORK_POOL = "weightzoo"
 TAGS = ["weightzoo"]
 # analysis name -> flow; the names are the ``analysis`` parameter of the analysis deployment
 ANALYSES = {"meta-classifier": meta_classifier_flow, "properties": properties_flow, "study": study_flow,
-            "reinit": reinit_flow}
+            "reinit": reinit_flow, "compare": compare_flow}
 
 
 def cluster_address(dask_address: str | None) -> str | None:
@@ -56,7 +57,7 @@ def build(spec: str | dict = "smoke", out: str = "zoo", models: int | None = Non
 
 @flow(name="weightzoo-analysis")
 def analysis(analysis: str, parameters: dict, workers: int = 2, dask_address: str | None = None):
-    """Run one analysis flow (``meta-classifier``, ``properties``, ``study``, ``reinit``) with
+    """Run one analysis flow (``meta-classifier``, ``properties``, ``study``, ``reinit``, ``compare``) with
     its own ``parameters`` (those of the flow, e.g. ``zoo``, ``version``, ``labels``)."""
     if analysis not in ANALYSES:
         raise ValueError(f"analysis: unknown analysis {analysis!r}; known: {sorted(ANALYSES)}")

@@ -208,3 +208,34 @@ def flip_inner_chunk_byte(zoo, path) -> tuple[int, int]:
         path.write_bytes(bytes(data))
         return position // geometry.snapshots, position % geometry.snapshots
     raise AssertionError(f"{path} is not a weights shard of {zoo}")
+
+
+PLANTED_SPREAD = {"low": 1.0, "high": 3.0}
+
+
+def planted_zoo(root, n_models: int = 40, n_snapshots: int = 3):
+    """Publish ``n_models`` MLPs with known answers and open the zoo. Hyperparameters:
+    ``planted`` (low/high: the first layer's weights are 3x larger for high — a deterministic
+    function of the weights), ``scale`` (a float multiplying the second layer's weights),
+    ``shuffled`` (x/y, balanced, drawn independently of the weights) and ``rare`` (a/b, and one
+    network of class c)."""
+    from weightzoo.io.reader import open_zoo
+
+    layout = WeightLayout.from_module(mlp())
+    first, second = layout.indices(layers=[0]), layout.indices(layers=[1])
+    shuffled = np.random.default_rng(123).permutation(["x", "y"] * (n_models // 2) + ["x"] * (n_models % 2))
+    fingerprints = []
+    for i in range(n_models):
+        inputs = staged_inputs("mlp", i, n_snapshots)
+        planted = ["low", "high"][i % 2]
+        scale = float(np.random.default_rng([7, i]).uniform(0.5, 3.0))
+        weights = inputs["weights"].copy()
+        weights[:, first] *= np.float32(PLANTED_SPREAD[planted])
+        weights[:, second] *= np.float32(scale)
+        record = dict(inputs["record"])
+        record["hyperparameters"] = dict(record["hyperparameters"], planted=planted, scale=scale,
+                                         shuffled=str(shuffled[i]), rare="c" if i == 0 else ["a", "b"][i % 2])
+        stage_inputs(root, dict(inputs, weights=weights, record=record))
+        fingerprints.append(inputs["fingerprint"])
+    publish_staged(root, fingerprints)
+    return open_zoo(root)

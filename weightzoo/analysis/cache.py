@@ -18,7 +18,7 @@ from weightzoo.core.fingerprint import fingerprint
 from weightzoo.io.atomic import atomic_directory
 from weightzoo.io.location import ZooLocation
 
-ANALYSIS_CODE_VERSION = "weightzoo-analysis-4"  # bump when a study's results change meaning or shape
+ANALYSIS_CODE_VERSION = "weightzoo-analysis-5"  # bump when a study's results change meaning or shape
 
 
 def result_dir(zoo, study: str, parameters: dict) -> Path:

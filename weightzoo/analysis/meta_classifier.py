@@ -26,10 +26,13 @@ from weightzoo.analysis.cache import cached_result
 from weightzoo.analysis.plots import plot_confusion
 from weightzoo.analysis.records import json_records
 from weightzoo.analysis.results import StudyResult
+from weightzoo.analysis import scoring
+from weightzoo.analysis.scoring import LOG_SCALE  # regressed as log10(value)
 from weightzoo.core.labels import is_categorical
 from weightzoo.core.snapshots import SnapshotChoice
 
-LOG_SCALE = ("lr", "weight_decay")  # regressed as log10(value)
+
+PROTOCOL = "fixed split (train → test)"  # `weightzoo compare` cross-validates the same model by network
 
 
 class SliceNet(nn.Module):
@@ -61,6 +64,8 @@ class MetaClassifier:
     slice_length: int
     scale: float  # weights are divided by this (the training samples' standard deviation)
     history: list
+    # chance: the training samples' majority class code, or their mean target (log10 for LOG_SCALE)
+    baseline: float | int | None = None
 
 
 def target_kind(values: pd.Series) -> str:
@@ -87,7 +92,18 @@ def train_meta_classifier(train, label: str, *, slice_length: int = 1000, epochs
         history.append({"epoch": epoch, "loss": float(np.mean(losses))})
         if progress:
             progress(f"meta-classifier {label}: epoch {epoch}/{epochs} loss {history[-1]['loss']:.4f}")
-    return MetaClassifier(net.eval(), label, task, classes, slice_length, scale, history)
+    return MetaClassifier(net.eval(), label, task, classes, slice_length, scale, history,
+                          _baseline(train, label, task, classes))
+
+
+def _baseline(train, label: str, task: str, classes: list):
+    """The training samples' majority class (its code; ties: the first class) or mean target."""
+    if task == "classification":
+        index = {c: i for i, c in enumerate(classes)}
+        codes = np.array([index[v] for v in train.rows[label] if v in index], dtype=np.int64)
+        return int(np.bincount(codes, minlength=len(classes)).argmax())
+    y = train.rows[label].to_numpy(np.float64, na_value=np.nan)
+    return float(np.nanmean(np.log10(np.clip(y, 1e-12, None)) if label in LOG_SCALE else y))
 
 
 def _weight_scale(train, slice_length: int, seed: int) -> float:
@@ -136,8 +152,9 @@ def predict_global(model: MetaClassifier, vectors: np.ndarray, batch_size: int =
 
 def evaluate(model: MetaClassifier, test) -> tuple[pd.DataFrame, np.ndarray, pd.DataFrame]:
     """Results per snapshot k and over all k ("all"): local (single-slice) and global
-    (per network snapshot) accuracy — or RMSE for regression — next to chance (the
-    majority-class share, or the targets' standard deviation); the global confusion
+    (per network snapshot) accuracy with balanced accuracy — or RMSE for regression — with 95 %
+    intervals from a bootstrap over test networks, next to chance (the training samples'
+    majority class, or their mean, predicted for every test sample); the global confusion
     matrix [true, predicted] over every test sample; and a per-class table (empty for
     regression): per true class its sample count, local and global accuracy (recall),
     global precision and share of the predictions."""
@@ -147,6 +164,29 @@ def evaluate(model: MetaClassifier, test) -> tuple[pd.DataFrame, np.ndarray, pd.
     if model.task != "classification":
         return pd.DataFrame(records), np.zeros((0, 0), np.int64), pd.DataFrame(columns=list(PER_CLASS_COLUMNS))
     return pd.DataFrame(records), _confusion(model, samples), _per_class(model, samples)
+
+
+def fit_predict(zoo, train_ids, test_ids, target: str, *, snapshots, seed: int = 0, epochs: int = 10,
+                slice_length: int = 1000, batch_size: int = 64, progress=None) -> pd.DataFrame:
+    """The evaluation protocol's entry point: train on the snapshots ``snapshots`` of the
+    networks ``train_ids``, return one global prediction per selected snapshot of ``test_ids``
+    (``model_id``, ``k``, ``prediction``: a class, or a value on the target's own scale)."""
+    train = zoo.select(snapshots=snapshots, model_ids=list(train_ids))
+    test = zoo.select(snapshots=snapshots, model_ids=list(test_ids))
+    train.require_samples()
+    test.require_samples()
+    model = train_meta_classifier(train, target, slice_length=slice_length, epochs=epochs, batch_size=batch_size,
+                                  seed=seed, progress=progress)
+    parts = []
+    for part in test.by_layout().values():
+        outputs, _ = predict_global(model, part.to_numpy())
+        if model.task == "classification":
+            values = [model.classes[i] for i in outputs.argmax(1)]
+        else:
+            values = list(10 ** outputs[:, 0] if target in LOG_SCALE else outputs[:, 0])
+        parts.append(pd.DataFrame({"model_id": part.rows["model_id"].astype(str).to_numpy(),
+                                   "k": part.rows["k"].to_numpy(), "prediction": values}))
+    return pd.concat(parts, ignore_index=True)
 
 
 PER_CLASS_COLUMNS = ("label", "class", "n", "local", "global", "precision", "predicted_share")
@@ -191,16 +231,26 @@ def _encode(model: MetaClassifier, values: pd.Series) -> np.ndarray:
 
 
 def _metrics(model: MetaClassifier, samples: pd.DataFrame, k: str) -> dict:
+    """Global scores with 95 % intervals over test networks (weightzoo.analysis.scoring), chance
+    being the training samples' majority class (or mean) predicted for every test sample."""
     y = samples["y"].to_numpy()
-    row = {"label": model.label, "k": k, "n": len(samples), "n_models": samples["model_id"].nunique()}
-    if model.task == "classification":
-        known = y[y >= 0]
-        chance = np.bincount(known, minlength=len(model.classes)).max() / max(len(y), 1)
+    row = {"label": model.label, "k": k, "n": len(samples), "n_models": samples["model_id"].nunique(),
+           "protocol": PROTOCOL}
+    categorical = model.task == "classification"
+    frame = samples[["model_id"]].assign(truth=y, prediction=samples["predicted"].to_numpy())
+    baseline = np.full(len(y), model.baseline if model.baseline is not None else np.nan)
+    scores = {r["metric"]: r for r in scoring.score(frame, categorical, seed=0)}
+    chance = {r["metric"]: r["mean"] for r in scoring.score(frame.assign(prediction=baseline), categorical)}
+    if categorical:
+        accuracy, balanced = scores["accuracy"], scores["balanced_accuracy"]
         return {**row, "metric": "accuracy", "local": float(samples["local_score"].mean()),
-                "global": float((samples["predicted"].to_numpy() == y).mean()), "chance": float(chance)}
+                "global": accuracy["mean"], "ci_low": accuracy["ci_low"], "ci_high": accuracy["ci_high"],
+                "chance": chance["accuracy"], "balanced_accuracy": balanced["mean"],
+                "balanced_ci_low": balanced["ci_low"], "balanced_ci_high": balanced["ci_high"],
+                "balanced_chance": chance["balanced_accuracy"]}
+    rmse = scores["rmse"]
     return {**row, "metric": "rmse", "local": float(np.sqrt(samples["local_score"].mean())),
-            "global": float(np.sqrt(((samples["predicted"].to_numpy() - y) ** 2).mean())),
-            "chance": float(np.std(y))}
+            "global": rmse["mean"], "ci_low": rmse["ci_low"], "ci_high": rmse["ci_high"], "chance": chance["rmse"]}
 
 
 def _confusion(model: MetaClassifier, samples: pd.DataFrame) -> np.ndarray:
@@ -251,12 +301,16 @@ def run_meta_classifier_study(zoo, label: str, *, snapshots=None, part: str | No
 def _study_result(out: Path, label: str, model: MetaClassifier, results: list[dict],
                   per_class: list[dict]) -> StudyResult:
     overall = next(row for row in results if row["k"] == "all")
-    headline = (f"{label} ({model.task}): global {overall['metric']} {_number(overall['global'])}, local "
-                f"{_number(overall['local'])}, chance {_number(overall['chance'])} over {overall['n_models']} "
-                f"test networks")
+    headline = (f"{label} ({model.task}): global {overall['metric']} {_number(overall['global'])} "
+                f"[{_number(overall.get('ci_low'))}, {_number(overall.get('ci_high'))}], local "
+                f"{_number(overall['local'])}, chance {_number(overall['chance'])} (the train split's "
+                f"{'majority' if model.task == 'classification' else 'mean'}) over {overall['n_models']} test "
+                f"networks; {PROTOCOL}, 95 % intervals over networks")
     # one table: per snapshot k over every class, then per class (its recall) over every k
     rows = [{"label": row["label"], "k": row["k"], "class": "all", "n": row["n"], "metric": row["metric"],
-             "local": row["local"], "global": row["global"], "chance": row["chance"]} for row in results]
+             "local": row["local"], "global": row["global"], "ci_low": row.get("ci_low"),
+             "ci_high": row.get("ci_high"), "chance": row["chance"], "balanced": row.get("balanced_accuracy"),
+             "balanced_chance": row.get("balanced_chance")} for row in results]
     rows += [{"label": row["label"], "k": "all", "class": row["class"], "n": row["n"], "metric": "recall",
               "local": row["local"], "global": row["global"], "precision": row["precision"]} for row in per_class]
     return StudyResult.of_directory("meta-classifier", out, headline=headline, rows=rows, details={

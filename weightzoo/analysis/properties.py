@@ -24,10 +24,10 @@ from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostin
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.impute import SimpleImputer
 from sklearn.linear_model import LogisticRegression, Ridge
-from sklearn.metrics import accuracy_score, r2_score
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
+from weightzoo.analysis import scoring
 from weightzoo.analysis.plots import plot_results
 from weightzoo.analysis.records import json_records
 from weightzoo.analysis.results import StudyResult
@@ -46,8 +46,11 @@ NOT_TARGETS = frozenset({"seed"})
 # Strongest regularisation first, so that ties on the val split pick the simpler model.
 RIDGE_ALPHAS = tuple(np.logspace(5, -3, 9))
 LOGISTIC_CS = tuple(np.logspace(-3, 3, 7))
-RESULT_COLUMNS = ("target", "task", "model", "metric", "value", "chance", "param", "param_value",
-                  "n_train", "n_val", "n_test", "status", "note")
+RESULT_COLUMNS = ("target", "task", "model", "metric", "value", "ci_low", "ci_high", "chance", "metric_2", "value_2",
+                  "ci_low_2", "ci_high_2", "chance_2", "param", "param_value", "n_train", "n_val", "n_test",
+                  "n_test_networks", "status", "note", "protocol")
+# The protocol these studies score under (see weightzoo.analysis.protocol; `weightzoo compare` cross-validates).
+PROTOCOL = "fixed split (train → test, regularisation chosen on val)"
 
 
 def feature_table(zoo, where: str | None = None, *, snapshots=None, status: str | None = "ok",
@@ -134,9 +137,13 @@ def predict_properties(table: pd.DataFrame, targets=None, *, seed: int = 0, feat
     """Fit and score a linear and a boosted model per target; one row per (target, model).
 
     Continuous targets: "ridge" (alpha from a log grid, chosen by val MSE) and "gbm", scored by
-    R² on test. Categorical targets (:func:`is_categorical`): "linear" (logistic regression, C
-    chosen by val accuracy) and "gbm", scored by test accuracy with ``chance`` = the majority
-    class share on test. The linear models impute missing features with train means and
+    R² (``value``) and RMSE (``value_2``) on test. Categorical targets (:func:`is_categorical`):
+    "linear" (logistic regression, C chosen by val accuracy) and "gbm", scored by test accuracy
+    (``value``) and balanced accuracy (``value_2``). Scores come from
+    :mod:`weightzoo.analysis.scoring`: a 95 % interval (``ci_low``/``ci_high``) from a
+    bootstrap over test networks (``model_id``; each row is its own network when the table has
+    none), and ``chance``/``chance_2`` = the train split's majority class (regression: its mean)
+    applied to test. ``protocol`` names the fixed split. The linear models impute missing features with train means and
     standardise on train; the chosen model is the one fitted on train. Rows with a missing
     target or with no finite feature (diverged) are left out and counted in ``note``.
 
@@ -154,9 +161,11 @@ def predict_properties(table: pd.DataFrame, targets=None, *, seed: int = 0, feat
     X = table[features].to_numpy(dtype=np.float64, na_value=np.nan, copy=True)
     X[~np.isfinite(X)] = np.nan
     alive = ~np.isnan(X).all(axis=1)
+    ids = (table["model_id"].astype(str).to_numpy() if "model_id" in table.columns
+           else np.arange(len(table)).astype(str))
     rows = []
     for target in targets:
-        rows.extend(_study_target(X, alive, table[target], table["split"], target, seed))
+        rows.extend(_study_target(X, alive, table[target], table["split"], target, seed, ids))
     return pd.DataFrame(rows, columns=list(RESULT_COLUMNS))
 
 
@@ -200,7 +209,8 @@ def run_property_study(zoo, out_dir, *, snapshots=None, targets=None, layout_id=
     plot_results(results, plot_path, title=f"{features} property prediction, {zoo.handle.name} {zoo.version}")
     records = json_records(results)
     counts = results["status"].value_counts()
-    headline = (f"{features} features of {len(table)} snapshots, {results['target'].nunique()} targets: "
+    headline = (f"{features} features of {len(table)} snapshots, {results['target'].nunique()} targets, "
+                f"{PROTOCOL}, 95 % intervals over test networks: "
                 + ", ".join(f"{int(counts.get(s, 0))} {s}" for s in ("ok", "skipped", "failed")))
     return StudyResult.of_directory("properties", out, headline=headline, rows=result_rows(records), details={
         "results": str(results_path), "plot": str(plot_path), "features": features, "n_samples": len(table),
@@ -209,24 +219,27 @@ def run_property_study(zoo, out_dir, *, snapshots=None, targets=None, layout_id=
 
 def result_rows(records: list[dict]) -> list[dict]:
     """The printed summary of property-prediction records: what was predicted, how well, status."""
-    keys = ("target", "layout_id", "features", "model", "metric", "value", "chance", "status", "note")
+    keys = ("target", "layout_id", "features", "model", "metric", "value", "ci_low", "ci_high", "chance", "metric_2",
+            "value_2", "chance_2", "status", "note")
     return [{key: record.get(key) for key in keys if key in record} for record in records]
 
 
-def _study_target(X, alive, y, split, target, seed) -> list[dict]:
+def _study_target(X, alive, y, split, target, seed, ids) -> list[dict]:
     """The result rows of one target (one per model kind)."""
     categorical = is_categorical(y)
     task, linear_kind = ("classification", "linear") if categorical else ("regression", "ridge")
     keep = alive & y.notna().to_numpy()
     dropped = int((~keep).sum())
-    y, split = y.to_numpy()[keep], split.to_numpy()[keep]
+    y, split, ids = y.to_numpy()[keep], split.to_numpy()[keep], ids[keep]
     parts = {name: np.flatnonzero(split == name) for name in ("train", "val", "test")}
-    base = {"target": target, "task": task, "metric": "accuracy" if categorical else "r2",
-            "value": np.nan, "chance": np.nan, "param": None, "param_value": np.nan,
-            **{f"n_{name}": int(idx.size) for name, idx in parts.items()}, "status": "ok", "note": ""}
-    if categorical and parts["test"].size:
-        _, counts = np.unique(y[parts["test"]].astype(str), return_counts=True)
-        base["chance"] = float(counts.max() / counts.sum())
+    names = ("accuracy", "balanced_accuracy") if categorical else ("r2", "rmse")
+    base = {"target": target, "task": task, "metric": names[0], "metric_2": names[1], "protocol": PROTOCOL,
+            **{key: np.nan for key in ("value", "ci_low", "ci_high", "chance", "value_2", "ci_low_2", "ci_high_2",
+                                       "chance_2", "param_value")}, "param": None,
+            **{f"n_{name}": int(idx.size) for name, idx in parts.items()},
+            "n_test_networks": int(np.unique(ids[parts["test"]]).size), "status": "ok", "note": ""}
+    if parts["train"].size and parts["test"].size:
+        base.update(_chance(y, parts, categorical, ids, seed, names))
     prefix = f"left out {dropped} rows with a missing target or no finite feature; " if dropped else ""
     rows = []
     for kind in (linear_kind, "gbm"):
@@ -236,7 +249,7 @@ def _study_target(X, alive, y, split, target, seed) -> list[dict]:
             row.update(status="skipped", note=prefix + reason)
         else:
             try:
-                row.update(_fit_score(kind, categorical, X[keep], y, parts, seed))
+                row.update(_fit_score(kind, categorical, X[keep], y, parts, seed, ids, names))
                 row["note"] = prefix.rstrip("; ")
             except Exception as error:  # reported per target: one bad target must not stop the study
                 row.update(status="failed", note=prefix + f"{type(error).__name__}: {error}")
@@ -256,10 +269,34 @@ def _skip_reason(kind, categorical, y, parts) -> str:
         return "train split has a single class"
     if not categorical and parts["test"].size < 2:
         return "R² needs at least 2 test rows"
+    if not categorical and np.unique(y[parts["test"]].astype(float)).size < 2:
+        return "the test targets do not vary (R² is undefined)"
     return ""
 
 
-def _fit_score(kind, categorical, X, y, parts, seed) -> dict:
+def _scores(categorical, y, prediction, ids, seed, names) -> dict:
+    """The two metrics of test predictions with their bootstrap intervals over networks."""
+    frame = pd.DataFrame({"model_id": ids, "truth": y, "prediction": prediction})
+    rows = {row["metric"]: row for row in scoring.score(frame, categorical, seed=seed)}
+    first, second = rows[names[0]], rows[names[1]]
+    return {"value": first["mean"], "ci_low": first["ci_low"], "ci_high": first["ci_high"],
+            "value_2": second["mean"], "ci_low_2": second["ci_low"], "ci_high_2": second["ci_high"]}
+
+
+def _chance(y, parts, categorical, ids, seed, names) -> dict:
+    """Chance: the train split's majority class (or mean) predicted for every test row."""
+    train, test = y[parts["train"]], y[parts["test"]]
+    if categorical:
+        classes, counts = np.unique(scoring.labels(train), return_counts=True)
+        guess = np.full(test.size, classes[int(np.argmax(counts))], dtype=object)
+        truth = scoring.labels(test)
+    else:
+        guess, truth = np.full(test.size, float(np.mean(train.astype(float)))), test.astype(float)
+    scores = _scores(categorical, truth, guess, ids[parts["test"]], seed, names)
+    return {"chance": scores["value"], "chance_2": scores["value_2"]}
+
+
+def _fit_score(kind, categorical, X, y, parts, seed, ids, names) -> dict:
     """Fit on train (choosing regularisation on val for linear models) and score on test."""
     train, val, test = parts["train"], parts["val"], parts["test"]
     if categorical:
@@ -283,5 +320,6 @@ def _fit_score(kind, categorical, X, y, parts, seed) -> dict:
             if loss < best_loss:  # strict: a tie keeps the stronger regularisation
                 best_loss, model, best = loss, candidate, float(value)
     prediction = model.predict(X[test])
-    value = accuracy_score(y[test], prediction) if categorical else r2_score(y[test].astype(float), prediction)
-    return {"value": float(value), "param": param, "param_value": best, "status": "ok"}
+    truth = y[test] if categorical else y[test].astype(float)
+    return {**_scores(categorical, truth, prediction, ids[test], seed, names), "param": param, "param_value": best,
+            "status": "ok"}

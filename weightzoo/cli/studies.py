@@ -1,4 +1,4 @@
-"""The study commands: meta-classify, predict, projections, reinit, trajectories.
+"""The study commands: compare, meta-classify, predict, projections, reinit, trajectories, sane.
 
 Each opens the version and resolves its selection first (clear input errors, exit 2, before
 any server starts), then runs its flow on a Dask runner against a Prefect server (a local
@@ -9,8 +9,8 @@ its headline and its rows as a table — or, with ``--json``, the
 
 from __future__ import annotations
 
-from weightzoo.cli.common import (add_cluster_options, add_snapshots_option, open_version, positive, print_json,
-                                  run_flow, snapshot_text, task_threads)
+from weightzoo.cli.common import (add_cluster_options, add_snapshots_option, open_version, positive,
+                                  print_json, run_flow, snapshot_choice, snapshot_text, task_threads)
 from weightzoo.errors import UsageError
 
 
@@ -31,7 +31,31 @@ def add_commands(sub) -> None:
                             help="stats: per-layer weight statistics s(W) (default); raw: the flat weight "
                                  "vector itself, fitted per layout")
     add_snapshots_option(properties)
+    _compare_parser(sub)
     _study_parsers(sub)
+
+
+def _compare_parser(sub) -> None:
+    from weightzoo.analysis.baselines import DEFAULT_METHODS, METHOD_NAMES
+
+    compare = _study_parser(sub, "compare", "every method on the same folds of one target: means with 95 % "
+                                            "intervals, chance, balanced accuracy, score against k", _compare)
+    compare.add_argument("--target", required=True, help="models.parquet or snapshots.parquet column to predict")
+    compare.add_argument("--methods", help=f"comma-separated, of {','.join(METHOD_NAMES)} "
+                                           f"(default: {','.join(DEFAULT_METHODS)})")
+    compare.add_argument("--folds", type=positive, default=5, help="cross-validation folds by network (default: 5)")
+    compare.add_argument("--protocol", default="cv", help="cv: K-fold cross-validation by network (default); "
+                                                          "split: the zoo's fixed train(+val)/test split")
+    compare.add_argument("--seed", type=int, default=0, help="seed of the folds, the bootstrap and the methods")
+    compare.add_argument("--min-test-networks", type=positive, default=5,
+                         help="fewer test networks in a fold give a status instead of a figure (default: 5)")
+    compare.add_argument("--snapshots", type=snapshot_choice,
+                         help="snapshots k to train and test on (default: 1: — the trained snapshots — for a "
+                              "training hyperparameter, all for a metric such as test_acc); also all, last, K, "
+                              "A:B (B exclusive), A:, :B or a list 0,2,4")
+    compare.add_argument("--meta-epochs", type=positive, help="meta-classifier epochs (default: 10)")
+    compare.add_argument("--nfn-epochs", type=positive, help="neural functional epochs (default: 40)")
+    compare.add_argument("--sane-epochs", type=positive, help="SANE epochs per fold (default: 10)")
 
 
 def _study_parsers(sub) -> None:
@@ -109,6 +133,27 @@ def _meta_classifier(args) -> int:
                                                                 "version": zoo.version, "options": options,
                                                                 "threads": threads}, args)
     return print_results(args, results)
+
+
+def _compare(args) -> int:
+    from weightzoo.analysis.baselines import methods_for
+    from weightzoo.analysis.protocol import Protocol, snapshot_choice as default_choice, truth_table
+
+    zoo = open_version(args.zoo)
+    _check_columns(zoo, [args.target], "--target")
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()] if args.methods is not None else None
+    options = {"meta_epochs": args.meta_epochs, "nfn_epochs": args.nfn_epochs, "sane_epochs": args.sane_epochs}
+    options = {k: v for k, v in options.items() if v is not None}
+    names = list(methods_for(methods, options))  # input errors before any server
+    protocol = Protocol(args.protocol, args.folds, args.seed, args.min_test_networks)
+    choice = default_choice(zoo, args.target, args.snapshots)
+    truth_table(zoo, args.target, choice)
+    parameters = {"zoo": zoo.handle, "version": zoo.version, "target": args.target, "methods": names,
+                  "protocol": {"kind": protocol.kind, "folds": protocol.folds, "seed": protocol.seed,
+                               "min_test_networks": protocol.min_test_networks},
+                  "snapshots": choice.text, "options": options, "threads": task_threads(args, 2)}
+    result = run_flow("compare:compare_flow", parameters, args)
+    return print_results(args, result)
 
 
 def _properties(args) -> int:

@@ -24,8 +24,8 @@ import pandas as pd
 
 from weightzoo.analysis.cache import cached_result, result_dir
 from weightzoo.analysis.plots import plot_results
-from weightzoo.analysis.properties import (default_targets, feature_columns, feature_table, predict_properties,
-                                           result_rows)
+from weightzoo.analysis.properties import (PROTOCOL, default_targets, feature_columns, feature_table,
+                                           predict_properties, result_rows)
 from weightzoo.analysis.records import json_records
 from weightzoo.analysis.results import StudyResult
 from weightzoo.analysis.sane.batches import streamed_window_batches
@@ -214,7 +214,8 @@ def run_sane_probe(zoo, options: dict | None = None, targets=None, progress=None
         shown = results.assign(model=results["model"] + " · " + results["features"])
         plot_results(shown, out / "probes.png", title=f"SANE embeddings vs s(W), {zoo.handle.name} {zoo.version}")
         records = json_records(results)
-        headline = f"probes of {results['target'].nunique()} targets on SANE embeddings and s(W), same splits"
+        headline = (f"probes of {results['target'].nunique()} targets on SANE embeddings and s(W), same splits: "
+                    f"{PROTOCOL}, 95 % intervals over test networks, chance from the train split")
         return StudyResult.of_directory("sane-probe", out, headline=headline, rows=result_rows(records), details={
             "training": training.path, "table": str(out / "probes.parquet"), "plot": str(out / "probes.png"),
             "records": records})

@@ -1,0 +1,60 @@
+"""``weightzoo compare`` as a flow: the plan here, one task per method group on the Dask
+cluster (the s(W) methods together, raw weights, the meta-classifier, the SANE probes, the
+neural functional), then scoring, table, plot and summary.
+
+Every body is one call into :mod:`weightzoo.analysis.compare`; the result is cached under
+``<version>/compare/<key>/`` (version, parameters, code).
+"""
+
+from __future__ import annotations
+
+from prefect import get_run_logger, task
+
+from weightzoo.analysis.cache import cached_result
+from weightzoo.analysis.compare import Plan, groups_of, parameters_of, plan, predict_group, write_study
+from weightzoo.analysis.protocol import Protocol
+from weightzoo.analysis.baselines import DEFAULT_METHODS, methods_for
+from weightzoo.analysis.results import StudyResult
+from weightzoo.io.handle import ZooHandle
+from weightzoo.train.tasks import set_threads
+
+from weightzoo_flows.runtime import recipe_flow, step_options
+
+
+@task(name="compare-methods", task_run_name="compare {names}", **step_options(retries=1))
+def methods_task(zoo: ZooHandle, version: str, names: list[str], the_plan: Plan, seed: int, options: dict,
+                 threads: int | None = None) -> dict:
+    """Out-of-fold predictions of one method group (per name a DataFrame or a failure status)."""
+    logger = get_run_logger()
+    set_threads(threads)
+    return predict_group(zoo.open(version), names, the_plan, seed, options, progress=logger.info)
+
+
+@recipe_flow(name="compare")
+def compare_flow(zoo: ZooHandle | str, target: str, version: str | None = None, methods: list[str] | None = None,
+                 protocol: dict | None = None, snapshots=None, options: dict | None = None,
+                 threads: int | None = None) -> StudyResult:
+    """Every method on the same folds of ``target``: one table, a curve over k, a plot, a summary."""
+    logger = get_run_logger()
+    handle = ZooHandle.at(zoo)
+    opened = handle.open(version)
+    settings = Protocol(**(protocol or {}))
+    names = list(methods_for(methods or DEFAULT_METHODS, options))
+    the_plan = plan(opened, target, settings, snapshots)
+    parameters = parameters_of(target, names, settings, the_plan.snapshots, options)
+
+    def run(out):
+        predictions = {}
+        if the_plan.status == "ok":
+            groups = groups_of(names)
+            logger.info("%s: %s, snapshots %s, %d networks; %d method groups", target, settings.text,
+                        the_plan.snapshots, the_plan.truth["model_id"].nunique(), len(groups))
+            futures = [methods_task.submit(handle, opened.version, group, the_plan, settings.seed, options or {},
+                                           threads) for group in groups]
+            for future in futures:
+                predictions.update(future.result())
+        else:
+            logger.info("%s: %s", target, the_plan.status)
+        return write_study(opened, out, the_plan, predictions, settings, names)
+
+    return cached_result(opened, "compare", parameters, run)
