@@ -2,8 +2,8 @@
 
 The same publish (weights, tables, card, manifest) runs in a fresh child process for 300 and
 for 3,000 staged networks (8,000 parameters × 4 snapshots: 128 KB each, 384 MB in all at
-3,000), and its peak RSS above the child's imports must stay within a fixed budget and grow
-by less than a few MB per thousand networks. A publish that held a version's staged weights
+3,000), and its peak RSS above the child's imports must grow by less than a few MB per
+thousand networks. A publish that held a version's staged weights
 in memory would need the 384 MB; one that held every row's metadata would grow by tens of MB.
 """
 
@@ -25,7 +25,6 @@ pytestmark = pytest.mark.slow
 
 N_PARAMS, N_SNAPSHOTS, GROUP = 8_000, 4, 50
 GROWTH_BUDGET_MB = 40  # peak RSS above imports may grow this much from 300 to 3,000 networks
-PEAK_BUDGET_MB = 300  # peak RSS above imports at 3,000 networks
 
 CHILD = """
 import json, resource, sys
@@ -83,6 +82,5 @@ def test_publish_peak_memory_does_not_grow_with_the_number_of_networks(tmp_path)
     assert (small["n_models"], large["n_models"]) == (300, 3_000)
     growth = (large["peak_mb"] - large["floor_mb"]) - (small["peak_mb"] - small["floor_mb"])
     assert growth < GROWTH_BUDGET_MB, f"peak RSS above imports grew by {growth:.0f} MB: {small} -> {large}"
-    assert large["peak_mb"] - large["floor_mb"] < PEAK_BUDGET_MB, large
     print(f"publish peak RSS above imports: {small['peak_mb'] - small['floor_mb']:.0f} MB at 300 networks, "
           f"{large['peak_mb'] - large['floor_mb']:.0f} MB at 3,000")

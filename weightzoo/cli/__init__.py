@@ -35,8 +35,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.handler(args)
     except Stopped as stop:
-        print(f"stopped by {signal.Signals(stop.signum).name}: staged models are kept; run the same command "
-              f"again to resume", file=sys.stderr)
+        what = "interrupted" if stop.signum == signal.SIGINT else f"stopped by {signal.Signals(stop.signum).name}"
+        print(f"{what}: staged models are kept; run the same command again to resume", file=sys.stderr)
         return 128 + stop.signum
     except BrokenPipeError:  # the reader went away (`weightzoo query ... --csv | head`): not a failure
         _silence_stdout()
@@ -65,14 +65,17 @@ class Stopped(BaseException):
 
 
 def _stop_on_signals() -> dict:
-    """Turn SIGTERM and SIGHUP into :class:`Stopped` (in the main thread); the previous handlers."""
+    """Turn SIGTERM, SIGHUP and SIGINT into :class:`Stopped` (in the main thread); the previous
+    handlers. SIGINT is handled here too rather than left to Python's KeyboardInterrupt, which
+    the flow engine can take for its own while it waits on the cluster (a Ctrl-C or ``kill
+    -INT`` that did not stop a build was seen)."""
     if threading.current_thread() is not threading.main_thread():
         return {}
 
     def stop(signum, frame):
         raise Stopped(signum)
 
-    return {signum: signal.signal(signum, stop) for signum in (signal.SIGTERM, signal.SIGHUP)}
+    return {signum: signal.signal(signum, stop) for signum in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT)}
 
 
 def parser() -> argparse.ArgumentParser:
