@@ -8,6 +8,7 @@ The package has no fault hooks of its own: the crashes here wrap its internal st
 from __future__ import annotations
 
 import hashlib
+import time
 
 import numpy as np
 from torch import nn
@@ -239,3 +240,15 @@ def planted_zoo(root, n_models: int = 40, n_snapshots: int = 3):
         fingerprints.append(inputs["fingerprint"])
     publish_staged(root, fingerprints)
     return open_zoo(root)
+
+
+def wait_for(condition, what: str, timeout: float = 90, interval: float = 0.1):
+    """``condition()``'s first truthy value, polled every ``interval`` seconds; AssertionError
+    naming ``what`` after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out waiting for {what}")

@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from weightzoo.io.handle import ZooHandle
+from zookit import wait_for
 from weightzoo.io.reader import open_zoo
 from weightzoo.pipelines.build import plan_build
 
@@ -43,7 +44,7 @@ def dask_cluster(prefect_api, tmp_path):
     dask = [sys.executable, "-m", "distributed.cli.dask_scheduler"]
     processes = [subprocess.Popen(dask + ["--scheduler-file", str(scheduler_file), "--port", "0",
                                           "--no-dashboard"], env=env, stderr=subprocess.DEVNULL)]
-    _wait_for(scheduler_file.exists, "the scheduler to start")
+    wait_for(scheduler_file.exists, "the scheduler to start")
     worker = [sys.executable, "-m", "distributed.cli.dask_worker", "--scheduler-file", str(scheduler_file),
               "--nthreads", "1", "--no-nanny", "--no-dashboard"]
     processes += [subprocess.Popen(worker + ["--name", f"w{i}"], env=env, stderr=subprocess.DEVNULL)
@@ -72,7 +73,7 @@ def test_worker_killed_during_training_is_retried_and_version_is_complete(dask_c
         plan, workers=2, dask_address=client.scheduler.address).version))
     build.start()
 
-    busy = _wait_for(lambda: [a for a, keys in client.processing().items() if keys], "a train task to run")
+    busy = wait_for(lambda: [a for a, keys in client.processing().items() if keys], "a train task to run")
     time.sleep(2.0)  # past the task's start-up, inside training
     staged_before = _receipts(zoo_dir)
     assert len(staged_before) < 4, "training finished before the kill"
@@ -92,13 +93,3 @@ def test_worker_killed_during_training_is_retried_and_version_is_complete(dask_c
 
 def _receipts(zoo_dir: Path) -> list[Path]:
     return list((zoo_dir / "staging").glob("*.wzs"))
-
-
-def _wait_for(condition, what: str, timeout: float = 90):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from zookit import wait_for
+
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
@@ -74,16 +76,6 @@ def _address(hex_address: str) -> str:
     return f"{ip}:{int(port, 16)}"
 
 
-def wait_for(condition, what: str, timeout: float = 180):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.3)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP], ids=lambda s: s.name)
 def test_a_stopped_build_leaves_nothing_running_and_listened_on_loopback_only(signum, tmp_path):
     slow = {"name": "slow", "architecture": "mlp", "models": 2, "hyperparameters": {"dataset": "digits"},
@@ -97,7 +89,7 @@ def test_a_stopped_build_leaves_nothing_running_and_listened_on_loopback_only(si
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         wait_for(lambda: (t := tree(process.pid)) and any("prefect server" in c for c in t.values())
-                           and any("spawn_main" in c for c in t.values()) and t, "the server and a Dask worker")
+                           and any("spawn_main" in c for c in t.values()) and t, "the server and a Dask worker", timeout=180)
         time.sleep(3)  # the worker picks up its task
         before = tree(process.pid)
         addresses = listening_addresses(before)
