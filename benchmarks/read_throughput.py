@@ -42,7 +42,7 @@ from weightzoo.io.publish import PublishRequest, publish_version
 from weightzoo.io.reader import open_zoo
 from weightzoo.io.records import StagedRecord
 from weightzoo.io.staging import stage_model
-from weightzoo.io.selection import weights_array
+from weightzoo.io.version_weights import weights_reader
 
 from write_throughput import staged_inputs  # the same synthetic models (this folder is on sys.path)
 
@@ -75,7 +75,7 @@ def iterator_epoch(selection, batch_size: int, slice_length, epoch: int) -> tupl
 def zarr_epoch(selection, batch_size: int, slice_length, epoch: int) -> tuple[int, int]:
     """The baseline: one zarr read per sample in a shuffled order, stacked per batch."""
     rows = selection.rows
-    arrays = {lid: weights_array(selection.root, selection.version, lid) for lid in rows.layout_id.unique()}
+    arrays = {lid: weights_reader(selection.handle, selection.version, lid).array for lid in rows.layout_id.unique()}
     lengths = rows.layout_id.map(selection.feature_lengths).to_numpy()
     rng = np.random.default_rng([0, epoch])
     order = rng.permutation(len(rows))

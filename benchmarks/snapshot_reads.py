@@ -140,7 +140,7 @@ def _plain_copy(zoo, path: Path):
     Icechunk repository configured like a zoo's (every chunk its own object); its store."""
     import icechunk
 
-    from weightzoo.io.selection import read_rows
+    from weightzoo.io.version_weights import read_rows
 
     rows = sorted(int(r) for r in zoo.models["row"])
     values = np.stack(read_rows(zoo.handle, zoo.version, zoo.models["layout_id"].iloc[0], rows))
@@ -156,9 +156,9 @@ def _plain_copy(zoo, path: Path):
 
 
 def _clear_reader_caches() -> None:
-    from weightzoo.io import selection
+    from weightzoo.io.version_weights import clear_readers
 
-    selection._READERS.clear()  # no warm shard indexes from the previous read
+    clear_readers()  # no warm shard indexes from the previous read
 
 
 def report(text: str) -> None:

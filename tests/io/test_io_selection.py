@@ -14,6 +14,7 @@ from zookit import publish_staged
 
 from weightzoo.io.reader import open_zoo
 from weightzoo.io import selection as selection_module
+from weightzoo.io.version_weights import clear_readers
 
 
 @pytest.fixture
@@ -110,7 +111,7 @@ def test_dask_equals_numpy_equals_direct_reads_with_row_aligned_chunks(zoo):
     array = chosen.to_dask(chunk_samples=5)
     # Two models (6 samples) per chunk: chunks end on model boundaries and hold ≥ 5 samples.
     assert array.chunks == ((6, 6, 6), (chosen.n_features,)) and array.dtype == np.float32
-    selection_module._READERS.clear()  # tasks open the array themselves
+    clear_readers()  # tasks open the array themselves
     computed = array.compute(scheduler="sync")
     np.testing.assert_array_equal(computed, chosen.to_numpy())
     np.testing.assert_array_equal(computed, expected(zoo, chosen))

@@ -14,7 +14,7 @@ from weightzoo.errors import CorruptChunkError
 from weightzoo.io import shards, store
 from weightzoo.io.handle import ZooHandle
 from weightzoo.io.reader import open_zoo
-from weightzoo.io.selection import weights_reader
+from weightzoo.io.version_weights import weights_reader
 from weightzoo.io.shards import ShardGeometry, decode_chunk, decode_index, encode_shard
 from weightzoo.io.staging import load_staged
 from weightzoo.io.verify import verify_version

@@ -123,7 +123,7 @@ class Zoo:
     def weights(self, model_id: str, k=None) -> np.ndarray:
         """A model's weights: [n_snapshots, n_params]; [n_params] for snapshot ``k``; [len(k), n_params]
         for a list of snapshots ``k``. Only those snapshots are fetched."""
-        from weightzoo.io.selection import read_rows
+        from weightzoo.io.version_weights import read_rows
 
         row = self._storage_row(model_id)
         n_snapshots = int(row["n_snapshots"])

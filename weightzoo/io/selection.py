@@ -23,23 +23,19 @@ a selection pickles cheaply into Dask tasks and DataLoader workers and never shi
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 import pandas as pd
 
 from weightzoo.core.labels import is_categorical
 from weightzoo.core.layout import WeightLayout
 from weightzoo.core.snapshots import SnapshotChoice
-from weightzoo.io import store
-from weightzoo.errors import CorruptChunkError, InputError
+from weightzoo.errors import InputError
 from weightzoo.io.tables import SPLITS
-from weightzoo.io.weights import ChunkErrors, WeightsReader
+from weightzoo.io.version_weights import read_rows
 
 PARTS = {"conv": ["conv"], "fc": ["linear"], "all": None}
 # Bulky or bookkeeping columns that are never labels.
 _NOT_LABELS = ("fingerprint", "message", "config_json", "training_json")
-_READERS: dict = {}
 BLOCK_BYTES = 64 * 2**20  # weights read at once by Selection.iter_models
 
 
@@ -323,55 +319,6 @@ def read_block(block: tuple) -> np.ndarray:
     columns = _ranges_index(column_ranges)
     data = read_rows(handle, version, layout_id, rows, ks)
     return np.concatenate([values[:, columns] for values in data]).astype(np.float32, copy=False)
-
-
-def read_rows(handle, version: str, layout_id: str, rows, ks=None) -> list[np.ndarray]:
-    """Snapshots ``ks[i]`` (default: every snapshot of the array) of model rows ``rows`` of
-    ``weights/<layout_id>`` at ``version``: float32 ``[len(ks[i]), n_params]`` each. Only those
-    chunks are fetched; CorruptChunkError names the models and snapshots of damaged chunks."""
-    rows = [int(r) for r in rows]
-    try:
-        return weights_reader(handle, version, layout_id).read(rows, ks)
-    except ChunkErrors as error:
-        raise CorruptChunkError(f"cannot read rows {rows} of weights/{layout_id} in {handle} version {version}: "
-                                f"{bad_chunks_text(handle, version, layout_id, error.bad)}; {error}") from error
-
-
-def bad_chunks_text(handle, version: str, layout_id: str, bad: list) -> str:
-    """The models (and snapshots) of damaged chunks, named from the version's models table."""
-    models = handle.location.read_table(f"versions/{version}/models.parquet",
-                                        columns=["model_id", "layout_id", "row", "n_snapshots"]).to_pandas()
-    by_row = {int(m.row): m for m in models[models["layout_id"] == layout_id].itertuples()}
-    names = []
-    for row in dict.fromkeys(row for row, _, _ in bad):
-        model = by_row.get(row)
-        if model is None:
-            continue
-        names.append(f"model {model.model_id!r} (row {row}, {snapshots_text(bad, row, model.n_snapshots)})")
-    return f"damaged chunk of {', '.join(names)}" if names else "damaged chunk"
-
-
-def snapshots_text(bad: list, row: int, n_snapshots: int) -> str:
-    """The snapshots of ``row`` that ``bad`` chunks hold: ``snapshot k=3``, ``snapshots k=1,4``, or
-    every snapshot (``snapshots k=0..n-1``) for a whole-row chunk of the plain layout."""
-    ks = [k for r, k, _ in bad if r == row]
-    if None in ks:
-        return f"snapshots k=0..{int(n_snapshots) - 1}"
-    ks = sorted(set(ks))
-    return f"snapshot{'s' * (len(ks) > 1)} k={','.join(str(k) for k in ks)}"
-
-
-def weights_reader(handle, version: str, layout_id: str) -> WeightsReader:
-    """The version's reader of a layout's weights, opened once per process (after fork, a
-    worker reopens its own); KeyError when the version has no such array."""
-    key = (os.getpid(), handle.url, version, layout_id)
-    if key not in _READERS:
-        session = handle.repository().readonly_session(tag=version)
-        array = store.open_weights_array(session.store, layout_id)
-        if array is None:
-            raise KeyError(f"no weights array for layout {layout_id!r} in {version}")
-        _READERS[key] = WeightsReader(array)
-    return _READERS[key]
 
 
 def _check_column(name: str, columns: list[str]) -> None:

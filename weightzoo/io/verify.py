@@ -26,7 +26,7 @@ from weightzoo.io import store, trace_store
 from weightzoo.io.handle import ZooHandle
 from weightzoo.io.location import ZooLocation
 from weightzoo.io.records import Manifest
-from weightzoo.io.selection import snapshots_text
+from weightzoo.io.version_weights import snapshots_text
 from weightzoo.io.weights import WeightsReader
 
 BLOCK_ROWS = 64
