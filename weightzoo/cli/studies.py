@@ -123,9 +123,11 @@ def _check_columns(zoo, names, option: str) -> None:
 def _meta_classifier(args) -> int:
     zoo = open_version(args.zoo)
     _check_columns(zoo, args.label, "--target")
-    zoo.select(snapshots=args.snapshots, part=args.part, split=["train", "test"])  # input errors before any server
-    for split in ("train", "test"):  # a small zoo's split can be empty
-        zoo.select(snapshots=args.snapshots, part=args.part, split=split).require_samples()
+    # input errors before any server: the snapshot choice, and a small zoo's empty split
+    chosen = zoo.select(snapshots=args.snapshots, part=args.part, split=["train", "test"])
+    for split in ("train", "test"):
+        if not (chosen.models["split"] == split).any():
+            zoo.select(snapshots=args.snapshots, part=args.part, split=split).require_samples()
     options = {"snapshots": snapshot_text(args.snapshots), "part": args.part,
                "slice_length": args.slice_length, "epochs": args.epochs}
     threads = task_threads(args, len(args.label))
