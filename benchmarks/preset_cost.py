@@ -3,7 +3,7 @@
 What it measures
     The training time a whole build of a spec (by default the ``nws-scale`` preset, 10,000
     networks) would take on this machine, without training all of it. It plans the full
-    build exactly as ``weightzoo build`` does (``weightzoo.build.plan_build``: sampled
+    build exactly as ``weightzoo build`` does (``weightzoo.pipelines.build.plan_build``: sampled
     configs grouped into fleets of compatible models, at most 32 each), draws ``--groups``
     of those fleets at random (seeded) and trains each with the fleet trainer, as a build
     task would (``--threads`` torch threads, the spec's deterministic flag).
@@ -37,13 +37,15 @@ import json
 import os
 import platform
 import random
+import tempfile
 import time
 from collections import defaultdict
 
 import numpy as np
 import torch
 
-from weightzoo.build import plan_build
+from weightzoo.io.handle import ZooHandle
+from weightzoo.pipelines.build import plan_build
 from weightzoo.core.spec import load_spec
 from weightzoo.train.fleet import train_fleet
 from weightzoo.train.single import train_model
@@ -113,7 +115,8 @@ def main(argv=None) -> dict:
     spec = load_spec(args.preset)
     load_before = os.getloadavg()
     started = time.perf_counter()
-    plan = plan_build(spec, args.models)
+    with tempfile.TemporaryDirectory() as empty:  # an empty zoo: every group is planned
+        plan = plan_build(ZooHandle.at(empty), spec, args.models).groups
     plan_seconds = time.perf_counter() - started
     n_models = sum(len(g.configs) for g in plan)
     print(f"{spec.name}: {n_models} networks in {len(plan)} fleets (planned in {plan_seconds:.0f} s); "
