@@ -62,6 +62,7 @@ def test_preset_sizes():
     assert load_spec("nws").models == 1000
     scale = load_spec("nws-scale")
     assert scale.models == 10000 and scale.training.snapshot_epochs == tuple(range(1, 21))
+    assert scale.training.traces.tensors == ("0.bias",)  # so `trajectories` has a trace to measure
     modelzoo = load_spec("modelzoo-mnist")
     assert modelzoo.sampling == {"method": "grid", "seed": 0, "seeds": 3}
     assert modelzoo.training.snapshot_epochs == tuple(range(1, 26))
