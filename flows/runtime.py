@@ -20,6 +20,7 @@ from typing import Any, Callable, Iterable, Iterator
 import dask
 from prefect import Flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
+from prefect.context import FlowRunContext
 from prefect.futures import as_completed
 from prefect.logging.handlers import APILogHandler
 from prefect_dask import DaskTaskRunner
@@ -113,6 +114,13 @@ class PrefectRunner:
         return step_task(step).submit(*args).result()
 
 
+def _summaries(parameters: dict) -> dict:
+    """Parameters as Prefect may keep them: typed weightzoo values by their ``summary()`` (or text)."""
+    return {key: value.summary() if hasattr(value, "summary") else
+            str(value) if type(value).__module__.startswith("weightzoo") else value
+            for key, value in parameters.items()}
+
+
 class RecipeFlow(Flow):
     """A flow whose typed parameters (plans, zoo handles) Prefect records by their ``summary()``.
 
@@ -121,9 +129,7 @@ class RecipeFlow(Flow):
     """
 
     def serialize_parameters(self, parameters: dict) -> dict:
-        return super().serialize_parameters({key: value.summary() if hasattr(value, "summary") else
-                                             str(value) if type(value).__module__.startswith("weightzoo") else value
-                                             for key, value in parameters.items()})
+        return super().serialize_parameters(_summaries(parameters))
 
     def with_options(self, **options) -> "RecipeFlow":
         flow = super().with_options(**options)
@@ -132,8 +138,23 @@ class RecipeFlow(Flow):
 
 
 def recipe_flow(**options) -> Callable[[Callable], RecipeFlow]:
-    """``@recipe_flow(name=...)``: like ``@flow``, for flows that take typed weightzoo values."""
-    return lambda function: RecipeFlow(function, validate_parameters=False, **options)
+    """``@recipe_flow(name=...)``: like ``@flow``, for flows that take typed weightzoo values.
+
+    The flow run's context keeps the parameters' summaries, not the values: Prefect sends that
+    context with every task it submits, and Dask tokenizes and pickles it each time, so a
+    build plan of 10,000 configs in it made every submission cost seconds and megabytes in
+    the flow process (and in the worker) — quadratic in the size of the build. The function
+    itself still receives the values.
+    """
+    def decorate(function: Callable) -> RecipeFlow:
+        @functools.wraps(function)
+        def run(*args, **kwargs):
+            context = FlowRunContext.get()
+            if context is not None:
+                context.parameters = _summaries(context.parameters or {})
+            return function(*args, **kwargs)
+        return RecipeFlow(run, validate_parameters=False, **options)
+    return decorate
 
 
 def threads_per_task(workers: int) -> int:
