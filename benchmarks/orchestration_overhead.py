@@ -19,6 +19,14 @@ What it measures
 
     Per-task overhead of the build = (F − I) / tasks; the build's overhead fraction =
     1 − T / (F × workers).
+    C  what every submitted task carries with a real plan as the flow's parameter: the
+       ``--plan-models`` configs of ``--plan-preset`` (default 10,000 of nws-scale) planned,
+       then, inside a flow, the run context prefect-dask sends with each task
+       (``prefect.context.serialize_context``), tokenized by Dask and pickled as Dask does —
+       seconds and bytes per task in a ``recipe_flow`` (the context keeps the plan's summary)
+       against the baseline, the same flow keeping the plan itself in its context (what every
+       flow did before; 13.8 s and 6.6 MiB per task at 10,000 configs, so a build's
+       submissions grew quadratically with its size).
 
 Method
     Tiny MLPs (digits, 4 hidden units, 1 epoch, 1 snapshot) train in milliseconds, so nearly
@@ -63,6 +71,9 @@ def main(argv=None) -> dict:
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--max-group", type=int, default=4, help="models per task (default 4: many small tasks)")
     parser.add_argument("--tasks", type=int, default=32, help="no-op tasks for the per-task figure")
+    parser.add_argument("--plan-models", type=int, default=10000,
+                        help="configs of the plan for the per-task context figure C (0: skip it)")
+    parser.add_argument("--plan-preset", default="nws-scale")
     parser.add_argument("--json", help="also write the figures as JSON to this file")
     args = parser.parse_args(argv)
     tmp = Path(tempfile.mkdtemp(prefix="wz-overhead-bench-"))
@@ -98,6 +109,8 @@ def _measure(args, tmp: Path) -> dict:
                           dashboard_address=None) as cluster:
             result["cluster_start_s"] = time.perf_counter() - start
             result.update(_flows(args, tmp, cluster.scheduler_address, plan, in_process))
+        if args.plan_models:
+            result.update(_context_cost(args, tmp))
     return result
 
 
@@ -130,6 +143,28 @@ def _flows(args, tmp: Path, address: str, plan, in_process) -> dict:
             "build_overhead_fraction": 1 - task_s / (flow_s * args.workers), "flow_vs_in_process": flow_s / in_process_time(in_process)}
 
 
+def _context_cost(args, tmp: Path) -> dict:
+    import cloudpickle
+    from dask.base import tokenize
+    from prefect.context import serialize_context
+
+    from weightzoo_flows.runtime import RecipeFlow, recipe_flow
+
+    plan = plan_build(ZooHandle.at(tmp / "context"), args.plan_preset, args.plan_models)
+
+    def per_task(plan) -> tuple[float, int]:
+        started = time.perf_counter()
+        context = serialize_context()
+        tokenize(context)
+        size = len(cloudpickle.dumps(context))
+        return time.perf_counter() - started, size
+
+    before = RecipeFlow(per_task, name="context-as-before", validate_parameters=False)(plan)
+    after = recipe_flow(name="context")(per_task)(plan)
+    return {"plan_models": args.plan_models, "plan_tasks": len(plan.work), "context_before_s": before[0],
+            "context_before_bytes": before[1], "context_s": after[0], "context_bytes": after[1]}
+
+
 def in_process_time(report) -> float:
     """Wall seconds of an in-process build (its training phase and publish)."""
     return report.seconds["training_phase"] + report.seconds["publishing"]
@@ -144,6 +179,11 @@ def _print(r: dict) -> None:
           f"{r['in_process_s']:6.2f} s; F/I {r['flow_vs_in_process']:.2f}; "
           f"{r['build_per_task_overhead_s']:.3f} s per task; tasks trained and staged for {r['flow_tasks_s']:.2f} s "
           f"(overhead fraction {r['build_overhead_fraction']:.2f})")
+    if "context_s" in r:
+        print(f"C  per task with a {r['plan_models']:,}-config plan ({r['plan_tasks']} tasks): {r['context_s']:.3f} s, "
+              f"{r['context_bytes'] / 2**20:.2f} MiB; baseline (the plan in the context) {r['context_before_s']:.3f} s, "
+              f"{r['context_before_bytes'] / 2**20:.2f} MiB: {r['context_before_s'] / r['context_s']:.0f}x the time, "
+              f"{r['context_before_bytes'] / r['context_bytes']:.0f}x the bytes")
     print(f"load average at end: {r['load_end']:.1f}")
 
 

@@ -157,6 +157,9 @@ def main(argv=None) -> list[dict]:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--zoo", help="the zoo folder (default: a temporary one, removed afterwards)")
     parser.add_argument("--fresh", action="store_true", help="build each size into its own zoo")
+    parser.add_argument("--extend", action="store_true",
+                        help="the first size extends the zoo's latest version too (continue a series, e.g. "
+                             "--models 10000 on a zoo of 4,000)")
     parser.add_argument("--interval", type=float, default=0.5, help="memory sampling interval, seconds")
     parser.add_argument("--json", help="write the figures as JSON to this file")
     parser.add_argument("--plot", help="write a plot to this PNG file")
@@ -166,7 +169,7 @@ def main(argv=None) -> list[dict]:
     try:
         for index, models in enumerate(int(x) for x in args.models.split(",")):
             zoo = root.with_name(f"{root.name}-{models}") if args.fresh else root
-            rows.append(measure_size(zoo, args.preset, models, args, extend=index > 0 and not args.fresh))
+            rows.append(measure_size(zoo, args.preset, models, args, extend=(index > 0 or args.extend) and not args.fresh))
             _print(rows[-1])
             if args.json:
                 Path(args.json).write_text(json.dumps(rows, indent=2))
