@@ -4,11 +4,12 @@ What it measures
     Each study command of the README, run as a user runs it (``weightzoo STUDY ZOO --json``,
     its own Prefect server and Dask cluster) on one zoo version, one after another:
 
-    - predict: s(W) → every varying column (linear and boosted trees, fixed split);
-    - meta-classify: the NWS meta-classifier on ``--meta-targets`` (default optimizer and
-      activation) at the last snapshot;
     - projections: Gamba et al.'s hyperplane statistics of every conv layer;
     - trajectories: Loukas et al.'s measures of every traced network;
+    - predict: s(W) → every varying column (linear and boosted trees, fixed split), on the
+      snapshots ``--predict-snapshots`` (default: last; "all" for every snapshot);
+    - meta-classify: the NWS meta-classifier on ``--meta-targets`` (default optimizer and
+      activation) at the last snapshot;
     - sane probe: a SANE autoencoder on the largest layout's last snapshots, probes beside s(W).
 
     Per study: wall seconds, the peak RSS of each role of its process tree (the CLI/flow
@@ -35,11 +36,11 @@ from pathlib import Path
 from scale_build import run_measured  # the same process-tree sampler as the build scaling
 
 STUDIES = {
-    "predict": lambda zoo, a: ["predict", zoo],
-    "meta-classify": lambda zoo, a: ["meta-classify", zoo, "--snapshots", "last", "--epochs", str(a.meta_epochs)]
-    + [part for target in a.meta_targets.split(",") for part in ("--target", target)],
     "projections": lambda zoo, a: ["projections", zoo],
     "trajectories": lambda zoo, a: ["trajectories", zoo],
+    "predict": lambda zoo, a: ["predict", zoo] + (["--snapshots", a.predict_snapshots] if a.predict_snapshots else []),
+    "meta-classify": lambda zoo, a: ["meta-classify", zoo, "--snapshots", "last", "--epochs", str(a.meta_epochs)]
+    + [part for target in a.meta_targets.split(",") for part in ("--target", target)],
     "sane-probe": lambda zoo, a: ["sane", "probe", zoo, "--snapshots", "last", "--epochs", str(a.sane_epochs)],
 }
 
@@ -69,6 +70,7 @@ def main(argv=None) -> list[dict]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("zoo", help="ZOO or ZOO@VERSION")
     parser.add_argument("--only", help=f"comma-separated, of {','.join(STUDIES)} (default: all)")
+    parser.add_argument("--predict-snapshots", default="last", help="predict's --snapshots (default: last)")
     parser.add_argument("--meta-targets", default="optimizer,activation")
     parser.add_argument("--meta-epochs", type=int, default=30)
     parser.add_argument("--sane-epochs", type=int, default=10)
