@@ -52,8 +52,14 @@ def plot_trajectories(table: pd.DataFrame, per_epoch: pd.DataFrame, out_dir, *, 
 
 
 def plot_pca(examples: dict[str, np.ndarray], path, *, title: str = "") -> None:
-    """Project the traces on the top two principal components of all their points."""
+    """Project the traces on the top two principal components of all their points.
+
+    Traces of another size than the most common one (a traced bias of an 8- and a 16-unit
+    layer, say) live in another space and are left out of the plot."""
     traces = {label: np.asarray(points, dtype=np.float64) for label, points in examples.items()}
+    sizes = [points.shape[1] for points in traces.values()]
+    size = max(set(sizes), key=sizes.count)
+    traces = {label: points for label, points in traces.items() if points.shape[1] == size}
     pooled = np.concatenate(list(traces.values()))
     mean = pooled.mean(axis=0)
     _, _, components = np.linalg.svd(pooled - mean, full_matrices=False)
