@@ -21,7 +21,7 @@ Method
     the machine needs. ``--only`` runs a subset; ``--json FILE`` writes every row. Each study
     caches its result in the zoo, so a second run of the same command takes seconds: run on a
     zoo without cached results (or pass ``--fresh-cache``, which removes the studies' cache
-    folder ZOO/analyses first) to measure the work itself.
+    folder, the handle's ``analyses``, first) to measure the work itself.
 """
 
 from __future__ import annotations
@@ -34,6 +34,9 @@ import sys
 from pathlib import Path
 
 from scale_build import run_measured  # the same process-tree sampler as the build scaling
+
+from weightzoo.cli.common import split_version
+from weightzoo.io.handle import ZooHandle
 
 STUDIES = {
     "projections": lambda zoo, a: ["projections", zoo],
@@ -83,7 +86,7 @@ def main(argv=None) -> list[dict]:
     if unknown:
         parser.error(f"--only: unknown {unknown}; known: {list(STUDIES)}")
     if args.fresh_cache:
-        shutil.rmtree(Path(args.zoo.split("@")[0]) / "analyses", ignore_errors=True)
+        shutil.rmtree(ZooHandle.at(split_version(args.zoo)[0]).analyses, ignore_errors=True)
     rows = []
     for name in names:
         rows.append(run_study(name, args.zoo, args))
