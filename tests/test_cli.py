@@ -339,3 +339,8 @@ def test_a_failed_import_leaves_nothing_behind(tmp_path, capsys):
     assert main(["import", "torch", str(tmp_path / "runs"), "--out", str(tmp_path / "zoo"), "--in-process"]) == 2
     assert "none of the 1 networks" in capsys.readouterr().err
     assert not (tmp_path / "zoo").exists(), "no .zoo-id, staging or repository left behind"
+
+
+def test_a_sane_width_the_heads_cannot_split_is_a_usage_error(tmp_path, capsys):
+    assert main(["sane", "train", str(tmp_path / "zoo"), "--d-model", "30"]) == 2
+    assert "--d-model must be a multiple of 4" in capsys.readouterr().err

@@ -236,3 +236,34 @@ def test_an_older_renumbered_slice_is_refused_by_its_epoch(tmp_path):
     publish_staged(root, ["fp0"])
     with pytest.raises(InputError, match="first stored snapshot is k = 0, epoch 1"):
         projection_table(open_zoo(root))
+
+
+def test_the_streamed_study_agrees_with_the_table_whatever_the_batch_size(cnn_zoo, tmp_path, monkeypatch):
+    """The study writes its tables a batch of models at a time and keeps only per-layer sums:
+    one model per batch (a batch of the 1x1 model has no rows at all) gives the in-memory
+    table, and the summary equals the means recomputed from that table."""
+    from weightzoo.analysis import projections
+
+    expected = projection_table(cnn_zoo).sort_values(["model_id", "k", "tensor"], ignore_index=True)
+    monkeypatch.setattr(projections, "MODELS_PER_BATCH", 1)
+    result = run_projection_study(cnn_zoo, tmp_path / "out")
+    table = pd.read_parquet(result.details["table"]).sort_values(["model_id", "k", "tensor"], ignore_index=True)
+    pd.testing.assert_frame_equal(table, expected, check_dtype=False)
+    last = table[table["k"] == table.groupby("model_id")["k"].transform("max")]
+    for record in result.rows[:-1]:
+        layer = (table["kind"] == record["kind"]) & (table["kind_index"] == record["kind_index"])
+        at_init, trained = table[layer & (table["k"] == 0)], last[layer[last.index]]
+        assert record["cos_mean_init"] == pytest.approx(at_init["cos_mean"].mean())
+        assert record["mass_le0_trained"] == pytest.approx(trained["mass_le0"].mean())
+        assert record["rel_l2_from_init"] == pytest.approx(trained["rel_l2_from_init"].mean())
+        assert record["n_models"] == trained["model_id"].nunique() == 2
+    networks = pd.read_parquet(result.details["networks"])
+    net = result.rows[-1]
+    assert net["label"] == "net (conv pooled)" and net["n_models"] == 2
+    assert net["cos_mean_init"] == pytest.approx(networks.loc[networks["k"] == 0, "cos_mean"].mean())
+
+
+def test_a_study_of_linear_layers_only_writes_an_empty_networks_table(cnn_zoo, tmp_path):
+    result = run_projection_study(cnn_zoo, tmp_path / "out", where="filter_size == 1", include_linear=True)
+    assert pd.read_parquet(result.details["networks"]).empty
+    assert [r["kind"] for r in result.rows] == ["linear", "linear"]

@@ -145,6 +145,18 @@ def test_the_table_has_a_row_per_model_with_hyperparameters_and_a_result(traced_
     assert trajectory_table(zoo, tensor="3.bias")["note"].str.contains("was not traced").sum() == 4
 
 
+def test_the_tables_do_not_depend_on_how_many_models_are_held_per_block(traced_zoo, monkeypatch):
+    """measure_zoo gathers its rows a block of models at a time (a frame per model would cost
+    ~50 KB each at 10,000 networks); blocks of 2 over 5 models, one skipped, change nothing."""
+    from weightzoo.analysis import trajectories
+
+    zoo = open_zoo(traced_zoo)
+    expected = trajectories.measure_zoo(zoo)
+    monkeypatch.setattr(trajectories, "MODELS_PER_BLOCK", 2)
+    for got, want in zip(trajectories.measure_zoo(zoo), expected):
+        pd.testing.assert_frame_equal(got, want)
+
+
 def test_measures_of_a_stored_trace_agree_with_its_weights(traced_zoo):
     zoo = open_zoo(traced_zoo)
     model_id = zoo.models.loc[zoo.models["n_trace_steps"] > 0, "model_id"].iloc[0]

@@ -69,9 +69,11 @@ def test_trajectories_command_measures_the_traces(prefect_api, traced_cnn_zoo):
 
 
 def test_sane_commands_train_once_and_probe_beside_the_baseline(prefect_api, traced_cnn_zoo):
-    options = ["--epochs", "1", "--token-size", "8", "--window", "8"]
+    options = ["--epochs", "1", "--token-size", "8", "--window", "8", "--d-model", "32", "--layers", "1"]
     trained = _weightzoo("sane", "train", str(traced_cnn_zoo), *options)
     assert trained["details"]["epochs"] == 1 and not trained["cached"]
+    parameters = json.loads((Path(trained["details"]["model"]).parent / "parameters.json").read_text())
+    assert (parameters["d_model"], parameters["n_layers"]) == (32, 1)
     embedded = _weightzoo("sane", "embed", str(traced_cnn_zoo), *options)
     assert embedded["cached"] and embedded["details"]["embeddings"] == trained["details"]["embeddings"]
     assert len(pd.read_parquet(embedded["details"]["embeddings"])) == 4 * 3  # models × snapshots

@@ -42,18 +42,141 @@ STAT_COLUMNS = ("model_id", "layout_id", "k", "layer", "tensor", "kind", "kind_i
                 "filter_dim", "n_zero", "cos_mean", "cos_std", "mass_le0", "rel_l2_from_init", "rel_linf_from_init",
                 "abs_linf_from_init")
 NETWORK_COLUMNS = ("model_id", "layout_id", "k", "n_tensors", "n_filters", "n_zero", "cos_mean", "mass_le0")
+MODELS_PER_BATCH = 256  # models whose rows are held at once (about 2 MB of rows for 4 conv layers, 21 snapshots)
+SAMPLE_COLUMNS = ["model_id", "layout_id", "tensor", "kind", "kind_index", "stage", "k", "cos"]
 
 
 @dataclass(frozen=True)
 class ProjectionScan:
-    """What one pass over the weights gives: the per-(model, k, tensor) table, the per-filter
-    cosines of each model's initial and last selected snapshot, the tensors left out, and the
-    per-(model, k) table pooled over conv layers (Gamba et al.'s ``"net"`` entry)."""
+    """What one pass over the weights gives: the per-(model, k, tensor) table, the tensors left
+    out, the per-(model, k) table pooled over conv layers (Gamba et al.'s ``"net"`` entry) and
+    the :class:`ProjectionSummary` the study's summary and plots are drawn from."""
 
     table: pd.DataFrame
-    samples: pd.DataFrame  # model_id, layout_id, tensor, kind, kind_index, stage (init/trained), k, cos
+    summary: "ProjectionSummary"
     skipped: list[dict] = field(default_factory=list)  # layout_id, tensor, reason
     networks: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=list(NETWORK_COLUMNS)))
+
+
+@dataclass(frozen=True)
+class ProjectionBatch:
+    """The rows of a block of consecutive models: ``table`` and ``networks`` with their labels,
+    and ``samples``, the per-filter cosines of each model's initial and last selected snapshot
+    (model_id, tensor, kind, kind_index, stage, k, cos)."""
+
+    table: pd.DataFrame
+    networks: pd.DataFrame
+    samples: pd.DataFrame
+
+
+class ProjectionSummary:
+    """Everything the summary records and the plots need, kept per layer rather than per filter
+    or per network, so that a study's memory does not grow with the number of networks.
+
+    Per (kind, kind_index): the histogram of filter cosines at init and at the last selected
+    snapshot (counts over :data:`HIST_BINS`, with the pooled count at or below 0), the sums of
+    each model's cos_mean and mass_le0 at those two stages, the tensors and models seen and the
+    sum of rel_l2_from_init at the last k; per (kind, kind_index, k) the sums of cos_mean and
+    mass_le0 over models; the pooled "net" entry's sums at init and at the last k.
+    """
+
+    def __init__(self):
+        self.histograms: dict[tuple, np.ndarray] = {}  # (kind, kind_index, stage) -> counts
+        self.pooled: dict[tuple, np.ndarray] = {}  # (kind, kind_index, stage) -> [n finite, n <= 0]
+        self.per_model: dict[tuple, np.ndarray] = {}  # (kind, kind_index, stage) -> [n, Σ cos_mean, n_mass, Σ mass]
+        self.curves: dict[tuple, np.ndarray] = {}  # (kind, kind_index, k) -> [n, Σ cos_mean, n, Σ mass_le0]
+        self.last: dict[tuple, list] = {}  # (kind, kind_index) -> [tensors, n models, n l2, Σ rel_l2]
+        self.network: dict[str, np.ndarray] = {}  # init/trained -> [n, Σ cos_mean, n, Σ mass_le0]
+        self.n_models = 0
+
+    def add(self, batch: ProjectionBatch) -> None:
+        """Fold one batch in (its frames can then be dropped)."""
+        samples = batch.samples
+        cos = samples["cos"].to_numpy(dtype=np.float64)
+        keys = list(zip(samples["kind"], samples["kind_index"].astype(int), samples["stage"]))
+        finite = np.isfinite(cos)
+        grouped = pd.DataFrame({"key": keys, "model_id": samples["model_id"].to_numpy(), "cos": cos,
+                                "finite": finite, "le0": finite & (cos <= 0.0)})
+        for key, part in grouped.groupby("key", sort=False):
+            values = part["cos"].to_numpy()
+            counts, _ = np.histogram(values[np.isfinite(values)], bins=HIST_BINS)
+            self.histograms[key] = self.histograms.get(key, 0) + counts
+            self.pooled[key] = self.pooled.get(key, 0) + np.array([part["finite"].sum(), part["le0"].sum()])
+            per_model = part.groupby("model_id")[["cos", "finite", "le0"]].sum()
+            n_finite = per_model["finite"].to_numpy()
+            means = per_model["cos"].to_numpy()[n_finite > 0] / n_finite[n_finite > 0]
+            masses = per_model["le0"].to_numpy()[n_finite > 0] / n_finite[n_finite > 0]
+            self.per_model[key] = self.per_model.get(key, 0) + np.array(
+                [len(means), means.sum(), len(masses), masses.sum()])
+        table = batch.table
+        if len(table):
+            _add_sums(self.curves, table, ["kind", "kind_index", "k"])
+            last = table[table["k"] == table.groupby("model_id")["k"].transform("max")]
+            for (kind, kind_index), rows in last.groupby(["kind", "kind_index"]):
+                entry = self.last.setdefault((kind, int(kind_index)), [set(), 0, 0, 0.0])
+                entry[0].update(rows["tensor"])
+                entry[1] += rows["model_id"].nunique()  # a batch holds whole models
+                l2 = rows["rel_l2_from_init"].to_numpy(dtype=np.float64)
+                entry[2] += int((~np.isnan(l2)).sum())  # inf (an all-zero init) counts, as in a mean
+                entry[3] += float(np.nansum(l2))
+            self.n_models += table["model_id"].nunique()
+        networks = batch.networks
+        if len(networks):
+            last = networks["k"] == networks.groupby("model_id")["k"].transform("max")
+            for stage, rows in (("init", networks[networks["k"] == 0]), ("trained", networks[last])):
+                _add_sums(self.network, rows.assign(stage=stage), ["stage"])
+
+    def records(self) -> list[dict]:
+        """JSON-safe records per analysed layer: means over models of cos_mean and mass_le0 at
+        init (k = 0) and at each model's last selected snapshot, of rel_l2_from_init at that
+        snapshot, and the pooled "net" entry last (when conv layers were analysed)."""
+        records = []
+        for kind, kind_index in self.layers():
+            tensors, n_models, n_l2, sum_l2 = self.last.get((kind, kind_index), [set(), 0, 0, 0.0])
+            record = {"kind": kind, "kind_index": kind_index, "label": f"{kind} {kind_index}",
+                      "tensors": sorted(tensors), "n_models": n_models,
+                      "rel_l2_from_init": sum_l2 / n_l2 if n_l2 else math.nan}
+            for statistic, (n, total) in (("cos_mean", (0, 1)), ("mass_le0", (2, 3))):
+                for stage in ("init", "trained"):
+                    sums = self.per_model.get((kind, kind_index, stage))
+                    record[f"{statistic}_{stage}"] = _mean(sums, n, total)
+            records.append(json_safe(record))
+        if self.network:
+            record = {"kind": "net", "kind_index": -1, "label": "net (conv pooled)",
+                      "n_models": int(self.network["trained"][0]) if "trained" in self.network else 0}
+            for statistic, (n, total) in (("cos_mean", (0, 1)), ("mass_le0", (2, 3))):
+                for stage in ("init", "trained"):
+                    record[f"{statistic}_{stage}"] = _mean(self.network.get(stage), n, total)
+            records.append(json_safe(record))
+        return records
+
+    def layers(self) -> list[tuple[str, int]]:
+        """Distinct (kind, kind_index) pairs, conv layers first, each kind in depth order."""
+        pairs = {(kind, int(index)) for kind, index, _ in self.histograms}
+        return sorted(pairs, key=lambda pair: (KIND_ORDER.get(pair[0], len(KIND_ORDER)), pair[1]))
+
+    def curve(self, kind: str, kind_index: int, statistic: str) -> tuple[np.ndarray, np.ndarray]:
+        """(k, mean over models of ``statistic``) of one layer, in k order."""
+        n, total = {"cos_mean": (0, 1), "mass_le0": (2, 3)}[statistic]
+        ks = sorted(k for key_kind, key_index, k in self.curves if (key_kind, key_index) == (kind, kind_index))
+        return np.array(ks), np.array([_mean(self.curves[(kind, kind_index, k)], n, total) for k in ks])
+
+
+def _add_sums(sums: dict, frame: pd.DataFrame, by: list[str]) -> None:
+    """Add per-group [n finite cos_mean, Σ cos_mean, n finite mass_le0, Σ mass_le0] into ``sums``."""
+    cos, mass = frame["cos_mean"].astype(float), frame["mass_le0"].astype(float)
+    parts = pd.DataFrame({c: frame[c].to_numpy() for c in by}).assign(
+        n_cos=cos.notna().to_numpy(), cos=cos.fillna(0.0).to_numpy(),
+        n_mass=mass.notna().to_numpy(), mass=mass.fillna(0.0).to_numpy())
+    for key, row in parts.groupby(by)[["n_cos", "cos", "n_mass", "mass"]].sum().iterrows():
+        key = key if isinstance(key, tuple) else (key,)
+        key = tuple(int(v) if isinstance(v, (np.integer,)) else v for v in key)
+        key = key[0] if len(by) == 1 else key
+        sums[key] = sums.get(key, 0) + row.to_numpy(dtype=np.float64)
+
+
+def _mean(sums, n: int, total: int) -> float:
+    return float(sums[total] / sums[n]) if sums is not None and sums[n] else math.nan
 
 
 def filter_cosines(weight) -> np.ndarray:
@@ -119,34 +242,67 @@ def projection_tensors(layout: WeightLayout, *, include_linear: bool = False) ->
 
 def scan_projections(zoo, *, where: str | None = None, snapshots=None, include_linear: bool = False,
                      status: str | None = "ok", progress: Callable[[str], None] | None = None) -> ProjectionScan:
-    """Read every selected model once (one storage chunk) and compute its projection statistics.
+    """Read every selected model once (one storage chunk) and compute its projection statistics,
+    in memory (see :func:`run_projection_study` for the streaming study).
 
     ``where``/``snapshots``/``status`` select as :meth:`weightzoo.io.reader.Zoo.select` does.
     Snapshot 0 is always read as the reference for the distance from init, whether selected
     or not. Raises InputError when no model matches and ValueError when no selected layout has
     a tensor to analyse (naming the tensors seen).
     """
-    selection = zoo.select(where, snapshots=snapshots, status=status)
-    selection.require_samples()
-    plan, skipped = check_projection_inputs(zoo, selection, include_linear=include_linear)
-    stats, samples, networks, total = [], [], [], len(selection.models)
+    selection, plan, skipped = _select(zoo, where, snapshots, status, include_linear)
+    summary, tables, networks = ProjectionSummary(), [], []
+    for batch in iter_projection_batches(selection, plan, progress=progress):
+        summary.add(batch)
+        tables.append(batch.table)
+        networks.append(batch.networks)
+    return ProjectionScan(pd.concat(tables, ignore_index=True), summary, skipped,
+                          pd.concat(networks, ignore_index=True))
+
+
+def iter_projection_batches(selection, plan: dict, *, models_per_batch: int | None = None,
+                            progress: Callable[[str], None] | None = None):
+    """The selection's projection rows as :class:`ProjectionBatch` es of ``models_per_batch``
+    consecutive models (storage order), each with its labels joined: what is held at once is
+    one batch, whatever the number of networks."""
+    labels = _labels(selection.rows)
+    total, models_per_batch = len(selection.models), models_per_batch or MODELS_PER_BATCH
+    stats, samples, networks, ids = [], [], [], []
+
+    def batch() -> ProjectionBatch:
+        wanted = labels[labels["model_id"].isin(ids)]
+        network_table = pd.DataFrame(networks, columns=list(NETWORK_COLUMNS))
+        stat_table = pd.DataFrame(stats, columns=list(STAT_COLUMNS))
+        sample_table = pd.concat(samples, ignore_index=True) if samples else pd.DataFrame(columns=SAMPLE_COLUMNS)
+        return ProjectionBatch(_with_labels(stat_table, wanted, STAT_COLUMNS),
+                               _with_labels(network_table, wanted, NETWORK_COLUMNS), sample_table)
+
     # every snapshot of a model: snapshot 0 is the reference whether selected or not
     for i, (model, ks, weights) in enumerate(selection.iter_models(all_snapshots=True), start=1):
         for spec, kind_index in plan[model.layout_id]:
             model_stats, model_samples = _tensor_statistics(weights, spec, ks)
-            ids = {"model_id": model.model_id, "layout_id": model.layout_id, "tensor": spec.name,
-                   "kind": spec.kind, "kind_index": kind_index}
-            stats += [dict(ids, layer=spec.layer, **row) for row in model_stats]
-            samples.append(pd.DataFrame({**ids, **model_samples}))
+            keys = {"model_id": model.model_id, "layout_id": model.layout_id, "tensor": spec.name,
+                    "kind": spec.kind, "kind_index": kind_index}
+            stats += [dict(keys, layer=spec.layer, **row) for row in model_stats]
+            samples.append(pd.DataFrame({**keys, **model_samples}))
         conv = [spec for spec, _ in plan[model.layout_id] if spec.kind == "conv"]
         networks += [dict(model_id=model.model_id, layout_id=model.layout_id, **row)
                      for row in network_statistics(weights, conv, ks)]
+        ids.append(model.model_id)
         if progress and (i == total or i % max(1, total // 10) == 0):  # about ten lines per run
             progress(f"projections: model {i}/{total} ({model.model_id})")
-    network_table = pd.DataFrame(networks, columns=list(NETWORK_COLUMNS))
-    return ProjectionScan(_with_labels(pd.DataFrame(stats), selection.rows, STAT_COLUMNS),
-                          pd.concat(samples, ignore_index=True), skipped,
-                          _with_labels(network_table, selection.rows, NETWORK_COLUMNS))
+        if len(ids) == models_per_batch:
+            yield batch()
+            stats, samples, networks, ids = [], [], [], []
+    if ids:
+        yield batch()
+
+
+def _select(zoo, where, snapshots, status, include_linear):
+    selection = zoo.select(where, snapshots=snapshots, status=status)
+    selection.require_samples()
+    plan, skipped = check_projection_inputs(zoo, selection, include_linear=include_linear)
+    return selection, plan, skipped
 
 
 class NothingToAnalyse(InputError):
@@ -202,62 +358,30 @@ def projection_table(zoo, *, where: str | None = None, snapshots=None, include_l
                             status=status, progress=progress).table
 
 
-def summarise(scan: ProjectionScan) -> list[dict]:
-    """JSON-safe records per analysed layer (kind, kind_index): means over models of cos_mean
-    and mass_le0 at init (k = 0) and at each model's last selected snapshot, and of
-    rel_l2_from_init at that snapshot."""
-    per_model = (scan.samples.groupby(["kind", "kind_index", "stage", "model_id"])["cos"]
-                 .agg(cos_mean="mean", mass_le0=mass_le0).reset_index())
-    means = per_model.groupby(["kind", "kind_index", "stage"])[["cos_mean", "mass_le0"]].mean().unstack("stage")
-    table = scan.table
-    last = table[table["k"] == table.groupby("model_id")["k"].transform("max")]
-    records = []
-    for kind, kind_index in _layer_keys(scan.samples):
-        rows = last[(last["kind"] == kind) & (last["kind_index"] == kind_index)]
-        record = {"kind": kind, "kind_index": int(kind_index), "label": f"{kind} {kind_index}",
-                  "tensors": sorted(rows["tensor"].unique()), "n_models": int(rows["model_id"].nunique()),
-                  "rel_l2_from_init": float(rows["rel_l2_from_init"].mean())}
-        for statistic in ("cos_mean", "mass_le0"):
-            for stage in ("init", "trained"):
-                record[f"{statistic}_{stage}"] = float(means.loc[(kind, kind_index), (statistic, stage)])
-        records.append(json_safe(record))
-    if not scan.networks.empty:
-        records.append(json_safe(_network_record(scan.networks)))
-    return records
-
-
-def _network_record(networks: pd.DataFrame) -> dict:
-    """The pooled "net" entry: means over models at k = 0 and at each model's last k."""
-    init = networks[networks["k"] == 0]
-    last = networks[networks["k"] == networks.groupby("model_id")["k"].transform("max")]
-    record = {"kind": "net", "kind_index": -1, "label": "net (conv pooled)",
-              "n_models": int(networks["model_id"].nunique())}
-    for statistic in ("cos_mean", "mass_le0"):
-        record[f"{statistic}_init"] = float(init[statistic].mean()) if len(init) else math.nan
-        record[f"{statistic}_trained"] = float(last[statistic].mean())
-    return record
-
-
-def plot_histograms(samples: pd.DataFrame, path, *, title: str = "") -> None:
+def plot_histograms(summary: ProjectionSummary, path, *, title: str = "") -> None:
     """Per analysed layer, the histogram of filter cosines at init against the last selected
     snapshot, pooled over models; one subplot per layer, mass at <= 0 in the legend."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    keys = _layer_keys(samples)
+    keys = summary.layers()
     columns = min(4, len(keys))
     n_rows = -(-len(keys) // columns)
     fig = Figure(figsize=(3.2 * columns, 2.6 * n_rows + 0.4), layout="constrained")
     FigureCanvasAgg(fig)
+    widths = np.diff(HIST_BINS)
     for position, (kind, kind_index) in enumerate(keys, start=1):
         ax = fig.add_subplot(n_rows, columns, position)
-        layer = samples[(samples["kind"] == kind) & (samples["kind_index"] == kind_index)]
         for stage, colour in (("init", "C0"), ("trained", "C3")):
-            values = layer.loc[layer["stage"] == stage, "cos"].dropna().to_numpy()
-            label = f"{stage} (≤0: {mass_le0(values):.2f})"
-            ax.hist(values, bins=HIST_BINS, density=True, alpha=0.55, color=colour, label=label)
+            counts = np.asarray(summary.histograms.get((kind, kind_index, stage), np.zeros(len(widths))), float)
+            n_finite, n_le0 = summary.pooled.get((kind, kind_index, stage), (0, 0))
+            density = counts / (counts.sum() * widths) if counts.sum() else counts
+            mass = n_le0 / n_finite if n_finite else math.nan
+            ax.hist(HIST_BINS[:-1], bins=HIST_BINS, weights=density, alpha=0.55, color=colour,
+                    label=f"{stage} (≤0: {mass:.2f})")
         ax.axvline(0.0, color="black", lw=0.8)
-        ax.set_title(f"{kind} {kind_index} ({layer['model_id'].nunique()} models)", fontsize=9)
+        n_models = summary.last.get((kind, kind_index), [None, 0])[1]
+        ax.set_title(f"{kind} {kind_index} ({n_models} models)", fontsize=9)
         ax.set_xlabel("cos(filter, 1)", fontsize=8)
         ax.legend(fontsize=7)
     if title:
@@ -265,7 +389,7 @@ def plot_histograms(samples: pd.DataFrame, path, *, title: str = "") -> None:
     fig.savefig(path, dpi=100)
 
 
-def plot_trajectories(table: pd.DataFrame, path, *, title: str = "") -> None:
+def plot_trajectories(summary: ProjectionSummary, path, *, title: str = "") -> None:
     """cos_mean and mass_le0 over snapshot k, one line per analysed layer (mean over models)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -273,12 +397,11 @@ def plot_trajectories(table: pd.DataFrame, path, *, title: str = "") -> None:
 
     fig = Figure(figsize=(8.0, 3.2), layout="constrained")
     FigureCanvasAgg(fig)
-    means = table.groupby(["kind", "kind_index", "k"])[["cos_mean", "mass_le0"]].mean()
     for position, statistic in enumerate(("cos_mean", "mass_le0"), start=1):
         ax = fig.add_subplot(1, 2, position)
-        for j, (kind, kind_index) in enumerate(_layer_keys(table)):
-            curve = means.loc[(kind, kind_index)][statistic]
-            ax.plot(curve.index, curve.to_numpy(), marker="o", ms=3, color=f"C{j}", label=f"{kind} {kind_index}")
+        for j, (kind, kind_index) in enumerate(summary.layers()):
+            ks, means = summary.curve(kind, kind_index, statistic)
+            ax.plot(ks, means, marker="o", ms=3, color=f"C{j}", label=f"{kind} {kind_index}")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("snapshot k")
         ax.set_ylabel(statistic)
@@ -290,30 +413,77 @@ def plot_trajectories(table: pd.DataFrame, path, *, title: str = "") -> None:
 
 def run_projection_study(zoo, out_dir, *, where: str | None = None, snapshots=None, include_linear: bool = False,
                          status: str | None = "ok", progress: Callable[[str], None] | None = None) -> StudyResult:
-    """scan_projections, written to ``out_dir``: ``projections.parquet``, ``networks.parquet``
-    (Gamba et al.'s pooled per-network entry), ``histograms.png`` and ``trajectories.png``.
+    """The projections of the selected networks, streamed to ``out_dir`` one batch of models at
+    a time (memory does not grow with the number of networks): ``projections.parquet`` (the
+    :func:`projection_table` rows), ``networks.parquet`` (Gamba et al.'s pooled per-network
+    entry), ``histograms.png`` and ``trajectories.png``.
 
-    The result's rows are the :func:`summarise` records (one per analysed layer); ``details``
-    holds the ``table``, ``networks`` and ``plots`` paths, ``n_models``, the ``summary`` and the filter
-    weights left out (``skipped``, with reasons).
+    The result's rows are the :meth:`ProjectionSummary.records` (one per analysed layer, then
+    the pooled "net" entry); ``details`` holds the ``table``, ``networks`` and ``plots`` paths,
+    ``n_models``, the ``summary`` and the filter weights left out (``skipped``, with reasons).
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    scan = scan_projections(zoo, where=where, snapshots=snapshots, include_linear=include_linear,
-                            status=status, progress=progress)
-    table_path, plots = out / "projections.parquet", [out / "histograms.png", out / "trajectories.png"]
-    scan.table.to_parquet(table_path, index=False)
-    scan.networks.to_parquet(out / "networks.parquet", index=False)
+    selection, plan, left_out = _select(zoo, where, snapshots, status, include_linear)
+    table_path, networks_path = out / "projections.parquet", out / "networks.parquet"
+    plots = [out / "histograms.png", out / "trajectories.png"]
+    summary = ProjectionSummary()
+    label_types = _arrow_types(_labels(selection.rows))
+    with _TableWriter(table_path, label_types) as tables, _TableWriter(networks_path, label_types) as networks:
+        for batch in iter_projection_batches(selection, plan, progress=progress):
+            summary.add(batch)
+            tables.write(batch.table)
+            networks.write(batch.networks)
     title = f"filter cosines with the all-ones direction, {zoo.handle.name} {zoo.version}"
-    plot_histograms(scan.samples, plots[0], title=title)
-    plot_trajectories(scan.table, plots[1], title=title)
-    summary, n_models = summarise(scan), int(scan.table["model_id"].nunique())
-    skipped = sorted({f"{record['tensor']} ({record['reason']})" for record in scan.skipped})
-    headline = (f"{n_models} networks, {len(summary)} layers analysed"
+    plot_histograms(summary, plots[0], title=title)
+    plot_trajectories(summary, plots[1], title=title)
+    records, n_models = summary.records(), summary.n_models
+    skipped = sorted({f"{record['tensor']} ({record['reason']})" for record in left_out})
+    headline = (f"{n_models} networks, {len(records)} layers analysed"
                 + (f"; left out: {', '.join(skipped)}" if skipped else ""))
-    return StudyResult.of_directory("projections", out, headline=headline, rows=summary, details={
-        "table": str(table_path), "networks": str(out / "networks.parquet"), "plots": [str(p) for p in plots], "n_models": n_models, "summary": summary,
-        "skipped": json_records(scan.skipped)})
+    return StudyResult.of_directory("projections", out, headline=headline, rows=records, details={
+        "table": str(table_path), "networks": str(networks_path), "plots": [str(p) for p in plots],
+        "n_models": n_models, "summary": records, "skipped": json_records(left_out)})
+
+
+class _TableWriter:
+    """A Parquet file written one batch (row group) at a time; every batch is cast to the first
+    one's schema, with the label columns' types taken from the whole selection (a batch whose
+    labels are all null keeps the column's type)."""
+
+    def __init__(self, path: Path, label_types: dict):
+        self.path, self.label_types, self.writer, self.empty = path, label_types, None, None
+
+    def write(self, frame: pd.DataFrame) -> None:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        if frame.empty:  # its columns have no types to go by (e.g. a batch of linear-only models)
+            self.empty = frame
+            return
+        table = pa.Table.from_pandas(frame, preserve_index=False)
+        if self.writer is None:
+            schema = pa.schema([pa.field(f.name, self.label_types.get(f.name, f.type)) for f in table.schema],
+                               metadata=table.schema.metadata)
+            self.writer = pq.ParquetWriter(self.path, schema)
+        self.writer.write_table(table.cast(self.writer.schema))
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.writer is not None:
+            self.writer.close()
+        elif self.empty is not None and exc[0] is None:
+            self.empty.to_parquet(self.path, index=False)
+
+
+def _arrow_types(labels: pd.DataFrame) -> dict:
+    """Arrow type per label column, inferred from every selected row (hp_-renamed names too)."""
+    import pyarrow as pa
+
+    types = {f.name: f.type for f in pa.Schema.from_pandas(labels, preserve_index=False)}
+    return {**types, **{f"hp_{name}": t for name, t in types.items()}}
 
 
 def _row_cosines(rows: np.ndarray) -> np.ndarray:
@@ -353,20 +523,18 @@ def _tensor_statistics(weights: np.ndarray, spec: TensorSpec, ks: np.ndarray) ->
     return rows, samples
 
 
-def _with_labels(stats: pd.DataFrame, rows: pd.DataFrame, columns: tuple[str, ...]) -> pd.DataFrame:
-    """Join the selection's labels (hyperparameters, split, status, snapshot metrics) on (model, k)."""
-    labels = rows.drop(columns=[c for c in ("row", "layout_id") if c in rows.columns])
+def _labels(rows: pd.DataFrame) -> pd.DataFrame:
+    """The selection's labels per (model, k): hyperparameters, split, status, snapshot metrics."""
+    return rows.drop(columns=[c for c in ("row", "layout_id") if c in rows.columns])
+
+
+def _with_labels(stats: pd.DataFrame, labels: pd.DataFrame, columns: tuple[str, ...]) -> pd.DataFrame:
+    """Join labels (:func:`_labels`) on (model, k)."""
     # nws-cnn's hyperparameter filter_size must not collide with a statistic's column
     labels = labels.rename(columns={c: f"hp_{c}" for c in labels.columns if c in columns[3:]})
     table = stats.merge(labels, on=["model_id", "k"], how="left")
     front = list(columns[:3]) + (["epoch"] if "epoch" in table.columns else []) + list(columns[3:])
     return table[front + [c for c in table.columns if c not in front]]
-
-
-def _layer_keys(frame: pd.DataFrame) -> list[tuple[str, int]]:
-    """Distinct (kind, kind_index) pairs, conv layers first, each kind in depth order."""
-    pairs = {(kind, int(index)) for kind, index in zip(frame["kind"], frame["kind_index"])}
-    return sorted(pairs, key=lambda pair: (KIND_ORDER.get(pair[0], len(KIND_ORDER)), pair[1]))
 
 
 def _nothing_to_analyse(selection, include_linear: bool, option: str = "include_linear=True") -> str:

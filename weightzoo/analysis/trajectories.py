@@ -53,6 +53,7 @@ MEASURE_COLUMNS_PER_EPOCH = ("n_steps", "n_flat_steps", "length", "length_raw", 
                              "variance_normalised", "distance_end")
 MIN_SCALE = 1e-6
 TRACE_KEYS = ("step", "epoch", "lr", "loss")
+MODELS_PER_BLOCK = 500
 
 
 def loss_scale(loss, task: str) -> np.ndarray:
@@ -120,7 +121,7 @@ def measure_zoo(zoo, *, where: str | None = None, tensor: str | None = None,
     selection.require_samples()
     models = selection.models
     context = _model_context(zoo, models)
-    rows, epochs = [], []
+    rows, epochs, epoch_blocks = [], [], []
     for i, model in enumerate(models.to_dict("records"), start=1):
         row, per_epoch = _measure_model(zoo, model, context, tensor)
         rows.append(row)
@@ -128,10 +129,14 @@ def measure_zoo(zoo, *, where: str | None = None, tensor: str | None = None,
             epochs.append(per_epoch)
         if progress:
             progress(f"trajectories: {i}/{len(models)} models")
+        if len(epochs) == MODELS_PER_BLOCK:  # a small frame per model costs ~50 KB; a block ~5 KB a model
+            epoch_blocks.append(pd.concat(epochs, ignore_index=True))
+            epochs = []
     table = pd.DataFrame(rows)
     table.attrs["hyperparameters"] = list(context["hyper"])
     ids = ["model_id", *context["hyper"]]
-    per_epoch_table = (pd.concat(epochs, ignore_index=True) if epochs
+    epoch_blocks += epochs
+    per_epoch_table = (pd.concat(epoch_blocks, ignore_index=True) if epoch_blocks
                        else pd.DataFrame(columns=[*ids, "tensor", "epoch", *MEASURE_COLUMNS_PER_EPOCH]))
     return table, per_epoch_table
 

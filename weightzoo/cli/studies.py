@@ -89,6 +89,9 @@ def _sane_parser(sub) -> None:
     sane.add_argument("--token-size", type=positive, help="values per token (default: 16)")
     sane.add_argument("--window", type=positive, help="tokens per training window (default: 16)")
     sane.add_argument("--latent-dim", type=positive, help="per-token latent size (default: 16)")
+    sane.add_argument("--d-model", type=positive,
+                      help="transformer width, a multiple of 4 (default: 64; SANE's own runs use 2048)")
+    sane.add_argument("--layers", type=positive, help="transformer layers (default: 2; SANE's own runs use 8)")
     add_snapshots_option(sane)
     sane.add_argument("--layout", help="layout id (default: the layout with the most models)")
     sane.add_argument("--device", choices=["cpu", "cuda"], help="training device (default: cpu)")
@@ -210,13 +213,16 @@ def _trajectories(args) -> int:
 
 
 def _sane(args) -> int:
+    if args.d_model is not None and args.d_model % 4:  # even, and split over the model's 4 heads
+        raise UsageError(f"--d-model must be a multiple of 4 (4 attention heads), got {args.d_model}")
     zoo = open_version(args.zoo)
     _check_columns(zoo, args.target, "--target")
     if args.finetune_epochs < 0:
         raise UsageError(f"--finetune-epochs must be >= 0, got {args.finetune_epochs}")
     zoo.select(snapshots=args.snapshots, **({"layout_id": args.layout} if args.layout else {}))  # before any server
     options = {"epochs": args.epochs, "token_size": args.token_size, "window": args.window,
-               "latent_dim": args.latent_dim, "layout_id": args.layout, "device": args.device,
+               "latent_dim": args.latent_dim, "d_model": args.d_model, "n_layers": args.layers,
+               "layout_id": args.layout, "device": args.device,
                "snapshots": snapshot_text(args.snapshots)}
     options = {k: v for k, v in options.items() if v is not None}
     sampling = {"n": args.n, "bandwidth": args.bandwidth, "publish": args.publish,
