@@ -172,6 +172,8 @@ def test_study_on_a_trained_zoo(cnn_zoo, tmp_path):
         assert open(path, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
     summary = json.loads(json.dumps(result.details["summary"]))
     assert result.rows == summary and result.headline.startswith("2 networks, 3 layers analysed; left out: 0.weight")
+    assert result.headline.count("1x1 kernel") == 1 and result.headline.count("--include-linear") == 1, \
+        "the tensors left out for one reason are listed together, the reason once"
     assert [(s["label"], s["n_models"]) for s in summary] == [("conv 0", 2), ("conv 1", 2), ("net (conv pooled)", 2)]
     networks = pd.read_parquet(result.details["networks"])
     assert len(networks) == 2 * 2 and (networks["n_tensors"] == 2).all()

@@ -438,9 +438,12 @@ def run_projection_study(zoo, out_dir, *, where: str | None = None, snapshots=No
     plot_histograms(summary, plots[0], title=title)
     plot_trajectories(summary, plots[1], title=title)
     records, n_models = summary.records(), summary.n_models
-    skipped = sorted({f"{record['tensor']} ({record['reason']})" for record in left_out})
+    by_reason: dict[str, set] = {}
+    for record in left_out:
+        by_reason.setdefault(record["reason"], set()).add(record["tensor"])
+    skipped = [f"{', '.join(sorted(tensors))} ({reason})" for reason, tensors in sorted(by_reason.items())]
     headline = (f"{n_models} networks, {len(records)} layers analysed"
-                + (f"; left out: {', '.join(skipped)}" if skipped else ""))
+                + (f"; left out: {'; '.join(skipped)}" if skipped else ""))
     return StudyResult.of_directory("projections", out, headline=headline, rows=records, details={
         "table": str(table_path), "networks": str(networks_path), "plots": [str(p) for p in plots],
         "n_models": n_models, "summary": records, "skipped": json_records(left_out)})
