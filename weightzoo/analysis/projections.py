@@ -265,12 +265,12 @@ def iter_projection_batches(selection, plan: dict, *, models_per_batch: int | No
     """The selection's projection rows as :class:`ProjectionBatch` es of ``models_per_batch``
     consecutive models (storage order), each with its labels joined: what is held at once is
     one batch, whatever the number of networks."""
-    labels = _labels(selection.rows)
+    rows = selection.rows
     total, models_per_batch = len(selection.models), models_per_batch or MODELS_PER_BATCH
     stats, samples, networks, ids = [], [], [], []
 
     def batch() -> ProjectionBatch:
-        wanted = labels[labels["model_id"].isin(ids)]
+        wanted = _labels(rows[rows["model_id"].isin(ids)])
         network_table = pd.DataFrame(networks, columns=list(NETWORK_COLUMNS))
         stat_table = pd.DataFrame(stats, columns=list(STAT_COLUMNS))
         sample_table = pd.concat(samples, ignore_index=True) if samples else pd.DataFrame(columns=SAMPLE_COLUMNS)
