@@ -33,22 +33,24 @@ def methods_task(zoo: ZooHandle, version: str, names: list[str], the_plan: Plan,
 @recipe_flow(name="compare")
 def compare_flow(zoo: ZooHandle | str, target: str, version: str | None = None, methods: list[str] | None = None,
                  protocol: dict | None = None, snapshots=None, options: dict | None = None,
-                 threads: int | None = None) -> StudyResult:
-    """Every method on the same folds of ``target``: one table, a curve over k, a plot, a summary."""
+                 threads: int | None = None, where: str | None = None) -> StudyResult:
+    """Every method on the same folds of ``target`` (of the networks ``where`` selects): one
+    table, a curve over k, a plot, a summary."""
     logger = get_run_logger()
     handle = ZooHandle.at(zoo)
     opened = handle.open(version)
     settings = Protocol(**(protocol or {}))
     names = list(methods_for(methods or DEFAULT_METHODS, options))
-    the_plan = plan(opened, target, settings, snapshots)
-    parameters = parameters_of(target, names, settings, the_plan.snapshots, options)
+    the_plan = plan(opened, target, settings, snapshots, where)
+    parameters = parameters_of(target, names, settings, the_plan.snapshots, options, where)
 
     def run(out):
         predictions = {}
         if the_plan.status == "ok":
             groups = groups_of(names)
-            logger.info("%s: %s, snapshots %s, %d networks; %d method groups", target, settings.text,
-                        the_plan.snapshots, the_plan.truth["model_id"].nunique(), len(groups))
+            logger.info("%s: %s, snapshots %s, %d networks%s; %d method groups", target, settings.text,
+                        the_plan.snapshots, the_plan.truth["model_id"].nunique(),
+                        f" where {where}" if where else "", len(groups))
             futures = [methods_task.submit(handle, opened.version, group, the_plan, settings.seed, options or {},
                                            threads) for group in groups]
             for future in futures:

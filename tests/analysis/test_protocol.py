@@ -181,3 +181,22 @@ def test_sane_probes_train_one_autoencoder_per_fold_on_its_training_networks(zoo
     truth = truth_table(zoo, "planted", SnapshotChoice.parse("1:"))
     folds = make_folds(truth, protocol, True)
     assert seen == [set(f.train_ids) for f in folds]  # one training per fold (shared by both probes), test unseen
+
+
+def test_a_comparison_of_some_networks_folds_only_those(zoo, tmp_path):
+    """``where`` (compare --where) picks the networks compared, e.g. one layout for the neural
+    functional: folds, figures, headline, summary and cache key all follow it."""
+    from weightzoo.analysis.compare import parameters_of, run_compare_study
+
+    (tmp_path / "out").mkdir()
+    result = run_compare_study(zoo, tmp_path / "out", "planted", methods=["majority", "stats-linear"],
+                               protocol=Protocol(folds=3), where="shuffled == 'x'")
+    expected = int((zoo.models["shuffled"] == "x").sum())
+    assert {row["n_networks"] for row in result.rows} == {expected} and expected < len(zoo.models)
+    assert result.headline.endswith(f"{expected} networks where shuffled == 'x'")
+    assert "(networks where shuffled == 'x')" in (tmp_path / "out" / "summary.md").read_text()
+    everyone = parameters_of("planted", ["majority"], Protocol(), SnapshotChoice.parse("1:"), None)
+    assert "where" not in everyone, "comparisons of every network keep their cache keys"
+    assert parameters_of("planted", ["majority"], Protocol(), SnapshotChoice.parse("1:"), None, "a > 1") != everyone
+    with pytest.raises(Exception, match="no_such"):
+        run_compare_study(zoo, tmp_path / "bad", "planted", methods=["majority"], where="no_such == 1")

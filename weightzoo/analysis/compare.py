@@ -43,15 +43,18 @@ class Plan:
     folds: list
     categorical: bool
     status: str  # "ok", or why there are too few networks
+    where: str | None = None  # the networks compared (a pandas query on models.parquet); None: all
 
 
-def plan(zoo, target: str, protocol: protocols.Protocol, snapshots=None) -> Plan:
-    """The snapshot choice (k >= 1 by default for hyperparameters), truth, folds and status."""
+def plan(zoo, target: str, protocol: protocols.Protocol, snapshots=None, where: str | None = None) -> Plan:
+    """The snapshot choice (k >= 1 by default for hyperparameters), truth, folds and status of
+    the networks ``where`` selects (all by default; e.g. one layout, for the neural functional)."""
     choice = protocols.snapshot_choice(zoo, target, snapshots)
-    truth = protocols.truth_table(zoo, target, choice)
+    truth = protocols.truth_table(zoo, target, choice, where)
     categorical = protocols.target_is_categorical(truth)
     folds = protocols.make_folds(truth, protocol, categorical)
-    return Plan(target, choice, truth, folds, categorical, protocols.check(truth, folds, protocol, categorical))
+    return Plan(target, choice, truth, folds, categorical, protocols.check(truth, folds, protocol, categorical),
+                where)
 
 
 def groups_of(names) -> list[list[str]]:
@@ -97,10 +100,11 @@ def write_study(zoo, out, the_plan: Plan, predictions: dict, protocol: protocols
     if frames:
         pd.concat(frames, ignore_index=True).to_parquet(out / "predictions.parquet", index=False)
     n_networks = the_plan.truth["model_id"].nunique()
-    title = f"{the_plan.target} on {zoo.handle.name} {zoo.version}: {protocol.text}, snapshots {the_plan.snapshots}"
+    zoo_name = f"{zoo.handle.name} {zoo.version}" + (f" (networks where {the_plan.where})" if the_plan.where else "")
+    title = f"{the_plan.target} on {zoo_name}: {protocol.text}, snapshots {the_plan.snapshots}"
     plot_comparison(results, curve, out / "compare.png", title=title)
     (out / "summary.md").write_text(summary_markdown(results, target=the_plan.target,
-                                                     zoo_name=f"{zoo.handle.name} {zoo.version}",
+                                                     zoo_name=zoo_name,
                                                      protocol=protocol.text, snapshots=the_plan.snapshots.text,
                                                      n_networks=n_networks))
     records = json_records(results)
@@ -108,9 +112,9 @@ def write_study(zoo, out, the_plan: Plan, predictions: dict, protocol: protocols
     rows = [{key: record[key] for key in keys} for record in records]
     headline = (f"{the_plan.target} ({'classification' if the_plan.categorical else 'regression'}): "
                 f"{len(names)} methods, {protocol.text}, snapshots {the_plan.snapshots}, {n_networks} networks"
-                + ("" if the_plan.status == "ok" else f" — {the_plan.status}"))
+                + (f" where {the_plan.where}" if the_plan.where else "") + ("" if the_plan.status == "ok" else f" — {the_plan.status}"))
     return StudyResult.of_directory("compare", out, headline=headline, rows=rows, details={
-        "target": the_plan.target, "protocol": protocol.text, "protocol_settings": asdict(protocol),
+        "target": the_plan.target, "where": the_plan.where, "protocol": protocol.text, "protocol_settings": asdict(protocol),
         "snapshots": the_plan.snapshots.text, "status": the_plan.status, "methods": names,
         "results": str(out / "results.parquet"), "curve": str(out / "curve.parquet"),
         "plot": str(out / "compare.png"), "summary": str(out / "summary.md"), "records": records,
@@ -118,17 +122,20 @@ def write_study(zoo, out, the_plan: Plan, predictions: dict, protocol: protocols
 
 
 def parameters_of(target: str, names, protocol: protocols.Protocol, snapshots: SnapshotChoice,
-                  options: dict | None) -> dict:
-    """The cache key's parameters of a comparison."""
+                  options: dict | None, where: str | None = None) -> dict:
+    """The cache key's parameters of a comparison (``where`` only when set: the keys of
+    comparisons of every network stay what they were)."""
     return {"target": target, "methods": list(names), "protocol": asdict(protocol), "snapshots": snapshots.text,
-            "options": {k: v for k, v in sorted((options or {}).items()) if v is not None}}
+            "options": {k: v for k, v in sorted((options or {}).items()) if v is not None},
+            **({"where": where} if where else {})}
 
 
 def run_compare_study(zoo, out, target: str, *, methods=None, protocol: protocols.Protocol = protocols.Protocol(),
-                      snapshots=None, options: dict | None = None, progress=None) -> StudyResult:
+                      snapshots=None, options: dict | None = None, where: str | None = None,
+                      progress=None) -> StudyResult:
     """:func:`plan`, every method group in turn, :func:`write_study` — all in this process."""
     names = list(methods_for(methods or DEFAULT_METHODS, options))
-    the_plan = plan(zoo, target, protocol, snapshots)
+    the_plan = plan(zoo, target, protocol, snapshots, where)
     predictions = {}
     if the_plan.status == "ok":
         for group in groups_of(names):
@@ -137,10 +144,12 @@ def run_compare_study(zoo, out, target: str, *, methods=None, protocol: protocol
 
 
 def run_compare(zoo, target: str, *, methods=None, protocol: protocols.Protocol = protocols.Protocol(),
-                snapshots=None, options: dict | None = None, progress=None) -> StudyResult:
+                snapshots=None, options: dict | None = None, where: str | None = None,
+                progress=None) -> StudyResult:
     """:func:`run_compare_study`, cached under ``analyses/<version>/compare/<key>/``."""
     names = list(methods_for(methods or DEFAULT_METHODS, options))
     choice = protocols.snapshot_choice(zoo, target, snapshots)
-    parameters = parameters_of(target, names, protocol, choice, options)
+    parameters = parameters_of(target, names, protocol, choice, options, where)
     return cached_result(zoo, "compare", parameters, lambda out: run_compare_study(
-        zoo, out, target, methods=names, protocol=protocol, snapshots=choice, options=options, progress=progress))
+        zoo, out, target, methods=names, protocol=protocol, snapshots=choice, options=options, where=where,
+        progress=progress))

@@ -95,16 +95,17 @@ def snapshot_choice(zoo, target: str, snapshots=None) -> SnapshotChoice:
     return TRAINED if is_hyperparameter(zoo, target) else SnapshotChoice.parse("all")
 
 
-def truth_table(zoo, target: str, snapshots) -> pd.DataFrame:
-    """One row per selected snapshot of every ok network: ``model_id``, ``k``, ``split``,
-    ``truth``; rows whose target is missing (a diverged metric) are left out. InputError names
-    the target when it is not a column, or when it is the seed (drawn per model)."""
+def truth_table(zoo, target: str, snapshots, where: str | None = None) -> pd.DataFrame:
+    """One row per selected snapshot of every ok network (those ``where``, a pandas query on
+    models.parquet, selects): ``model_id``, ``k``, ``split``, ``truth``; rows whose target is
+    missing (a diverged metric) are left out. InputError names the target when it is not a
+    column, or when it is the seed (drawn per model)."""
     known = set(zoo.models.columns) | set(zoo.snapshots.columns)
     if target not in known or target in {"model_id", "k", "layout_id", "status", "split"}:
         raise InputError(f"--target: unknown column {target!r}; known: {sorted(known - {'model_id', 'k'})}")
     if target in NOT_HYPERPARAMETERS:
         raise InputError(f"--target {target!r}: a seed is drawn per model; predicting it means nothing")
-    selection = zoo.select(snapshots=snapshots)
+    selection = zoo.select(where, snapshots=snapshots)
     selection.require_samples()
     rows = selection.rows
     frame = pd.DataFrame({"model_id": rows["model_id"].astype(str).to_numpy(), "k": rows["k"].to_numpy(np.int64),

@@ -53,6 +53,8 @@ def _compare_parser(sub) -> None:
                          help="snapshots k to train and test on (default: 1: — the trained snapshots — for a "
                               "training hyperparameter, all for a metric such as test_acc); also all, last, K, "
                               "A:B (B exclusive), A:, :B or a list 0,2,4")
+    compare.add_argument("--where", help="compare only these networks: a pandas query on models.parquet, e.g. "
+                                         "\"layout_id == 'L…'\" (the neural functional reads one layout)")
     compare.add_argument("--meta-epochs", type=positive, help="meta-classifier epochs (default: 10)")
     compare.add_argument("--nfn-epochs", type=positive, help="neural functional epochs (default: 40)")
     compare.add_argument("--sane-epochs", type=positive, help="SANE epochs per fold (default: 10)")
@@ -152,11 +154,12 @@ def _compare(args) -> int:
     names = list(methods_for(methods, options))  # input errors before any server
     protocol = Protocol(args.protocol, args.folds, args.seed, args.min_test_networks)
     choice = default_choice(zoo, args.target, args.snapshots)
-    truth_table(zoo, args.target, choice)
+    truth_table(zoo, args.target, choice, args.where)
     parameters = {"zoo": zoo.handle, "version": zoo.version, "target": args.target, "methods": names,
                   "protocol": {"kind": protocol.kind, "folds": protocol.folds, "seed": protocol.seed,
                                "min_test_networks": protocol.min_test_networks},
-                  "snapshots": choice.text, "options": options, "threads": task_threads(args, 2)}
+                  "snapshots": choice.text, "options": options, "threads": task_threads(args, 2),
+                  **({"where": args.where} if args.where else {})}
     result = run_flow("compare:compare_flow", parameters, args)
     return print_results(args, result)
 
