@@ -94,6 +94,9 @@ def _sane_parser(sub) -> None:
     sane.add_argument("--d-model", type=positive,
                       help="transformer width, a multiple of 4 (default: 64; SANE's own runs use 2048)")
     sane.add_argument("--layers", type=positive, help="transformer layers (default: 2; SANE's own runs use 8)")
+    sane.add_argument("--pooling", choices=["mean", "layers"],
+                      help="a network's embedding: the mean token latent (default, SANE's) or that mean per "
+                           "layer, concatenated")
     add_snapshots_option(sane)
     sane.add_argument("--layout", help="layout id (default: the layout with the most models)")
     sane.add_argument("--device", choices=["cpu", "cuda"], help="training device (default: cpu)")
@@ -224,7 +227,7 @@ def _sane(args) -> int:
         raise UsageError(f"--finetune-epochs must be >= 0, got {args.finetune_epochs}")
     zoo.select(snapshots=args.snapshots, **({"layout_id": args.layout} if args.layout else {}))  # before any server
     options = {"epochs": args.epochs, "token_size": args.token_size, "window": args.window,
-               "latent_dim": args.latent_dim, "d_model": args.d_model, "n_layers": args.layers,
+               "latent_dim": args.latent_dim, "d_model": args.d_model, "n_layers": args.layers, "pooling": args.pooling,
                "layout_id": args.layout, "device": args.device,
                "snapshots": snapshot_text(args.snapshots)}
     options = {k: v for k, v in options.items() if v is not None}

@@ -52,6 +52,18 @@ def test_a_network_embedding_is_its_mean_token_latent(trained, token_zoo):
     np.testing.assert_allclose(_embed(trained, token_zoo), latents.mean(axis=1), rtol=1e-5, atol=1e-6)
 
 
+def test_layer_pooling_concatenates_the_mean_latent_of_each_layer(trained, token_zoo):
+    latents = token_latents(trained, token_zoo["tokens"], token_zoo["mask"], token_zoo["positions"], window=WINDOW)
+    layers = np.asarray(token_zoo["positions"])[:, 1]
+    pooled = _embed(trained, token_zoo, pooling="layers")
+    assert len(np.unique(layers)) > 1 and pooled.shape == (48, 5 * len(np.unique(layers)))
+    for i, layer in enumerate(np.unique(layers)):
+        np.testing.assert_allclose(pooled[:, 5 * i:5 * (i + 1)], latents[:, layers == layer].mean(axis=1),
+                                   rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="pooling must be one of"):
+        _embed(trained, token_zoo, pooling="max")
+
+
 def test_embeddings_do_not_depend_on_the_other_networks(trained, token_zoo):
     subset = {key: token_zoo[key] for key in ("mask", "positions")} | {"tokens": token_zoo["tokens"][[5, 2]]}
     np.testing.assert_allclose(_embed(trained, subset), _embed(trained, token_zoo)[[5, 2]], rtol=1e-5, atol=1e-6)

@@ -118,3 +118,17 @@ def test_bn_tokens_option_chooses_sanes_arrangement_and_keeps_old_keys():
         options_with_defaults({"bn_tokens": "ignore"})
     without = {k: v for k, v in options_with_defaults({}).items() if k != "bn_tokens"}
     assert fingerprint(options_with_defaults({})) == fingerprint(without), "runs made before the option keep their key"
+
+
+def test_layer_pooling_gives_a_mean_per_layer_and_keeps_old_keys(zoo, tiny):
+    from weightzoo.core.fingerprint import fingerprint
+
+    assert fingerprint(study.options_with_defaults({"pooling": "mean"})) == fingerprint(study.options_with_defaults({}))
+    with pytest.raises(ValueError, match="pooling"):
+        study.options_with_defaults({"pooling": "max"})
+    result = study.run_sane_training(zoo, {**tiny, "epochs": 1, "pooling": "layers"})
+    embeddings = pd.read_parquet(result.details["embeddings"])
+    columns = [c for c in embeddings.columns if c.startswith("e") and c[1:].isdigit()]
+    layout = zoo.layout(result.details["layout_id"])
+    n_layers = len({spec.layer for spec in layout.tensors})
+    assert len(columns) == tiny["latent_dim"] * n_layers and n_layers > 1

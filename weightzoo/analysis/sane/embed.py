@@ -4,7 +4,10 @@ A network's token sequence is covered by non-overlapping windows; when the windo
 divide the sequence, the last window is moved back to end at the last token, so every
 window is full and every token is encoded once (a token covered twice keeps the latent of
 the last window). The network's embedding is the mean of its tokens' latents over tokens
-holding at least one real value — SANE's ``forward_embeddings`` averages the same way.
+holding at least one real value — SANE's ``forward_embeddings`` averages the same way — or,
+with ``pooling="layers"``, that mean taken per layer and concatenated in layer order
+(``n_layers × latent_dim`` values: a whole-network mean averages the layers' statistics
+together, which a probe of test accuracy then cannot separate).
 
 Decoding works on per-token latents [n_samples, n_tokens, latent_dim], which is what SANE
 samples from; a per-network mean has lost the per-token information and is not decodable.
@@ -40,13 +43,29 @@ def token_latents(model: SaneAutoencoder, token_arrays, mask, positions, *, wind
                      model.config.latent_dim)
 
 
+POOLINGS = ("mean", "layers")
+
+
 def embed_networks(model: SaneAutoencoder, token_arrays, mask, positions, *, window: int,
-                   batch_size: int = 256, device=None) -> np.ndarray:
-    """One embedding per network [n_samples, latent_dim]: the mean latent over its real tokens."""
+                   batch_size: int = 256, device=None, pooling: str = "mean") -> np.ndarray:
+    """One embedding per network: ``pooling`` "mean", the mean latent over its real tokens
+    [n_samples, latent_dim]; "layers", that mean per layer (``positions[:, 1]``), concatenated
+    in layer order [n_samples, n_layers * latent_dim]."""
+    if pooling not in POOLINGS:
+        raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
     latents = token_latents(model, token_arrays, mask, positions, window=window,
                             batch_size=batch_size, device=device)
     tokens = np.asarray(token_arrays)
     real = per_sample(mask, tokens.shape[0], tokens.shape[2]).any(axis=-1)[..., None]
+    if pooling == "mean":
+        return _mean(latents, real)
+    layers = np.asarray(positions)[..., 1]
+    layers = layers if layers.ndim == 1 else layers[0]  # the same positions for every sample
+    return np.concatenate([_mean(latents[:, layers == layer], real[:, layers == layer])
+                           for layer in np.unique(layers)], axis=1)
+
+
+def _mean(latents: np.ndarray, real: np.ndarray) -> np.ndarray:
     return ((latents * real).sum(axis=1) / np.maximum(real.sum(axis=1), 1)).astype(np.float32)
 
 

@@ -29,7 +29,7 @@ from weightzoo.analysis.properties import (PROTOCOL, default_targets, feature_co
 from weightzoo.analysis.records import json_records
 from weightzoo.analysis.results import StudyResult
 from weightzoo.analysis.sane.batches import streamed_window_batches
-from weightzoo.analysis.sane.embed import embed_networks
+from weightzoo.analysis.sane.embed import POOLINGS, embed_networks
 from weightzoo.analysis.sane.model import SaneConfig, max_positions_of
 from weightzoo.analysis.sane.train import load_sane, train_sane
 from weightzoo.analysis.token_stats import layer_statistics, normalize_tokens, save_layer_statistics
@@ -40,7 +40,8 @@ from weightzoo.core.tokens import tokenizer_for
 DEFAULTS = {"token_size": 16, "window": 16, "epochs": 20, "batch_size": 32, "windows_per_sample": 4,
             "permute": True, "noise": 0.05, "seed": 0, "snapshots": None, "layout_id": None,
             "d_model": 64, "n_layers": 2, "latent_dim": 16, "gamma": 0.05, "lr": 1e-3, "device": "cpu",
-            "bn_tokens": None}  # None = "append"; "separate" is SANE's own arrangement (core.tokens)
+            "bn_tokens": None,  # None = "append"; "separate" is SANE's own arrangement (core.tokens)
+            "pooling": None}  # None = "mean" (SANE's); "layers": the mean per layer, concatenated (embed.py)
 MODEL_KEYS = ("d_model", "n_layers", "latent_dim", "gamma", "lr")
 BLOCK_SAMPLES = 256  # snapshots per streamed read block
 
@@ -55,7 +56,11 @@ def options_with_defaults(options: dict | None) -> dict:
     if options.get("bn_tokens") not in (None, "append", "separate"):
         raise ValueError(f"bn_tokens must be 'append' or 'separate' (permutation augmentation needs every value "
                          f"in the tokens), got {options['bn_tokens']!r}")
+    if options.get("pooling") not in (None, *POOLINGS):
+        raise ValueError(f"pooling must be one of {POOLINGS}, got {options['pooling']!r}")
     result = {**DEFAULTS, **{k: v for k, v in options.items() if v is not None}}
+    if result["pooling"] in (None, "mean"):  # the default: runs made before the option keep their cache keys
+        del result["pooling"]
     return {**result, "snapshots": SnapshotChoice.of(result["snapshots"]).text}
 
 
@@ -148,7 +153,8 @@ def train_on_zoo(zoo, out_dir, checkpoint_dir, options: dict | None = None, prog
     latest = sorted(Path(checkpoint_dir).glob("epoch-*.pt"))[-1]
     shutil.copyfile(latest, out / "sane.pt")
     (out / "history.json").write_text(json.dumps(history, indent=2))
-    embeddings = embed_zoo(zoo, model, layout_id, tokenizer, stats, window=window, snapshots=o["snapshots"])
+    embeddings = embed_zoo(zoo, model, layout_id, tokenizer, stats, window=window, snapshots=o["snapshots"],
+                           pooling=o.get("pooling", "mean"))
     embeddings.to_parquet(out / "embeddings.parquet", index=False)
     plot_history(history, out / "loss.png")
     last = history[-1]
@@ -162,13 +168,16 @@ def train_on_zoo(zoo, out_dir, checkpoint_dir, options: dict | None = None, prog
         "n_embeddings": len(embeddings), "embeddings": str(out / "embeddings.parquet"), "model": str(out / "sane.pt")})
 
 
-def embed_zoo(zoo, model, layout_id: str, tokenizer, stats, *, window: int, snapshots=None) -> pd.DataFrame:
+def embed_zoo(zoo, model, layout_id: str, tokenizer, stats, *, window: int, snapshots=None,
+              pooling: str = "mean") -> pd.DataFrame:
     """Embeddings of every (model, snapshot) of the layout, all splits: model_id, k, split, e0…
-    (streamed block by block through the readers)."""
+    (streamed block by block through the readers; see embed_networks for ``pooling``)."""
     selection = zoo.select(snapshots=snapshots, layout_id=layout_id)
-    vectors = np.zeros((len(selection), model.config.latent_dim), np.float32)
+    n_layers = len(np.unique(tokenizer.positions[:, 1])) if pooling == "layers" else 1
+    vectors = np.zeros((len(selection), model.config.latent_dim * n_layers), np.float32)
     for tokens, index in token_blocks(selection, tokenizer, stats):
-        vectors[index] = embed_networks(model, tokens, tokenizer.mask, tokenizer.positions, window=window)
+        vectors[index] = embed_networks(model, tokens, tokenizer.mask, tokenizer.positions, window=window,
+                                        pooling=pooling)
     frame = pd.DataFrame(vectors, columns=[f"e{i}" for i in range(vectors.shape[1])])
     return pd.concat([selection.rows[["model_id", "k", "split"]].reset_index(drop=True), frame], axis=1)
 
