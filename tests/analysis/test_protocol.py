@@ -200,3 +200,23 @@ def test_a_comparison_of_some_networks_folds_only_those(zoo, tmp_path):
     assert parameters_of("planted", ["majority"], Protocol(), SnapshotChoice.parse("1:"), None, "a > 1") != everyone
     with pytest.raises(Exception, match="no_such"):
         run_compare_study(zoo, tmp_path / "bad", "planted", methods=["majority"], where="no_such == 1")
+
+
+@pytest.mark.parametrize("model", ["linear", "boosted"])
+def test_a_feature_no_training_network_has_is_left_out(model):
+    """Comparing the networks of one layout of a zoo of several, s(W) has columns for layers
+    those networks lack: all missing. Boosted trees failed on them ("window shape cannot be
+    larger than input array shape", seen on the 10,000-network zoo); they are left out."""
+    from weightzoo.analysis.baselines import fit_predict_table
+
+    rng = np.random.default_rng(0)
+    n = 60
+    label = np.array(["a", "b"] * (n // 2))
+    table = pd.DataFrame({"model_id": [f"m{i}" for i in range(n)], "k": 1, "label": label,
+                          "layer0.weight.mean": (label == "b") * 2.0 + rng.normal(0, 0.1, n),
+                          "layer5.weight.mean": np.nan})
+    ids = table["model_id"].tolist()
+    predicted = fit_predict_table(table, ids[:40], ids[40:], "label", model=model, seed=0)
+    assert (predicted["prediction"].to_numpy() == label[40:]).mean() > 0.9
+    with pytest.raises(InputError, match="no feature has a value"):
+        fit_predict_table(table, ids[:40], ids[40:], "label", model=model, seed=0, features=["layer5.weight.mean"])

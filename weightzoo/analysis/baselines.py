@@ -126,6 +126,11 @@ def fit_predict_table(table: pd.DataFrame, train_ids, test_ids, target: str, *, 
     test = table[table["model_id"].isin(list(test_ids))]
     categorical = _categorical(train[target], test[target])
     train = train[train[target].notna()]
+    # a feature no training row has (a layer of another layout, when the compared networks are
+    # some layouts of the zoo) says nothing, and boosted trees cannot bin an all-missing column
+    features = [c for c in features if train[c].notna().any()]
+    if not features:
+        raise InputError(f"{target}: no feature has a value in the training networks")
     X_train, X_test = _matrix(train, features), _matrix(test, features)
     y = scoring.labels(train[target]) if categorical else scoring.scaled(target, train[target])
     if categorical and np.unique(y).size < 2:
