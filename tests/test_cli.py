@@ -344,3 +344,24 @@ def test_a_failed_import_leaves_nothing_behind(tmp_path, capsys):
 def test_a_sane_width_the_heads_cannot_split_is_a_usage_error(tmp_path, capsys):
     assert main(["sane", "train", str(tmp_path / "zoo"), "--d-model", "30"]) == 2
     assert "--d-model must be a multiple of 4" in capsys.readouterr().err
+
+
+def test_help_of_every_command_renders(capsys):
+    """A stray '%' in a help string breaks `weightzoo --help` (argparse formats help with %)."""
+    import argparse
+
+    from weightzoo.cli import parser
+
+    with pytest.raises(SystemExit) as top:
+        main(["--help"])
+    assert top.value.code == 0
+    (subparsers,) = [a for a in parser()._actions if isinstance(a, argparse._SubParsersAction)]
+    assert len(subparsers.choices) > 10
+    for name, sub in subparsers.choices.items():
+        nested = [a for a in sub._actions if isinstance(a, argparse._SubParsersAction)]
+        commands = [[name]] + [[name, child] for a in nested for child in a.choices]
+        for argv in commands:
+            with pytest.raises(SystemExit) as done:
+                main(argv + ["--help"])
+            assert done.value.code == 0, argv
+    assert "usage" in capsys.readouterr().out

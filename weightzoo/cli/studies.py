@@ -38,7 +38,7 @@ def add_commands(sub) -> None:
 def _compare_parser(sub) -> None:
     from weightzoo.analysis.baselines import DEFAULT_METHODS, METHOD_NAMES
 
-    compare = _study_parser(sub, "compare", "every method on the same folds of one target: means with 95 % "
+    compare = _study_parser(sub, "compare", "every method on the same folds of one target: means with 95 %% "
                                             "intervals, chance, balanced accuracy, score against k", _compare)
     compare.add_argument("--target", required=True, help="models.parquet or snapshots.parquet column to predict")
     compare.add_argument("--methods", help=f"comma-separated, of {','.join(METHOD_NAMES)} "
