@@ -3,7 +3,8 @@ cluster (the s(W) methods together, raw weights, the meta-classifier, the SANE p
 neural functional), then scoring, table, plot and summary.
 
 Every body is one call into :mod:`weightzoo.analysis.compare`; the result is cached under
-``<version>/compare/<key>/`` (version, parameters, code).
+``<version>/compare/<key>/`` (version, parameters, code); a stored result with failed methods
+is run again, reusing the predictions of the methods that succeeded.
 """
 
 from __future__ import annotations
@@ -11,7 +12,8 @@ from __future__ import annotations
 from prefect import get_run_logger, task
 
 from weightzoo.analysis.cache import cached_result
-from weightzoo.analysis.compare import Plan, groups_of, parameters_of, plan, predict_group, write_study
+from weightzoo.analysis.compare import (Plan, groups_of, parameters_of, plan, predict_group, reusable_predictions,
+                                       write_study)
 from weightzoo.analysis.protocol import Protocol
 from weightzoo.analysis.baselines import DEFAULT_METHODS, methods_for
 from weightzoo.analysis.results import StudyResult
@@ -47,7 +49,11 @@ def compare_flow(zoo: ZooHandle | str, target: str, version: str | None = None, 
     def run(out):
         predictions = {}
         if the_plan.status == "ok":
-            groups = groups_of(names)
+            predictions = reusable_predictions(opened, parameters, the_plan)
+            if predictions:
+                logger.info("a stored result of these parameters has failed methods: re-running them, reusing the "
+                            "predictions of %s", ", ".join(predictions))
+            groups = groups_of([n for n in names if n not in predictions])
             logger.info("%s: %s, snapshots %s, %d networks%s; %d method groups", target, settings.text,
                         the_plan.snapshots, the_plan.truth["model_id"].nunique(),
                         f" where {where}" if where else "", len(groups))

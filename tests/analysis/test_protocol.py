@@ -220,3 +220,33 @@ def test_a_feature_no_training_network_has_is_left_out(model):
     assert (predicted["prediction"].to_numpy() == label[40:]).mean() > 0.9
     with pytest.raises(InputError, match="no feature has a value"):
         fit_predict_table(table, ids[:40], ids[40:], "label", model=model, seed=0, features=["layer5.weight.mean"])
+
+
+@pytest.mark.parametrize("target", ["planted", "scale"])  # categorical, continuous
+def test_a_comparison_with_a_failed_method_is_run_again_reusing_the_methods_that_succeeded(zoo, monkeypatch, target):
+    """A failure (a bug fixed since, a worker that died) is not cached as the answer: the next
+    run re-runs only the failed method and keeps the others' out-of-fold predictions."""
+    from weightzoo.analysis import protocol as protocols
+    from weightzoo.analysis.compare import run_compare
+
+    real, calls = protocols.run_method, []
+
+    def flaky(method, zoo_, folds, target, choice, seed, progress, name):
+        calls.append(name)
+        if name == "stats-linear" and calls.count(name) == 1:
+            raise RuntimeError("worker lost")
+        return real(method, zoo_, folds, target, choice, seed, progress, name)
+
+    monkeypatch.setattr(protocols, "run_method", flaky)
+    kwargs = dict(methods=["majority", "stats-linear"], protocol=Protocol(folds=3, seed=7))
+    first = run_compare(zoo, target, **kwargs)
+    assert [row["method"] for row in first.failures] == ["stats-linear"] * 2  # two metrics
+    assert "worker lost" in first.failures[0]["status"]
+    second = run_compare(zoo, target, **kwargs)
+    assert not second.cached and not second.failures and second.path == first.path
+    assert calls == ["majority", "stats-linear", "stats-linear"], "majority's predictions were reused"
+    third = run_compare(zoo, target, **kwargs)
+    assert third.cached and len(calls) == 3
+    fresh = evaluate(zoo, target, methods_for(["majority", "stats-linear"]), Protocol(folds=3, seed=7))[0]
+    got = pd.read_parquet(f"{second.path}/results.parquet")
+    assert got["method"].tolist() == fresh["method"].tolist() and np.allclose(got["mean"], fresh["mean"])

@@ -4,7 +4,11 @@
 parameters, the analysis code version). A result is written into a fresh directory that
 appears under its final name only when the study returns
 (:func:`weightzoo.io.atomic.atomic_directory`), so a result directory is complete or absent,
-and a second run with the same inputs reads the stored :class:`StudyResult` back.
+and a second run with the same inputs reads the stored :class:`StudyResult` back — unless a
+part of it failed (a row with status ``failed…``: a method that raised, a worker that died):
+such a result is run again and replaced, so that a fixed bug or a passing fault is not
+remembered as the answer. A study may reuse the parts that succeeded (``compare`` keeps the
+out-of-fold predictions of its methods that ran; see :func:`stored_result`).
 """
 
 from __future__ import annotations
@@ -29,17 +33,26 @@ def result_dir(zoo, study: str, parameters: dict) -> Path:
     return zoo.handle.analyses / zoo.version / study / key
 
 
+def stored_result(zoo, study: str, parameters: dict) -> StudyResult | None:
+    """The stored result of ``study`` with ``parameters`` on this zoo version, or None."""
+    target = result_dir(zoo, study, parameters)
+    return StudyResult.read(target, cached=True) if (target / SUMMARY).exists() else None
+
+
 def cached_result(zoo, study: str, parameters: dict, run: Callable[[Path], StudyResult]) -> StudyResult:
     """``run(out_dir)`` once per (version, study, parameters, code); later calls read its result back.
 
     ``run`` writes its files into ``out_dir`` (which already holds ``parameters.json``) and
     returns their :class:`StudyResult`; it is kept as ``summary.json`` with paths pointing at
-    the final directory. An interrupted run leaves nothing behind.
+    the final directory. An interrupted run leaves nothing behind. A stored result with
+    failed rows is run again; the new result replaces it only when the run returns.
     """
     target = result_dir(zoo, study, parameters)
-    if (target / SUMMARY).exists():
-        return StudyResult.read(target, cached=True)
-    with atomic_directory(ZooLocation.local(target.parent), target.name, durable=False) as tmp:
+    stored = stored_result(zoo, study, parameters)
+    if stored is not None and not stored.failures:
+        return stored
+    with atomic_directory(ZooLocation.local(target.parent), target.name, durable=False,
+                          replace=stored is not None) as tmp:
         (tmp / "parameters.json").write_text(json.dumps(parameters, indent=2, default=str))
         result = run(tmp)
         if not isinstance(result, StudyResult):

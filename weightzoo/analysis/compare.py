@@ -22,7 +22,7 @@ import pandas as pd
 
 from weightzoo.analysis import protocol as protocols
 from weightzoo.analysis.baselines import DEFAULT_METHODS, methods_for
-from weightzoo.analysis.cache import cached_result
+from weightzoo.analysis.cache import cached_result, result_dir, stored_result
 from weightzoo.analysis.compare_plots import plot_comparison, summary_markdown
 from weightzoo.analysis.records import json_records
 from weightzoo.analysis.results import StudyResult
@@ -76,6 +76,27 @@ def predict_group(zoo, names, the_plan: Plan, seed: int, options: dict | None = 
         except Exception as error:  # noqa: BLE001 - reported in the method's row
             out[name] = f"failed: {type(error).__name__}: {error}"
     return out
+
+
+def reusable_predictions(zoo, parameters: dict, the_plan: Plan) -> dict[str, pd.DataFrame]:
+    """Out-of-fold predictions of the methods that succeeded in the stored result of these
+    ``parameters`` (one that is run again because other methods failed): the same networks,
+    folds and seed give the same predictions, so only the failed methods need to run.
+    Predictions are stored as text; they are read back as the target's values."""
+    stored = stored_result(zoo, "compare", parameters)
+    path = result_dir(zoo, "compare", parameters) / "predictions.parquet"
+    if stored is None or not path.exists():
+        return {}
+    succeeded = {row["method"] for row in stored.rows if row.get("status") == "ok"}
+    succeeded -= {row["method"] for row in stored.failures}
+    frame = pd.read_parquet(path)
+    if the_plan.categorical:
+        values = {str(value): value for value in the_plan.truth["truth"].unique()}
+        frame["prediction"] = frame["prediction"].map(values)
+    else:
+        frame["prediction"] = pd.to_numeric(frame["prediction"], errors="coerce")
+    return {name: part.drop(columns="method").reset_index(drop=True)
+            for name, part in frame.groupby("method", sort=False) if name in succeeded}
 
 
 def write_study(zoo, out, the_plan: Plan, predictions: dict, protocol: protocols.Protocol,
@@ -138,7 +159,11 @@ def run_compare_study(zoo, out, target: str, *, methods=None, protocol: protocol
     the_plan = plan(zoo, target, protocol, snapshots, where)
     predictions = {}
     if the_plan.status == "ok":
-        for group in groups_of(names):
+        predictions = reusable_predictions(zoo, parameters_of(target, names, protocol, the_plan.snapshots,
+                                                              options, where), the_plan)
+        if predictions and progress:
+            progress(f"re-running the methods that failed; reusing the stored predictions of {', '.join(predictions)}")
+        for group in groups_of([n for n in names if n not in predictions]):
             predictions.update(predict_group(zoo, group, the_plan, protocol.seed, options, progress))
     return write_study(zoo, out, the_plan, predictions, protocol, names)
 

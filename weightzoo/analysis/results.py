@@ -88,6 +88,11 @@ class StudyResult:
         return json.dumps({"format": SUMMARY_FORMAT, "study": self.study, "headline": self.headline,
                            "rows": self.rows, "details": self.details}, indent=2, allow_nan=False)
 
+    @property
+    def failures(self) -> list[dict]:
+        """The rows whose ``status`` says a part of the study failed (``failed`` or ``failed: <error>``)."""
+        return [row for row in self.rows if str(row.get("status") or "").startswith("failed")]
+
     def with_details(self, headline: str | None = None, **details) -> "StudyResult":
         """A copy with ``details`` added (and the headline replaced when given)."""
         return replace(self, headline=self.headline if headline is None else headline,
