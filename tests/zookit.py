@@ -30,7 +30,12 @@ def mlp() -> nn.Module:
     return nn.Sequential(nn.Linear(4, 5), nn.Tanh(), nn.Linear(5, 2))
 
 
-ARCHITECTURES = {"conv": conv_net, "mlp": mlp}
+def wide_mlp() -> nn.Module:
+    """The MLP with 6 hidden units: a second layout beside :func:`mlp`."""
+    return nn.Sequential(nn.Linear(4, 6), nn.Tanh(), nn.Linear(6, 2))
+
+
+ARCHITECTURES = {"conv": conv_net, "mlp": mlp, "wide": wide_mlp}
 
 
 def build_from_config(config) -> nn.Module:
@@ -58,9 +63,9 @@ def staged_inputs(architecture: str, index: int, n_snapshots: int = 3, status: s
     fingerprint = fingerprint_of(architecture, index, n_snapshots)
     hyperparameters = {"lr": float(rng.uniform(1e-3, 1e-1)), "batch_size": int(rng.choice([16, 32])),
                        "augment": bool(index % 2), "optimizer": ["sgd", "adam"][index % 2],
-                       "dataset": "digits" if architecture == "mlp" else "mnist"}
-    if architecture == "mlp":
-        hyperparameters["width"] = 5  # absent for conv models: a null column for them
+                       "dataset": "mnist" if architecture == "conv" else "digits"}
+    if architecture in ("mlp", "wide"):
+        hyperparameters["width"] = 5 if architecture == "mlp" else 6  # absent for conv models: a null column
     snapshots = [_snapshot(k, rng, diverged=status == "diverged" and k == n_snapshots - 1)
                  for k in range(n_snapshots)]
     config = {"architecture": architecture, **hyperparameters}
@@ -214,20 +219,23 @@ def flip_inner_chunk_byte(zoo, path) -> tuple[int, int]:
 PLANTED_SPREAD = {"low": 1.0, "high": 3.0}
 
 
-def planted_zoo(root, n_models: int = 40, n_snapshots: int = 3):
-    """Publish ``n_models`` MLPs with known answers and open the zoo. Hyperparameters:
+def planted_zoo(root, n_models: int = 40, n_snapshots: int = 3, architectures=("mlp",)):
+    """Publish ``n_models`` MLPs with known answers and open the zoo; with
+    ``architectures=("mlp", "wide")`` the first half has one layout and the second half
+    another (``planted`` alternates within each half). Hyperparameters:
     ``planted`` (low/high: the first layer's weights are 3x larger for high — a deterministic
     function of the weights), ``scale`` (a float multiplying the second layer's weights),
     ``shuffled`` (x/y, balanced, drawn independently of the weights) and ``rare`` (a/b, and one
     network of class c)."""
     from weightzoo.io.reader import open_zoo
 
-    layout = WeightLayout.from_module(mlp())
-    first, second = layout.indices(layers=[0]), layout.indices(layers=[1])
     shuffled = np.random.default_rng(123).permutation(["x", "y"] * (n_models // 2) + ["x"] * (n_models % 2))
     fingerprints = []
     for i in range(n_models):
-        inputs = staged_inputs("mlp", i, n_snapshots)
+        architecture = architectures[i * len(architectures) // n_models]
+        layout = WeightLayout.from_module(ARCHITECTURES[architecture]())
+        first, second = layout.indices(layers=[0]), layout.indices(layers=[1])
+        inputs = staged_inputs(architecture, i, n_snapshots)
         planted = ["low", "high"][i % 2]
         scale = float(np.random.default_rng([7, i]).uniform(0.5, 3.0))
         weights = inputs["weights"].copy()

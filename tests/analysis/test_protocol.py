@@ -250,3 +250,42 @@ def test_a_comparison_with_a_failed_method_is_run_again_reusing_the_methods_that
     fresh = evaluate(zoo, target, methods_for(["majority", "stats-linear"]), Protocol(folds=3, seed=7))[0]
     got = pd.read_parquet(f"{second.path}/results.parquet")
     assert got["method"].tolist() == fresh["method"].tolist() and np.allclose(got["mean"], fresh["mean"])
+
+
+@pytest.fixture(scope="module")
+def two_layouts(tmp_path_factory):
+    return planted_zoo(tmp_path_factory.mktemp("layouts") / "zoo", n_models=24, architectures=("mlp", "wide"))
+
+
+def test_methods_of_one_layout_compare_a_zoo_of_several_layout_by_layout(two_layouts, monkeypatch):
+    """raw-linear, the neural functional and the SANE probes read one layout's weights: on a zoo
+    of two layouts each fold fits each layout on that layout's training networks, and every
+    network is predicted (before, nfn and SANE failed on such a zoo)."""
+    from weightzoo.analysis.sane import fold
+
+    zoo = two_layouts
+    assert zoo.models["layout_id"].nunique() == 2
+    seen = []
+    statistics = fold.layer_statistics
+    monkeypatch.setattr(fold, "layer_statistics", lambda *a, **kw: seen.append(set(kw["model_ids"])) or
+                        statistics(*a, **kw))
+    names = ["majority", "raw-linear", "nfn", "sane-linear", "sane-boosted"]
+    protocol = Protocol(folds=2)
+    results, _ = evaluate(zoo, "planted", methods_for(names, {"nfn_epochs": 2, "sane_epochs": 1}), protocol)
+    assert set(results["status"]) == {"ok"}, results[["method", "status"]]
+    assert set(results["n_networks"]) == {24}
+    layout_of = zoo.models.set_index("model_id")["layout_id"]
+    folds = make_folds(truth_table(zoo, "planted", SnapshotChoice.parse("1:")), protocol, True)
+    expected = [{m for m in f.train_ids if layout_of[m] == lid} for f in folds for lid in sorted(layout_of.unique())]
+    assert seen == expected, "one autoencoder per (fold, layout), trained on that layout's training networks"
+
+
+def test_a_layout_without_training_networks_in_a_fold_is_named(two_layouts):
+    from weightzoo.analysis.baselines import by_layout
+
+    zoo = two_layouts
+    wide = sorted(zoo.models.loc[zoo.models["layout_id"] != zoo.models["layout_id"].iloc[0], "model_id"])
+    narrow = sorted(set(zoo.models["model_id"]) - set(wide))
+    method = by_layout(lambda *a, **kw: pd.DataFrame())
+    with pytest.raises(InputError, match="no training network of layout .* --where"):
+        method(zoo, narrow[:-1], [narrow[-1], wide[0]], "planted", snapshots="last", seed=0)

@@ -5,7 +5,7 @@ snapshots, seed) -> DataFrame(model_id, k, prediction)``.
 ``majority``       chance: the training networks' majority class (regression: their mean)
 ``stats-linear``   s(W) per-layer statistics + logistic / ridge regression
 ``stats-boosted``  s(W) + histogram gradient boosting
-``raw-linear``     the flat weight vector + logistic / ridge regression (one fit per layout)
+``raw-linear``     the flat weight vector + logistic / ridge regression
 ``meta-classifier``  the NWS slice CNN (:mod:`weightzoo.analysis.meta_classifier`)
 ``sane-linear``    SANE embeddings (an autoencoder trained on the training networks of the
                    fold only) + logistic / ridge regression
@@ -17,13 +17,15 @@ Linear models standardise on the training rows and choose their regularisation o
 held-out quarter of the training *networks* (never the test fold), then refit on all of
 them. Continuous log-scale targets (learning rate) are fitted as log10 and returned on
 their own scale. Feature tables are computed once per process and zoo version (every fold
-reuses them).
+reuses them). The methods that read one layout's weights (``raw-linear``, ``nfn``, the SANE
+probes) fit each layout of a fold on its own (:func:`by_layout`); the others fit all networks
+together.
 """
 
 from __future__ import annotations
 
 import warnings
-from functools import partial
+from functools import partial, wraps
 
 import numpy as np
 import pandas as pd
@@ -60,9 +62,9 @@ def methods_for(names=None, options: dict | None = None) -> dict:
              "raw-linear": partial(features_method, kind="raw", model="linear"),
              "meta-classifier": partial(meta_classifier_method, epochs=int(o["meta_epochs"]),
                                         slice_length=int(o["slice_length"])),
-             "sane-linear": partial(sane_method, model="linear", epochs=int(o["sane_epochs"])),
-             "sane-boosted": partial(sane_method, model="boosted", epochs=int(o["sane_epochs"])),
-             "nfn": partial(nfn_method, epochs=int(o["nfn_epochs"]))}
+             "sane-linear": partial(by_layout(sane_method), model="linear", epochs=int(o["sane_epochs"])),
+             "sane-boosted": partial(by_layout(sane_method), model="boosted", epochs=int(o["sane_epochs"])),
+             "nfn": partial(by_layout(nfn_method), epochs=int(o["nfn_epochs"]))}
     return {name: table[name] for name in dict.fromkeys(names)}
 
 
@@ -85,18 +87,42 @@ def features_method(zoo, train_ids, test_ids, target, *, snapshots, seed: int = 
                     model: str = "linear") -> pd.DataFrame:
     """s(W) (``kind="stats"``) or raw weights (``"raw"``, one fit per layout) + a linear or
     boosted model."""
+    if kind == "raw":
+        return by_layout(_raw_method)(zoo, train_ids, test_ids, target, snapshots=snapshots, seed=seed, model=model)
     table = feature_table_of(zoo, snapshots, kind)
-    if kind != "raw":
-        return fit_predict_table(table, train_ids, test_ids, target, model=model, seed=seed)
-    parts = []
-    layouts = table.drop_duplicates("model_id").set_index("model_id")["layout_id"]
-    for layout_id, ids in layouts.loc[list(test_ids)].groupby(layouts.loc[list(test_ids)]):
-        train_here = [m for m in train_ids if layouts.get(m) == layout_id]
-        if not train_here:
-            raise InputError(f"raw weights: no training network of layout {layout_id} in this fold")
-        part = table[table["layout_id"] == layout_id].dropna(axis=1, how="all")
-        parts.append(fit_predict_table(part, train_here, list(ids.index), target, model=model, seed=seed))
-    return pd.concat(parts, ignore_index=True)
+    return fit_predict_table(table, train_ids, test_ids, target, model=model, seed=seed)
+
+
+def _raw_method(zoo, train_ids, test_ids, target, *, snapshots, seed: int, model: str) -> pd.DataFrame:
+    """The flat weight vectors of networks of one layout + a linear or boosted model."""
+    table = feature_table_of(zoo, snapshots, "raw")
+    part = table[table["model_id"].isin(list(train_ids) + list(test_ids))].dropna(axis=1, how="all")
+    return fit_predict_table(part, train_ids, test_ids, target, model=model, seed=seed)
+
+
+def by_layout(method):
+    """``method`` fitted on each layout of the fold on its own: the test networks of a layout
+    are predicted from the training networks of that layout. For the methods whose input is
+    one layout's weights (raw vectors, the neural functional, SANE's tokens), so that they
+    compare a zoo of several layouts as the s(W) methods do. InputError when a layout of the
+    test fold has no training network."""
+
+    @wraps(method)
+    def fit_predict(zoo, train_ids, test_ids, target, **kwargs) -> pd.DataFrame:
+        layouts = zoo.models.set_index("model_id")["layout_id"]
+        train_layouts = layouts.loc[list(train_ids)]
+        test_layouts = layouts.loc[list(test_ids)]
+        parts = []
+        for layout_id, ids in test_layouts.groupby(test_layouts, sort=True):
+            train_here = list(train_layouts.index[train_layouts == layout_id])
+            if not train_here:
+                raise InputError(f"no training network of layout {layout_id} in this fold ({len(ids)} test "
+                                 f"networks): it has too few networks to compare; leave it out with --where "
+                                 f"\"layout_id != '{layout_id}'\"")
+            parts.append(method(zoo, train_here, list(ids.index), target, **kwargs))
+        return pd.concat(parts, ignore_index=True)
+
+    return fit_predict
 
 
 def feature_table_of(zoo, snapshots, kind: str) -> pd.DataFrame:

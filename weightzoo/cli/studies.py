@@ -54,7 +54,7 @@ def _compare_parser(sub) -> None:
                               "training hyperparameter, all for a metric such as test_acc); also all, last, K, "
                               "A:B (B exclusive), A:, :B or a list 0,2,4")
     compare.add_argument("--where", help="compare only these networks: a pandas query on models.parquet, e.g. "
-                                         "\"layout_id == 'L…'\" (the neural functional reads one layout)")
+                                         "\"layout_id == 'L…'\" (raw-linear, nfn and SANE fit each layout on its own)")
     compare.add_argument("--meta-epochs", type=positive, help="meta-classifier epochs (default: 10)")
     compare.add_argument("--nfn-epochs", type=positive, help="neural functional epochs (default: 40)")
     compare.add_argument("--sane-epochs", type=positive, help="SANE epochs per fold (default: 10)")

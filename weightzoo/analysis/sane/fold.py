@@ -4,8 +4,9 @@ the fold's training and test snapshots. No test network is ever seen in training
 without its label. Everything else is the study's own code (:mod:`.study`): tokenizer,
 standardisation, augmentation, streamed batches, training.
 
-The embeddings of the last few folds are kept per process (they are small: 16 numbers per
-snapshot), so the linear and the boosted probe of one fold share one trained autoencoder.
+The embeddings of the last KEEP_FOLDS (fold, layout) pairs are kept per process (they are
+small: 16 numbers per snapshot), so the linear and the boosted probe of one fold share one
+trained autoencoder (5 folds of a zoo of 8 layouts are 40 pairs).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from weightzoo.core.snapshots import SnapshotChoice
 from weightzoo.errors import InputError
 
 _KEPT: dict = {}
-KEEP_FOLDS = 16
+KEEP_FOLDS = 64
 
 
 def fold_embeddings(zoo, train_ids, test_ids, *, snapshots, seed: int = 0, epochs: int = 10,
