@@ -42,7 +42,8 @@ METHOD_NAMES = ("majority", "stats-linear", "stats-boosted", "raw-linear", "meta
 # SANE trains one autoencoder per fold (minutes each on the demo zoo): named explicitly with --methods.
 DEFAULT_METHODS = ("majority", "stats-linear", "stats-boosted", "raw-linear", "meta-classifier", "nfn")
 DEFAULT_OPTIONS = {"meta_epochs": 10, "slice_length": 1000, "nfn_epochs": 40, "sane_epochs": 10}
-_TABLES: dict = {}  # (zoo, version, snapshots, kind) -> feature table; a few at most
+_TABLES: dict = {}  # (zoo, version, snapshots, kind, layout) -> feature table
+TABLE_BYTES = 2 * 2**30  # feature tables kept per process (the newest is always kept)
 
 
 def methods_for(names=None, options: dict | None = None) -> dict:
@@ -94,10 +95,11 @@ def features_method(zoo, train_ids, test_ids, target, *, snapshots, seed: int = 
 
 
 def _raw_method(zoo, train_ids, test_ids, target, *, snapshots, seed: int, model: str) -> pd.DataFrame:
-    """The flat weight vectors of networks of one layout + a linear or boosted model."""
-    table = feature_table_of(zoo, snapshots, "raw")
-    part = table[table["model_id"].isin(list(train_ids) + list(test_ids))].dropna(axis=1, how="all")
-    return fit_predict_table(part, train_ids, test_ids, target, model=model, seed=seed)
+    """The flat weight vectors of networks of one layout + a linear or boosted model (the
+    table holds that layout's networks only: a few thousand columns each)."""
+    layout_id = zoo.models.set_index("model_id").at[train_ids[0], "layout_id"]
+    table = feature_table_of(zoo, snapshots, "raw", layout_id)
+    return fit_predict_table(table, train_ids, test_ids, target, model=model, seed=seed)
 
 
 def by_layout(method):
@@ -125,17 +127,19 @@ def by_layout(method):
     return fit_predict
 
 
-def feature_table_of(zoo, snapshots, kind: str) -> pd.DataFrame:
-    """:func:`weightzoo.analysis.properties.feature_table` of every ok network, computed once
-    per process for (zoo version, snapshots, kind)."""
+def feature_table_of(zoo, snapshots, kind: str, layout_id: str | None = None) -> pd.DataFrame:
+    """:func:`weightzoo.analysis.properties.feature_table` of every ok network (of
+    ``layout_id`` only, when given), computed once per process for (zoo version, snapshots,
+    kind, layout)."""
     from weightzoo.analysis.properties import feature_table
     from weightzoo.core.snapshots import SnapshotChoice
 
-    key = (str(zoo.handle), zoo.version, SnapshotChoice.of(snapshots).text, kind)
+    key = (str(zoo.handle), zoo.version, SnapshotChoice.of(snapshots).text, kind, layout_id)
     if key not in _TABLES:
-        while len(_TABLES) >= 4:
-            _TABLES.pop(next(iter(_TABLES)))
-        _TABLES[key] = feature_table(zoo, snapshots=snapshots, features=kind)
+        table = feature_table(zoo, snapshots=snapshots, features=kind, layout_id=layout_id)
+        while _TABLES and sum(_bytes(t) for t in _TABLES.values()) + _bytes(table) > TABLE_BYTES:
+            _TABLES.pop(next(iter(_TABLES)))  # the oldest first
+        _TABLES[key] = table
     return _TABLES[key]
 
 
@@ -237,6 +241,10 @@ def sane_method(zoo, train_ids, test_ids, target, *, snapshots, seed: int = 0, m
     table = embeddings.merge(rows[["model_id", "k", target]], on=["model_id", "k"], how="left")
     columns = [c for c in embeddings.columns if c.startswith("e") and c[1:].isdigit()]
     return fit_predict_table(table, train_ids, test_ids, target, model=model, seed=seed, features=columns)
+
+
+def _bytes(table: pd.DataFrame) -> int:
+    return int(table.memory_usage(index=False, deep=False).sum())
 
 
 def _categorical(*parts) -> bool:

@@ -78,29 +78,39 @@ def feature_table(zoo, where: str | None = None, *, snapshots=None, status: str 
         equals["layout_id"] = layout_id
     selection = zoo.select(where, snapshots=snapshots, status=status, model_ids=model_ids, **equals)
     selection.require_samples()
-    parts, names = [], {}
+    ids, blocks, names = [], [], {}
     for model, ks, weights in selection.iter_models():
+        ids.append(pd.DataFrame({"model_id": model.model_id, "layout_id": model.layout_id,
+                                 "k": ks.astype(np.int64)}))
         if features == "raw":
-            values, feature_names = weights, [f"w{i}" for i in range(weights.shape[1])]
+            blocks.append(weights)
         else:
             values, feature_names = weight_statistics(weights, selection.layouts[model.layout_id], roles=roles)
-        names.update(dict.fromkeys(feature_names))
-        frame = pd.DataFrame(values, columns=feature_names)
-        frame.insert(0, "k", ks.astype(np.int64))
-        frame.insert(0, "layout_id", model.layout_id)
-        frame.insert(0, "model_id", model.model_id)
-        parts.append(frame)
-    table = pd.concat(parts, ignore_index=True)
+            names.update(dict.fromkeys(feature_names))
+            blocks.append(pd.DataFrame(values, columns=feature_names))
+    values = _raw_frame(blocks) if features == "raw" else pd.concat(blocks, ignore_index=True)
+    values = values[sorted(values.columns, key=_feature_order)]  # layer-major across layouts (stable)
     models = selection.models
     # A hyperparameter named like a snapshot column would collide in the merge; the snapshot
     # table is the authority for those names.
     hyper = [c for c in models.columns if c not in RESERVED and c not in (*SNAPSHOT_COLUMNS, "k")]
     present = [c for c in SNAPSHOT_COLUMNS if c in zoo.snapshots.columns]
-    table = (table.merge(models[["model_id", "split", "status", *hyper]], on="model_id", how="left")
-             .merge(zoo.snapshots[["model_id", "k", *present]], on=["model_id", "k"], how="left"))
-    # Layer-major order across layouts (a stable sort keeps role/statistic order within a layer).
-    ordered = sorted(names, key=_feature_order)
-    return table[[*ID_COLUMNS, *hyper, *present, *ordered]]
+    labels = (pd.concat(ids, ignore_index=True)
+              .merge(models[["model_id", "split", "status", *hyper]], on="model_id", how="left")
+              .merge(zoo.snapshots[["model_id", "k", *present]], on=["model_id", "k"], how="left"))
+    return pd.concat([labels[[*ID_COLUMNS, *hyper, *present]], values], axis=1)
+
+
+def _raw_frame(blocks: list[np.ndarray]) -> pd.DataFrame:
+    """The flat weight vectors as one float32 frame ``w0…`` built from one matrix (NaN past
+    a shorter layout's end): thousands of columns, so never as a concat of per-model frames."""
+    width = max(block.shape[1] for block in blocks)
+    matrix = np.full((sum(len(block) for block in blocks), width), np.nan, dtype=np.float32)
+    row = 0
+    for block in blocks:
+        matrix[row:row + len(block), :block.shape[1]] = block
+        row += len(block)
+    return pd.DataFrame(matrix, columns=[f"w{i}" for i in range(width)], copy=False)
 
 
 def combine_feature_tables(parts: list[pd.DataFrame]) -> pd.DataFrame:
