@@ -58,9 +58,9 @@ def methods_for(names=None, options: dict | None = None) -> dict:
     bad = sorted(set(o) - set(DEFAULT_OPTIONS))
     if bad:
         raise InputError(f"unknown method option(s) {bad}; known: {sorted(DEFAULT_OPTIONS)}")
-    table = {"majority": majority, "stats-linear": partial(features_method, kind="stats", model="linear"),
-             "stats-boosted": partial(features_method, kind="stats", model="boosted"),
-             "raw-linear": partial(features_method, kind="raw", model="linear"),
+    table = {"majority": majority, "stats-linear": partial(stats_method, model="linear"),
+             "stats-boosted": partial(stats_method, model="boosted"),
+             "raw-linear": partial(by_layout(raw_method), model="linear"),
              "meta-classifier": partial(meta_classifier_method, epochs=int(o["meta_epochs"]),
                                         slice_length=int(o["slice_length"])),
              "sane-linear": partial(by_layout(sane_method), model="linear", epochs=int(o["sane_epochs"])),
@@ -84,19 +84,16 @@ def majority(zoo, train_ids, test_ids, target, *, snapshots, seed: int = 0) -> p
                          "prediction": [value] * len(test)})
 
 
-def features_method(zoo, train_ids, test_ids, target, *, snapshots, seed: int = 0, kind: str = "stats",
-                    model: str = "linear") -> pd.DataFrame:
-    """s(W) (``kind="stats"``) or raw weights (``"raw"``, one fit per layout) + a linear or
-    boosted model."""
-    if kind == "raw":
-        return by_layout(_raw_method)(zoo, train_ids, test_ids, target, snapshots=snapshots, seed=seed, model=model)
-    table = feature_table_of(zoo, snapshots, kind)
+def stats_method(zoo, train_ids, test_ids, target, *, snapshots, seed: int = 0,
+                 model: str = "linear") -> pd.DataFrame:
+    """s(W) + a linear or boosted model."""
+    table = feature_table_of(zoo, snapshots, "stats")
     return fit_predict_table(table, train_ids, test_ids, target, model=model, seed=seed)
 
 
-def _raw_method(zoo, train_ids, test_ids, target, *, snapshots, seed: int, model: str) -> pd.DataFrame:
-    """The flat weight vectors of networks of one layout + a linear or boosted model (the
-    table holds that layout's networks only: a few thousand columns each)."""
+def raw_method(zoo, train_ids, test_ids, target, *, snapshots, seed: int = 0, model: str = "linear") -> pd.DataFrame:
+    """The flat weight vectors of networks of one layout (see :func:`by_layout`) + a linear or
+    boosted model; the table holds that layout's networks only."""
     layout_id = zoo.models.set_index("model_id").at[train_ids[0], "layout_id"]
     table = feature_table_of(zoo, snapshots, "raw", layout_id)
     return fit_predict_table(table, train_ids, test_ids, target, model=model, seed=seed)

@@ -78,25 +78,29 @@ def feature_table(zoo, where: str | None = None, *, snapshots=None, status: str 
         equals["layout_id"] = layout_id
     selection = zoo.select(where, snapshots=snapshots, status=status, model_ids=model_ids, **equals)
     selection.require_samples()
-    ids, blocks, names = [], [], {}
+    models_seen, blocks = [], []
     for model, ks, weights in selection.iter_models():
-        ids.append(pd.DataFrame({"model_id": model.model_id, "layout_id": model.layout_id,
-                                 "k": ks.astype(np.int64)}))
+        models_seen.append((model.model_id, model.layout_id, ks))
         if features == "raw":
             blocks.append(weights)
         else:
             values, feature_names = weight_statistics(weights, selection.layouts[model.layout_id], roles=roles)
-            names.update(dict.fromkeys(feature_names))
             blocks.append(pd.DataFrame(values, columns=feature_names))
-    values = _raw_frame(blocks) if features == "raw" else pd.concat(blocks, ignore_index=True)
-    values = values[sorted(values.columns, key=_feature_order)]  # layer-major across layouts (stable)
+    if features == "raw":
+        values = _raw_frame(blocks)  # w0, w1, … already in order
+    else:
+        values = pd.concat(blocks, ignore_index=True)
+        values = values[sorted(values.columns, key=_feature_order)]  # layer-major across layouts (stable)
+    counts = [len(ks) for _, _, ks in models_seen]
+    ids = pd.DataFrame({"model_id": np.repeat([m for m, _, _ in models_seen], counts),
+                        "layout_id": np.repeat([lid for _, lid, _ in models_seen], counts),
+                        "k": np.concatenate([ks for _, _, ks in models_seen]).astype(np.int64)})
     models = selection.models
     # A hyperparameter named like a snapshot column would collide in the merge; the snapshot
     # table is the authority for those names.
     hyper = [c for c in models.columns if c not in RESERVED and c not in (*SNAPSHOT_COLUMNS, "k")]
     present = [c for c in SNAPSHOT_COLUMNS if c in zoo.snapshots.columns]
-    labels = (pd.concat(ids, ignore_index=True)
-              .merge(models[["model_id", "split", "status", *hyper]], on="model_id", how="left")
+    labels = (ids.merge(models[["model_id", "split", "status", *hyper]], on="model_id", how="left")
               .merge(zoo.snapshots[["model_id", "k", *present]], on=["model_id", "k"], how="left"))
     return pd.concat([labels[[*ID_COLUMNS, *hyper, *present]], values], axis=1)
 
